@@ -1,0 +1,1 @@
+"""reelm.data: video I/O, the synthetic captioned video world, datasets, the token layout, shards."""

@@ -1,0 +1,1 @@
+"""reelm.eval: decoding samples and scoring them (reconstruction, generation, prompt adherence)."""

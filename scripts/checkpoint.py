@@ -1,0 +1,253 @@
+"""The checkpoint format, shared by every trained model in reelm.
+
+A run directory holds step-numbered checkpoints::
+
+    RUN/
+      step-000100/
+        reelm.json                   what this is: kind, format version, reelm version, config, metadata
+        model.safetensors            weights (the model's own files; the LM's are Hugging Face files)
+        trainer_state.json           step, data position, RNG, ... (tensors referenced by key)
+        trainer_state.safetensors    the tensors of that state (optimizer moments, RNG state)
+      step-000200/
+      ...
+
+A checkpoint is written into a hidden staging folder (``.step-000200.partial``) and
+renamed into place only once every file is on disk, so a visible ``step-*`` folder is
+always complete: a crash or SIGKILL mid-save leaves the previous checkpoints intact.
+Nothing is ever pickled: weights and state tensors are safetensors, the rest is JSON.
+
+Follows: nanochat's checkpoint_manager (step-numbered model / meta / optimizer files,
+one strict loader) and torchtitan's "trainer state saved and restored as one".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from reelm import __version__
+from reelm.errors import ReelmError
+
+FORMAT_VERSION = 1
+META_FILE = "reelm.json"
+STEP_PREFIX = "step-"
+
+
+class CheckpointError(ReelmError):
+    """A checkpoint that is missing, incomplete, or of another kind/version."""
+
+
+def step_dir_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:06d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``run_dir``, oldest first."""
+    run_dir = Path(run_dir)
+    found = []
+    if run_dir.is_dir():
+        for child in run_dir.iterdir():
+            name = child.name
+            if child.is_dir() and name.startswith(STEP_PREFIX) and name[len(STEP_PREFIX):].isdigit():
+                if (child / META_FILE).is_file():
+                    found.append((int(name[len(STEP_PREFIX):]), child))
+    return sorted(found)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder's latest complete checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: not found")
+    if (path / META_FILE).is_file():
+        return path
+    checkpoints = list_checkpoints(path)
+    if not checkpoints:
+        raise CheckpointError(f"{path}: neither a checkpoint (no {META_FILE}) nor a run folder with checkpoints")
+    return checkpoints[-1][1]
+
+
+def read_meta(ckpt_dir: str | Path, kind: str | None = None) -> dict:
+    """The checkpoint's ``reelm.json``, checked for format version and (optionally) kind."""
+    ckpt_dir = Path(ckpt_dir)
+    meta_path = ckpt_dir / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{ckpt_dir}: not a reelm checkpoint (no {META_FILE})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{meta_path}: corrupt ({exc})") from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{ckpt_dir}: checkpoint format version {version}, this reelm reads {FORMAT_VERSION}")
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(f"{ckpt_dir}: a {meta.get('kind')!r} checkpoint, expected {kind!r}")
+    return meta
+
+
+def write_meta(ckpt_dir: str | Path, kind: str, config: dict, **metadata: Any) -> None:
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "reelm_version": __version__,
+        "config": config,
+        **metadata,
+    }
+    (Path(ckpt_dir) / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+# --- atomic writing -------------------------------------------------------------------
+
+
+def staging_dir(run_dir: str | Path, step: int) -> Path:
+    """The hidden folder a checkpoint is written into before :func:`commit` publishes it.
+
+    The name is deterministic so that every rank of a distributed job writes into the same one.
+    """
+    return Path(run_dir) / f".{step_dir_name(step)}.partial"
+
+
+def commit(run_dir: str | Path, step: int, keep_last: int | None = None) -> Path:
+    """Publish the staged checkpoint of ``step`` atomically; prune to ``keep_last``."""
+    run_dir = Path(run_dir)
+    staged = staging_dir(run_dir, step)
+    if not (staged / META_FILE).is_file():
+        raise CheckpointError(f"{staged}: nothing staged to commit (no {META_FILE})")
+    _fsync_tree(staged)
+    final = run_dir / step_dir_name(step)
+    if final.exists():
+        trash = run_dir / f".{final.name}.old"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(final, trash)
+        os.replace(staged, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+    _fsync_dir(run_dir)
+    if keep_last is not None and keep_last > 0:
+        for _, old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    write: Callable[[Path], None],
+    keep_last: int | None = None,
+) -> Path:
+    """Single-process save: stage, let ``write(folder)`` fill it, commit."""
+    staged = staging_dir(run_dir, step)
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    write(staged)
+    return commit(run_dir, step, keep_last=keep_last)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- nested state (optimizer, scheduler, RNG, data position) without pickle ---------------
+
+
+def save_state(folder: str | Path, name: str, state: Any) -> None:
+    """Write a nested dict/list state holding tensors as ``name.json`` + ``name.safetensors``."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten(state, tensors, prefix="")
+    folder = Path(folder)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps(skeleton, indent=1) + "\n")
+
+
+def load_state(folder: str | Path, name: str) -> Any:
+    """Read what :func:`save_state` wrote."""
+    folder = Path(folder)
+    try:
+        skeleton = json.loads((folder / f"{name}.json").read_text())
+        tensors = load_file(str(folder / f"{name}.safetensors"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{folder}: missing {Path(exc.filename).name}") from None
+    return _unflatten(skeleton, tensors)
+
+
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "root"
+        tensors[key] = obj
+        return {"__tensor__": key}
+    if isinstance(obj, np.ndarray):
+        key = prefix or "root"
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(obj))
+        return {"__ndarray__": key}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, (str, int)) for k in obj):
+            raise TypeError(f"state keys must be str or int at {prefix!r}")
+        return {
+            "__dict__": [[k, _flatten(v, tensors, f"{prefix}.{k}" if prefix else str(k))] for k, v in obj.items()]
+        }
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix!r} in a checkpoint")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__ndarray__" in obj:
+            return tensors[obj["__ndarray__"]].numpy()
+        if "__tuple__" in obj:
+            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+        if "__dict__" in obj:
+            return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+    return obj
+
+
+def capture_rng() -> dict:
+    """Every RNG a training step may draw from, as checkpointable state."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))

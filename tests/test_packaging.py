@@ -1,0 +1,94 @@
+"""Packaging: one namespace (`reelm`), nothing generic top-level, no bare imports, a working CLI."""
+
+import argparse
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+LIBRARY_FOLDERS = ("data", "lm", "eval", "tokenizer")
+GENERIC_NAMES = LIBRARY_FOLDERS + ("scripts", "commands", "tests")
+
+
+def test_generic_names_are_not_importable_top_level(tmp_path):
+    code = (
+        "import importlib.util, json;"
+        f"names = {list(GENERIC_NAMES)!r};"
+        "print(json.dumps({n: importlib.util.find_spec(n) is not None for n in names}));"
+    )
+    # Run outside the repository so its folders are not on sys.path by accident.
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    found = json.loads(out.stdout)
+    assert not any(found.values()), f"top-level generic modules importable: {found}"
+    for part in LIBRARY_FOLDERS:
+        spec = subprocess.run(
+            [sys.executable, "-c", f"import reelm.{part} as m; print(m.__file__)"],
+            cwd=tmp_path, capture_output=True, text=True, check=True,
+        )
+        assert Path(spec.stdout.strip()).parent == REPO / part
+
+
+TOP_LEVEL_PROBE = """
+import ast, importlib.metadata, json
+dist = importlib.metadata.distribution("reelm")
+top = set()
+for f in dist.files or []:
+    first = f.parts[0]
+    if first.endswith((".dist-info", ".egg-info")) or first in ("..", "__pycache__") or first.startswith("__editable__"):
+        continue
+    top.add(first.split(".")[0])
+# An editable install maps packages through a finder: its mapping must hold reelm names only.
+for f in dist.files or []:
+    if f.name.startswith("__editable__") and f.name.endswith("_finder.py"):
+        line = f.locate().read_text().split("MAPPING: dict[str, str] = ", 1)[1].splitlines()[0]
+        top |= {name.split(".")[0] for name in ast.literal_eval(line)}
+print(json.dumps(sorted(top)))
+"""
+
+
+def test_distribution_installs_only_reelm_top_level(tmp_path):
+    out = subprocess.run([sys.executable, "-c", TOP_LEVEL_PROBE], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == ["reelm"]
+
+
+def _python_files():
+    for folder in ("scripts", "data", "lm", "eval", "tokenizer", "tests"):
+        yield from (REPO / folder).rglob("*.py")
+
+
+def test_no_bare_imports_of_card_folders():
+    offenders = []
+    for path in _python_files():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.split(".")[0] in GENERIC_NAMES]
+    assert not offenders, offenders
+
+
+def _all_parsers(parser, prefix=()):
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, prefix + (name,))
+
+
+def test_every_subcommand_has_help(capsys):
+    from reelm.cli import build_parser
+
+    commands = list(_all_parsers(build_parser()))
+    assert len(commands) > 1
+    for prefix, parser in commands:
+        help_text = parser.format_help()
+        assert help_text.startswith("usage: reelm"), prefix
+    # The console script itself answers --help quickly and without error.
+    out = subprocess.run([Path(sys.executable).parent / "reelm", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "COMMAND" in out.stdout

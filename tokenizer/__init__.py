@@ -1,0 +1,1 @@
+"""reelm.tokenizer: the causal video tokenizer (pixels <-> discrete codes)."""
