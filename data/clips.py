@@ -1,0 +1,126 @@
+"""Clip sampling: a source row becomes fixed-size clips, or a recorded reason to skip it.
+
+A clip is ``num_frames`` frames at ``fps``, the shorter side resized to ``size`` and
+center-cropped square; images become 1-frame clips. A long video gives ``clips_per_video``
+windows, spread evenly (``temporal_crop="center"``) or drawn at random (``"random"``, from
+the caller's generator so runs are reproducible). Rows that cannot be used raise
+:class:`SkipRow` with one of the ``SKIP_*`` reasons; :class:`SkipLog` records them in an
+errors file and counts them, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reelm.data.sources import Source, SourceRow, SyntheticSource
+
+SKIP_MISSING = "missing file"
+SKIP_EMPTY_CAPTION = "empty caption"
+SKIP_UNREADABLE = "unreadable video"
+SKIP_TOO_SHORT = "too short"
+SKIP_BAD_TIME = "bad start/end time"
+
+
+@dataclass(kw_only=True)
+class ClipSpec:
+    num_frames: int = 17
+    fps: float = 8.0
+    size: int = 64  # shorter side resized to this, then a centered size x size crop
+    temporal_crop: str = "center"  # "center" | "random"
+    clips_per_video: int = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    frames: np.ndarray  # (T, H, W, 3) uint8; T = 1 for images
+    start: float  # seconds into the source video
+    is_image: bool
+
+
+class SkipRow(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def load_clips(source: Source, row: SourceRow, spec: ClipSpec, rng: np.random.Generator) -> list[Clip]:
+    """The clips of one row, or :class:`SkipRow`."""
+    if not row.caption:
+        raise SkipRow(SKIP_EMPTY_CAPTION, row.video)
+    if isinstance(source, SyntheticSource):
+        return [Clip(frames=source.world.clip(row.index).frames, start=0.0, is_image=False)]
+    from reelm.data.video_read import VideoReadError, probe, read_video
+
+    path = Path(row.video)
+    if not row.video or not path.is_file():
+        raise SkipRow(SKIP_MISSING, row.video or "<no path>")
+    if any(t is not None and not math.isfinite(t) for t in (row.start, row.end)):
+        raise SkipRow(SKIP_BAD_TIME, row.video)
+    try:
+        if row.is_image:
+            frames = read_video(path, num_frames=1, size=spec.size, crop=spec.size)
+            return [Clip(frames=frames, start=0.0, is_image=True)]
+        starts = _window_starts(path, row, spec, rng, probe)
+        clips = []
+        for start in starts:
+            frames = read_video(path, fps=spec.fps, start=start, num_frames=spec.num_frames,
+                                size=spec.size, crop=spec.size)
+            if len(frames) < spec.num_frames:
+                raise SkipRow(SKIP_TOO_SHORT, f"{row.video}: {len(frames)} of {spec.num_frames} frames from {start:.2f}s")
+            clips.append(Clip(frames=frames, start=start, is_image=False))
+        return clips
+    except VideoReadError as exc:
+        raise SkipRow(SKIP_UNREADABLE, str(exc)) from None
+
+
+def _window_starts(path: Path, row: SourceRow, spec: ClipSpec, rng: np.random.Generator, probe) -> list[float]:
+    """Start times of the clip windows inside ``[row.start, row.end]``."""
+    begin = row.start or 0.0
+    duration = probe(path).duration
+    end = row.end if row.end is not None else (duration if duration else None)
+    window = spec.num_frames / spec.fps  # the last frame needs its own 1/fps before the end
+    if end is None:  # no duration known: take one window from the start, checked when read
+        return [begin]
+    slack = end - begin - window
+    if slack < 0:
+        raise SkipRow(SKIP_TOO_SHORT, f"{row.video}: {end - begin:.2f}s, a clip needs {window:.2f}s")
+    count = max(1, spec.clips_per_video)
+    if spec.temporal_crop == "random":
+        offsets = np.sort(rng.uniform(0.0, slack, size=count))
+    elif count == 1:
+        offsets = np.array([slack / 2])
+    else:
+        offsets = np.linspace(0.0, slack, count)
+    # Snap to the frame grid so the same clip is read whatever rounding the container uses.
+    return [begin + math.floor(o * spec.fps) / spec.fps for o in offsets]
+
+
+class SkipLog:
+    """Records rows that could not be used: ``errors.jsonl`` plus counts by reason."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path is not None else None
+        self.counts: Counter[str] = Counter()
+
+    def record(self, row: SourceRow, skip: SkipRow) -> None:
+        self.counts[skip.reason] += 1
+        if self.path is not None:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps({"index": row.index, "video": row.video, "reason": skip.reason,
+                                     "detail": skip.detail}) + "\n")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self, used: int) -> str:
+        parts = [f"used {used}", f"skipped {self.total}"]
+        parts += [f"{reason}: {n}" for reason, n in sorted(self.counts.items())]
+        return ", ".join(parts)

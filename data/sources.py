@@ -1,0 +1,190 @@
+"""Video-text sources: where captioned clips come from, as rows with random access.
+
+Every source — a JSONL / CSV / Parquet manifest, a folder of videos (or images) with
+same-name ``.txt`` captions, any Hugging Face ``datasets.Dataset`` with a video-path and a
+caption column, or the synthetic world (the default) — is a sequence of :class:`SourceRow`
+addressed by a stable index, so a job can be split across processes by index
+(``index % num_shards == shard_index``) and resumed without re-reading what it finished.
+Rows are not validated here; :mod:`reelm.data.clips` turns a row into clips or a skip
+reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from reelm.errors import ReelmError
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".gif", ".m4v", ".mpg", ".mpeg", ".ts")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+VIDEO_COLUMNS = ("video", "video_path", "path", "file", "image")
+CAPTION_COLUMNS = ("caption", "text", "description")
+SYNTHETIC = "synthetic"
+
+
+class SourceError(ReelmError):
+    """A source that cannot be opened at all (as opposed to a bad row, which is skipped)."""
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    index: int
+    video: str  # an absolute path, or "synthetic:<split>:<index>"
+    caption: str | None
+    start: float | None = None  # seconds
+    end: float | None = None
+    attributes: dict | None = None  # ground truth, when the source knows it
+
+    @property
+    def is_image(self) -> bool:
+        return self.video.lower().endswith(IMAGE_SUFFIXES)
+
+
+class Source:
+    """A sequence of rows; subclasses implement ``__len__`` and ``row``."""
+
+    name: str = "source"
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def row(self, index: int) -> SourceRow:
+        raise NotImplementedError
+
+    def captions(self) -> Sequence[str]:
+        return [c for c in (self.row(i).caption for i in range(len(self))) if c]
+
+
+class TableSource(Source):
+    """Rows of a table (a ``datasets.Dataset``) with a video column and a caption column."""
+
+    def __init__(self, table, *, name: str, root: Path | None = None,
+                 video_column: str | None = None, caption_column: str | None = None):
+        self.table = table
+        self.name = name
+        self.root = root
+        columns = list(table.column_names)
+        self.video_column = _pick_column(columns, video_column, VIDEO_COLUMNS, "video", name)
+        self.caption_column = _pick_column(columns, caption_column, CAPTION_COLUMNS, "caption", name)
+        self.has_times = "start" in columns or "end" in columns
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def row(self, index: int) -> SourceRow:
+        record = self.table[int(index)]
+        video = str(record[self.video_column] or "")
+        if video and self.root is not None and not Path(video).is_absolute():
+            video = str(self.root / video)
+        return SourceRow(
+            index=int(index),
+            video=video,
+            caption=_text(record.get(self.caption_column)),
+            start=_seconds(record.get("start")),
+            end=_seconds(record.get("end")),
+            attributes=record.get("attributes") if isinstance(record.get("attributes"), dict) else None,
+        )
+
+    def captions(self) -> Sequence[str]:
+        return [c for c in (_text(v) for v in self.table[self.caption_column]) if c]
+
+
+class FolderSource(Source):
+    """Videos and images in a folder (recursively), each captioned by a same-name ``.txt``."""
+
+    def __init__(self, folder: Path):
+        self.name = str(folder)
+        suffixes = VIDEO_SUFFIXES + IMAGE_SUFFIXES
+        self.files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def row(self, index: int) -> SourceRow:
+        path = self.files[index]
+        caption_file = path.with_suffix(".txt")
+        caption = caption_file.read_text(errors="replace") if caption_file.is_file() else None
+        return SourceRow(index=int(index), video=str(path), caption=_text(caption))
+
+
+class SyntheticSource(Source):
+    """The first ``num_clips`` clips of a synthetic world split (rendered on demand)."""
+
+    def __init__(self, num_clips: int, world_cfg=None):
+        from reelm.data.synthetic import SyntheticWorld, WorldConfig
+
+        self.world = SyntheticWorld(world_cfg or WorldConfig())
+        self.num_clips = int(num_clips)
+        self.name = f"{SYNTHETIC}:{self.world.cfg.split}"
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def row(self, index: int) -> SourceRow:
+        attributes = self.world.attributes(index)
+        return SourceRow(
+            index=int(index),
+            video=f"{self.name}:{index}",
+            caption=self.world.caption(index, attributes),
+            attributes=attributes,
+        )
+
+
+def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None,
+                video_column: str | None = None, caption_column: str | None = None) -> Source:
+    """A source from ``"synthetic"``, a manifest path, a folder path, or a ``datasets.Dataset``."""
+    import datasets
+
+    if isinstance(spec, Source):
+        return spec
+    if isinstance(spec, datasets.Dataset):
+        return TableSource(spec, name="dataset", video_column=video_column, caption_column=caption_column)
+    if spec is None or str(spec) == SYNTHETIC:
+        if not num_clips:
+            raise SourceError("the synthetic source needs a number of clips (--num-clips N)")
+        return SyntheticSource(num_clips, world_cfg)
+    path = Path(spec)
+    if not path.exists():
+        raise SourceError(f"{path}: not found")
+    if path.is_dir():
+        return FolderSource(path)
+    suffix = path.suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        raise SourceError(f"{path}: not a manifest (expected one of {', '.join(MANIFEST_SUFFIXES)}) or a folder")
+    loader = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[suffix]
+    try:
+        table = datasets.load_dataset(loader, data_files=str(path), split="train")
+    except Exception as exc:  # datasets raises many types for a malformed file
+        raise SourceError(f"{path}: cannot read manifest ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    return TableSource(table, name=str(path), root=path.parent,
+                       video_column=video_column, caption_column=caption_column)
+
+
+def _pick_column(columns: list[str], chosen: str | None, candidates: tuple[str, ...], what: str, name: str) -> str:
+    if chosen is not None:
+        if chosen not in columns:
+            raise SourceError(f"{name}: no column {chosen!r} (columns: {columns})")
+        return chosen
+    for candidate in candidates:
+        if candidate in columns:
+            return candidate
+    raise SourceError(f"{name}: no {what} column (looked for {list(candidates)}; columns: {columns})")
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    return text or None
+
+
+def _seconds(value) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")  # reported by the clip loader as a bad time, not silently ignored
