@@ -14,7 +14,7 @@ import sys
 from reelm import __version__
 from reelm.errors import ReelmError
 
-GROUPS = ("data",)
+GROUPS = ("data", "text_tokenizer")
 
 
 def build_parser() -> argparse.ArgumentParser:
