@@ -1,0 +1,24 @@
+"""Shared pytest fixtures.
+
+``real_media``: the folder of real clips named by the ``REELM_TEST_MEDIA`` environment
+variable; tests using it skip cleanly when it is unset or missing. The clips are never
+copied into the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def real_media() -> Path:
+    folder = os.environ.get("REELM_TEST_MEDIA")
+    if not folder:
+        pytest.skip("REELM_TEST_MEDIA is not set")
+    path = Path(folder)
+    if not path.is_dir():
+        pytest.skip(f"REELM_TEST_MEDIA={folder} is not a folder")
+    return path
