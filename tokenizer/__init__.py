@@ -1,1 +1,41 @@
-"""reelm.tokenizer: the causal video tokenizer (pixels <-> discrete codes)."""
+"""reelm.tokenizer: the causal video tokenizer (pixels <-> discrete codes).
+
+Modules, one job each:
+
+- ``layers``: causal (2+1)D / 3D convolutions with streaming caches, per-frame GroupNorm, resampling
+- ``model``: ``TokenizerConfig``, encoder, decoder, ``VideoTokenizer`` (encode / decode / streams), presets
+- ``quantizer``: LFQ, FSQ and VQ behind one adapter returning ``QuantizeResult``
+- ``losses``: ``LossConfig`` and ``TokenizerLoss`` (reconstruction, quantizer, LPIPS, hinge GAN + LeCam)
+- ``discriminator``: the space-time patch discriminator
+- ``perceptual``: LPIPS-VGG16 from a local safetensors file
+- ``checkpoint``: ``save_tokenizer`` / ``load_tokenizer`` and the identity stamped on codes files
+- ``weights``: state-dict comparison and fingerprints
+
+Example::
+
+    from reelm.tokenizer import PRESETS, VideoTokenizer
+
+    tok = VideoTokenizer(PRESETS["tiny"]()).eval()
+    quant = tok.encode(video)                     # video (B, 3, 17, 64, 64) in [-1, 1]
+    quant.indices.shape                           # (B, 5, 8, 8)
+    recon = tok.decode_from_code_indices(quant.indices)
+"""
+
+from reelm.tokenizer.checkpoint import check_identity, load_tokenizer, save_tokenizer, tokenizer_identity
+from reelm.tokenizer.losses import LossConfig, TokenizerLoss
+from reelm.tokenizer.model import PRESETS, TokenizerConfig, VideoTokenizer
+from reelm.tokenizer.quantizer import QuantizeResult, QuantizerConfig
+
+__all__ = [
+    "PRESETS",
+    "LossConfig",
+    "QuantizeResult",
+    "QuantizerConfig",
+    "TokenizerConfig",
+    "TokenizerLoss",
+    "VideoTokenizer",
+    "check_identity",
+    "load_tokenizer",
+    "save_tokenizer",
+    "tokenizer_identity",
+]

@@ -1,0 +1,91 @@
+"""Tokenizer checkpoints (reelm's one format) and the tokenizer identity stamped on codes files.
+
+A tokenizer checkpoint folder holds ``model.safetensors`` and ``reelm.json`` (kind
+``video_tokenizer``, the full config, codebook size, latent factors and a fingerprint of the
+weights). :func:`load_tokenizer` rebuilds the model from the saved config alone and loads
+strictly. :func:`tokenizer_identity` / :func:`check_identity` let a codes file record which
+tokenizer made it and refuse to decode it with another.
+
+Follows: nanochat's checkpoint_manager (one strict loader, config saved with the weights).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from safetensors.torch import load_file, save_file
+
+from reelm.checkpoint import CheckpointError, read_meta, resolve_checkpoint, write_meta
+from reelm.config import from_dict, to_dict
+from reelm.errors import ReelmError
+from reelm.tokenizer.model import TokenizerConfig, VideoTokenizer
+from reelm.tokenizer.weights import fingerprint, state_mismatch
+
+KIND = "video_tokenizer"
+WEIGHTS_FILE = "model.safetensors"
+IDENTITY_VERSION = 1
+IDENTITY_FIELDS = ("codebook_size", "temporal_downsample", "spatial_downsample", "fingerprint")
+
+
+class TokenizerMismatchError(ReelmError):
+    """Codes made by one tokenizer offered to another."""
+
+
+def tokenizer_identity(model: VideoTokenizer) -> dict[str, Any]:
+    """What codes depend on: codebook size, latent factors and a fingerprint of the weights."""
+    return {
+        "identity_version": IDENTITY_VERSION,
+        "codebook_size": model.codebook_size,
+        "temporal_downsample": model.temporal_downsample,
+        "spatial_downsample": model.spatial_downsample,
+        "fingerprint": fingerprint(model.state_dict()),
+    }
+
+
+def check_identity(saved: Mapping[str, Any], model: VideoTokenizer, source: str = "codes") -> None:
+    """Raise unless ``saved`` (a :func:`tokenizer_identity` stored with ``source``) is ``model``'s."""
+    current = tokenizer_identity(model)
+    keys = ("identity_version", *IDENTITY_FIELDS)
+    diffs = [f"{k} {saved.get(k)!r} != {current[k]!r}" for k in keys if saved.get(k) != current[k]]
+    if diffs:
+        raise TokenizerMismatchError(f"{source}: made by another tokenizer ({', '.join(diffs)})")
+
+
+def save_tokenizer(model: VideoTokenizer, folder: str | Path) -> Path:
+    """Write ``model.safetensors`` then ``reelm.json`` into ``folder`` (use with reelm.checkpoint's staging)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    identity = tokenizer_identity(model)
+    write_meta(folder, kind=KIND, config=to_dict(model.cfg), **{k: identity[k] for k in IDENTITY_FIELDS})
+    return folder
+
+
+def load_tokenizer(path: str | Path) -> VideoTokenizer:
+    """A tokenizer (in eval mode, on CPU) from a checkpoint folder or a run folder's latest checkpoint."""
+    ckpt = resolve_checkpoint(path)
+    meta = read_meta(ckpt, kind=KIND)
+    try:
+        model = VideoTokenizer(from_dict(TokenizerConfig, meta.get("config", {})))
+    except (ReelmError, TypeError) as exc:
+        raise CheckpointError(f"{ckpt}: saved tokenizer config is unusable ({exc})") from None
+    weights = ckpt / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{weights}: corrupt ({reason})") from None
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{weights}: weights do not match the saved config ({problem})")
+    if meta.get("fingerprint") != fingerprint(state):
+        raise CheckpointError(f"{weights}: weights differ from those recorded in reelm.json (fingerprint mismatch)")
+    model.load_state_dict(state, strict=True)
+    for key in IDENTITY_FIELDS[:-1]:
+        if meta.get(key) != getattr(model, key):
+            raise CheckpointError(f"{ckpt}: reelm.json says {key} {meta.get(key)!r}, its config gives {getattr(model, key)!r}")
+    return model.eval()
