@@ -14,7 +14,7 @@ import sys
 from reelm import __version__
 from reelm.errors import ReelmError
 
-GROUPS = ("data", "text_tokenizer")
+GROUPS = ("data", "tokenizer", "text_tokenizer", "lm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Autoregressive, token-based video generation: tokenize video, train a multimodal LM, generate.",
     )
     parser.add_argument("--version", action="version", version=f"reelm {__version__}")
+    # The deepspeed launcher puts --local_rank=N before the subcommand; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     for name in GROUPS:
         importlib.import_module(f"reelm.commands.{name}").register(groups)

@@ -1,0 +1,91 @@
+"""Video files <-> code grids with a trained tokenizer, streaming in causal chunks.
+
+Encoding reads frames one at a time (:func:`reelm.data.video_read.iter_frames`) and feeds
+the tokenizer's causal stream chunk by chunk (a first chunk of ``1 + 4k`` frames, then
+``4k``-frame chunks), so memory is bounded by the chunk size, not the video's length. A
+video whose length is not ``1 + 4k`` frames loses its last few frames (at most 3), which
+the returned metadata reports. Decoding streams the code grid back the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from reelm.data.video_read import frames_to_tensor, iter_frames, probe, tensor_to_frames
+from reelm.errors import ReelmError
+from reelm.tokenizer.checkpoint import tokenizer_identity
+from reelm.tokenizer.model import VideoTokenizer
+
+
+def frame_geometry(path: str | Path, size: int | None, spatial: int) -> tuple[int | None, tuple[int, int]]:
+    """``(size, (h, w) crop)``: the shorter side resized to ``size`` (None: as is), then both
+    sides center-cropped down to multiples of the tokenizer's spatial factor."""
+    first = next(iter_frames(path, num_frames=1, size=size))  # (H, W, 3)
+    h, w = first.shape[:2]
+    crop = (h - h % spatial, w - w % spatial)
+    if min(crop) < spatial:
+        raise ReelmError(f"{path}: frames of {h}x{w} are smaller than the tokenizer's {spatial}-pixel patch")
+    return size, crop
+
+
+def _chunks(frames: Iterator[np.ndarray], first: int, rest: int) -> Iterator[np.ndarray]:
+    """Stacks of ``first`` then ``rest`` frames; the tail is cut to a multiple of 4 (or 1 + 4k at the start)."""
+    want, buf = first, []
+    for frame in frames:
+        buf.append(frame)
+        if len(buf) == want:
+            yield np.stack(buf)
+            want, buf = rest, []
+    if buf:
+        keep = (len(buf) - 1) // 4 * 4 + 1 if want == first else len(buf) // 4 * 4
+        if keep > 0:
+            yield np.stack(buf[:keep])
+
+
+@torch.no_grad()
+def encode_video(model: VideoTokenizer, path: str | Path, *, fps: float | None = None, size: int | None = None,
+                 max_frames: int | None = None, chunk_latents: int = 4,
+                 device: torch.device | str = "cpu") -> tuple[np.ndarray, dict]:
+    """The ``(t, h, w)`` code grid of a video file and its metadata (for a codes file)."""
+    model.eval()
+    ft = model.temporal_downsample
+    size, crop = frame_geometry(path, size, model.spatial_downsample)
+    frames = iter_frames(path, fps=fps, num_frames=max_frames, size=size, crop=crop)
+    used, grids = 0, []
+
+    def tensors():
+        nonlocal used
+        for chunk in _chunks(frames, 1 + ft * chunk_latents, ft * chunk_latents):
+            used += len(chunk)
+            yield frames_to_tensor(chunk)[None].to(device)  # (1, 3, T_i, H, W)
+
+    for indices in model.encode_stream(tensors()):
+        grids.append(indices[0].cpu().numpy())  # (t_i, h, w)
+    if not grids:
+        raise ReelmError(f"{path}: no frames to encode")
+    codes = np.concatenate(grids)
+    info = probe(path)
+    meta = {
+        "tokenizer": tokenizer_identity(model),
+        "source": str(path),
+        "frames": used,
+        "height": crop[0],
+        "width": crop[1],
+        "fps": fps if fps is not None else info.fps,
+    }
+    return codes, meta
+
+
+@torch.no_grad()
+def decode_codes(model: VideoTokenizer, codes: np.ndarray, *, chunk_latents: int = 4,
+                 device: torch.device | str = "cpu") -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 frames of a ``(t, h, w)`` code grid."""
+    model.eval()
+    grid = torch.as_tensor(codes, dtype=torch.long)
+    pieces = [grid[: 1 + chunk_latents]] + list(grid[1 + chunk_latents :].split(chunk_latents))
+    chunks = (p[None].to(device) for p in pieces if len(p))
+    return np.concatenate([tensor_to_frames(video[0].cpu()) for video in model.decode_stream(chunks)])
