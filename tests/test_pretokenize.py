@@ -1,0 +1,83 @@
+"""Pre-tokenization into shards: bad rows reported, kill-and-resume equals one uninterrupted run."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from reelm.config import apply_overrides
+from reelm.data.clips import ClipSpec
+from reelm.data.shards import ShardError, chunk_folders, load_shards
+from reelm.data.video_write import write_mp4
+from reelm.tokenizer.checkpoint import save_tokenizer
+from reelm.tokenizer.model import PRESETS, VideoTokenizer
+from reelm.tokenizer.pretokenize import TokenizeConfig, tokenize_dataset
+
+SPEC = ClipSpec(num_frames=5, fps=8.0, size=32)
+
+
+@pytest.fixture(scope="module")
+def video_tokenizer(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("vtok")
+    save_tokenizer(VideoTokenizer(PRESETS["tiny"]()).eval(), folder)
+    return folder
+
+
+def _columns(shards):
+    table = shards.dataset.sort(["row", "clip"])
+    return {name: table[name] for name in ("codes", "grid", "caption_ids", "row", "source")}
+
+
+def test_synthetic_shards_resume_without_duplicates(tmp_path, video_tokenizer):
+    cfg = TokenizeConfig(clip=SPEC, num_clips=12, chunk_rows=4, batch_size=3, text_vocab_size=300)
+    whole = tokenize_dataset("synthetic", video_tokenizer, tmp_path / "whole", cfg, progress=False)
+    assert whole["clips"] == 12 and whole["skipped"] == 0
+    # A "killed" run: one finished chunk removed, one half-written staging folder left behind.
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "whole", killed)
+    last = chunk_folders(killed)[-1]
+    shutil.move(last, last.parent / f".{last.name}.partial")
+    (killed / "errors.jsonl").unlink()
+    again = tokenize_dataset("synthetic", video_tokenizer, killed, cfg, progress=False)
+    assert again["clips"] == 12 and again["clips_this_run"] == 4  # only the missing chunk
+    a, b = _columns(load_shards(tmp_path / "whole")), _columns(load_shards(killed))
+    assert a == b and sorted(a["row"]) == list(range(12))
+    shards = load_shards(killed)
+    t, h, w = shards.dataset[0]["grid"]
+    assert (t, h, w) == (2, 4, 4) and len(shards.dataset[0]["codes"]) == t * h * w
+    assert shards.layout.latent_hw == (h, w)
+    assert json.loads(shards.dataset[0]["attributes"])["index"] == shards.dataset[0]["row"]
+    # The same folder with other settings is refused rather than mixed.
+    with pytest.raises(ShardError, match="another job"):
+        tokenize_dataset("synthetic", video_tokenizer, killed, apply_overrides(cfg, ["seed=1"]), progress=False)
+
+
+def test_manifest_with_bad_rows_is_reported(tmp_path, video_tokenizer):
+    t = np.arange(40)[:, None, None, None]
+    frames = np.broadcast_to((t * 6 + np.arange(48)[None, None, :, None] * 3) % 256, (40, 48, 48, 3)).astype(np.uint8)
+    good = write_mp4(tmp_path / "good.mp4", frames, fps=20)
+    (tmp_path / "corrupt.mp4").write_bytes(good.read_bytes()[:600])
+    rows = [("good.mp4", "a gradient"), ("missing.mp4", "gone"), ("corrupt.mp4", "broken"), ("good.mp4", "again")]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"video": v, "caption": c}) + "\n" for v, c in rows))
+    cfg = TokenizeConfig(clip=SPEC, chunk_rows=2, text_vocab_size=270, workers=1)
+    out = tmp_path / "shards"
+    summary = tokenize_dataset(manifest, video_tokenizer, out, cfg, progress=False)
+    assert summary["clips"] == 2 and summary["skipped_by_reason"] == {"missing file": 1, "unreadable video": 1}
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["index"] for e in errors) == [1, 2]
+    assert load_shards(out).dataset.num_rows == 2
+    # Re-running a finished job writes nothing new.
+    assert tokenize_dataset(manifest, video_tokenizer, out, cfg, progress=False)["clips_this_run"] == 0
+
+
+def test_parallel_parts_cover_the_source_once(tmp_path, video_tokenizer):
+    base = TokenizeConfig(clip=SPEC, num_clips=6, chunk_rows=2, text_vocab_size=300, num_shards=2)
+    for index in (0, 1):
+        tokenize_dataset("synthetic", video_tokenizer, tmp_path, apply_overrides(base, [f"shard_index={index}"]),
+                         progress=False)
+    rows = load_shards(tmp_path).dataset["row"]
+    assert sorted(rows) == list(range(6))
