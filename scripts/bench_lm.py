@@ -1,0 +1,176 @@
+"""Benchmark LM training throughput: reelm's DeepSpeed path against a bare PyTorch loop, and MFU.
+
+For each preset, on the same batches (blocks of random video codes of a token layout of
+``--vocab-size`` ids) and from the same initial weights:
+
+- ``deepspeed``: the engine and step function ``reelm lm train`` uses (``prepare_batch``, ``build_engine``,
+  ``train_step``: ZeRO stage of ``--deepspeed-config``, gradient clipping, per-task loss
+  accounting), in-process on 1 rank;
+- ``bare``: the same Hugging Face model with a plain forward (``labels=``), backward,
+  gradient clipping and ``torch.optim.AdamW`` step.
+
+Warm-up steps are excluded; tokens/s is the median over the timed steps. Achieved FLOP/s is
+``flops_per_token`` (6 x non-embedding parameters + LM head + causal attention) times tokens/s,
+reported as a fraction of this machine's peak, measured in the same run as the median of large
+fp32 ``torch.mm`` timings on all threads. Prints one JSON object.
+
+Usage::
+
+    python scripts/bench_lm.py --presets tiny,small --block-size 1024 --micro-batch 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+
+
+def bench_layout(vocab_size: int):
+    """A token layout of ``vocab_size`` ids: a small caption BPE, the special tokens, the rest video codes."""
+    from reelm.data.text_tokenizer import train_text_tokenizer
+    from reelm.data.token_layout import SPECIAL_TOKENS, TokenLayout
+
+    text = train_text_tokenizer([f"a {c} square moves {d}" for c in ("red", "blue") for d in ("up", "down")],
+                                vocab_size=300)
+    codebook = vocab_size - text.get_vocab_size() - len(SPECIAL_TOKENS)
+    return TokenLayout.build(text, codebook_size=codebook, latent_hw=(1, 1))
+
+
+def make_batches(count: int, micro_batch: int, block_size: int, layout, seed: int) -> list[dict]:
+    """Loader batches (one document of random video codes per block)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        ids = torch.randint(layout.code_offset, layout.vocab_size, (micro_batch, block_size), generator=generator)
+        labels = ids.clone()
+        labels[:, 0] = -100
+        batches.append({
+            "input_ids": ids,
+            "labels": labels,
+            "position_ids": torch.arange(block_size).expand(micro_batch, -1).contiguous(),
+            "task_index": torch.zeros_like(ids),
+        })
+    return batches
+
+
+def time_steps(step, batches: list[dict], warmup: int) -> list[float]:
+    timings = []
+    for i, batch in enumerate(batches):
+        start = time.perf_counter()
+        step(batch)
+        if i >= warmup:
+            timings.append(time.perf_counter() - start)
+    return timings
+
+
+def bench_preset(name: str, args, peak: float) -> dict:
+    import torch
+
+    from reelm.lm.engine import build_engine, load_deepspeed_config, resolve_deepspeed_config
+    from reelm.lm.metrics import LossMeter
+    from reelm.lm.model import build_model, flops_per_token, non_embedding_parameters, preset
+    from reelm.lm.train import TrainConfig, prepare_batch, train_step
+
+    lm_cfg = preset(name)
+    cfg = TrainConfig(micro_batch_size=args.micro_batch, block_size=args.block_size, steps=10**6, warmup_steps=0,
+                      zero_stage=int(args.deepspeed_config[-1]))
+    layout = bench_layout(args.vocab_size)
+    batches = make_batches(args.warmup + args.steps, args.micro_batch, args.block_size, layout, seed=0)
+    tokens = args.micro_batch * args.block_size
+
+    def fresh_model():
+        torch.manual_seed(0)
+        return build_model(lm_cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
+                           pad_id=layout.pad_id, attn_implementation="sdpa")
+
+    model = fresh_model()
+    flops = flops_per_token(model, args.block_size)
+    params = non_embedding_parameters(model)
+    model_vocab = model.config.vocab_size
+    ds_config = resolve_deepspeed_config(load_deepspeed_config(args.deepspeed_config), cfg, world_size=1, bf16=False)
+    engine, _ = build_engine(model, cfg, ds_config)
+    engine.train()
+    meter = LossMeter("cpu")
+    ds_times = time_steps(lambda batch: train_step(engine, [prepare_batch(batch, layout, "cpu")], meter), batches,
+                          args.warmup)
+    del engine, model, meter
+    gc.collect()
+
+    model = fresh_model().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                  weight_decay=cfg.weight_decay)
+
+    def bare_step(batch):
+        loss = model(input_ids=batch["input_ids"], labels=batch["labels"], position_ids=batch["position_ids"],
+                     use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    bare_times = time_steps(bare_step, batches, args.warmup)
+    del model, optimizer
+    gc.collect()
+
+    result = {"non_embedding_parameters": params, "vocab_size": model_vocab, "flops_per_token": flops}
+    for path, timings in (("deepspeed", ds_times), ("bare", bare_times)):
+        tokens_per_s = tokens / statistics.median(timings)
+        result[path] = {
+            "tokens_per_s": round(tokens_per_s, 1),
+            "step_s_median": round(statistics.median(timings), 4),
+            "step_s_all": [round(t, 4) for t in timings],
+            "achieved_flops": round(flops * tokens_per_s),
+            "fraction_of_peak": round(flops * tokens_per_s / peak, 4),
+        }
+    result["deepspeed_over_bare"] = round(result["deepspeed"]["tokens_per_s"] / result["bare"]["tokens_per_s"], 4)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="tiny,small", help="comma-separated LM presets (default: tiny,small)")
+    parser.add_argument("--block-size", type=int, default=1024, help="tokens per block (default: 1024)")
+    parser.add_argument("--micro-batch", type=int, default=4, help="blocks per step (default: 4)")
+    parser.add_argument("--vocab-size", type=int, default=8192, help="LM vocabulary (default: 8192)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per path (default: 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per path (default: 2)")
+    parser.add_argument("--deepspeed-config", default="zero2", choices=("zero0", "zero1", "zero2", "zero3"),
+                        help="shipped DeepSpeed config of the DeepSpeed path (default: zero2, as reelm lm train)")
+    parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak (default: 2048)")
+    parser.add_argument("--peak-repeats", type=int, default=10, help="timed matmuls for the peak (default: 10)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from reelm.lm.engine import init_distributed
+    from reelm.lm.metrics import measure_peak_flops
+
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed prints its op builds; stdout is the JSON's
+        init_distributed()
+    peak = measure_peak_flops("cpu", torch.float32, size=args.peak_size, repeats=args.peak_repeats)
+    report = {
+        "machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__},
+        "peak_fp32_flops": round(peak),
+        "peak_method": f"median of {args.peak_repeats} fp32 torch.mm {args.peak_size}x{args.peak_size}",
+        "settings": {"block_size": args.block_size, "micro_batch": args.micro_batch, "steps": args.steps,
+                     "warmup": args.warmup, "deepspeed_config": args.deepspeed_config, "dtype": "float32",
+                     "attention": "sdpa"},
+        "presets": {name: bench_preset(name, args, peak) for name in args.presets.split(",")},
+    }
+    report["peak_fp32_flops_after"] = round(measure_peak_flops("cpu", torch.float32, size=args.peak_size,
+                                                               repeats=args.peak_repeats))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""``reelm lm ...``: pretrain the multimodal LM under DeepSpeed (one process, or one per device via a launcher)."""
+
+from __future__ import annotations
+
+import argparse
+
+from reelm.commands import add_group
+
+DEEPSPEED_CONFIGS = ("zero0", "zero1", "zero2", "zero3")  # reelm.lm.engine.SHIPPED_CONFIGS, spelled out so --help imports no torch
+
+
+def register(subparsers) -> None:
+    group = add_group(subparsers, "lm", "The multimodal LM: DeepSpeed pretraining on pre-tokenized shards.")
+    parser = group.add_parser(
+        "train",
+        help="Pretrain the LM on shards; checkpoints (Hugging Face loadable) go to RUN/step-*/.",
+        description="Pretrain the LM on pre-tokenized shards under DeepSpeed. Run it bare for one process, or "
+        "through 'deepspeed --num_gpus N $(command -v reelm) lm train ...' or "
+        "'torchrun --nproc_per_node N $(command -v reelm) lm train ...' for N. Every checkpoint "
+        "RUN/step-NNNNNN/ loads with AutoModelForCausalLM.from_pretrained.",
+    )
+    parser.add_argument("--preset", metavar="P", help="model preset: tiny, small, base, large "
+                        "(required for a new run; on --resume the checkpoint's)")
+    parser.add_argument("--data", required=True, metavar="SHARDS", help="shard folder from 'reelm data tokenize'")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints and metrics")
+    parser.add_argument("--steps", type=int, metavar="N", help="optimizer steps in all (same as --set steps=N)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN's latest complete checkpoint (same settings and process count)")
+    parser.add_argument("--deepspeed-config", metavar="zeroN|PATH",
+                        help=f"one of {', '.join(DEEPSPEED_CONFIGS)} (shipped; default zero<zero_stage>, "
+                        "i.e. zero2) or a DeepSpeed JSON file whose \"auto\" values reelm fills in")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a training setting (lr=1e-3, micro_batch_size=4, mixture.t2v=1) "
+                        "or a model setting (model.num_layers=2); repeatable")
+    parser.add_argument("--peak-flops", type=float, metavar="FLOPS",
+                        help="one device's peak FLOP/s for MFU (default: measured at start with large matmuls)")
+    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to RUN/tensorboard")
+    parser.add_argument("--stop-at", type=int, metavar="STEP",
+                        help="end this invocation after STEP with a checkpoint; --resume continues")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=train_main)
+
+
+def train_main(args: argparse.Namespace) -> int:
+    from reelm.lm.engine import shutdown_distributed
+    from reelm.lm.train import train
+
+    overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
+    try:
+        result = train(args.data, args.out, preset=args.preset, overrides=overrides,
+                       deepspeed_config=args.deepspeed_config, resume=args.resume, peak_flops=args.peak_flops,
+                       tensorboard=args.tensorboard, stop_at=args.stop_at, progress=not args.no_progress)
+    finally:
+        shutdown_distributed()
+    if result.rank == 0:
+        loss = result.metrics.get("loss")
+        summary = f", train loss {loss:.4f}" if loss is not None else ""
+        print(f"step {result.step}{summary}: {result.checkpoint} "
+              "(loads with AutoModelForCausalLM.from_pretrained and PreTrainedTokenizerFast.from_pretrained)")
+    return 0

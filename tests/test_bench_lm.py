@@ -1,0 +1,36 @@
+"""The LM training benchmark runs end to end and reports self-consistent figures (tiny settings; not a timing test)."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from reelm import bench_lm
+
+
+@pytest.fixture(autouse=True)
+def _isolated():
+    """One thread (OpenMP threads stall when another process holds a core); no launcher variables left behind."""
+    saved_env, saved_threads = dict(os.environ), torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved_threads)
+    os.environ.clear()
+    os.environ.update(saved_env)
+
+
+def test_bench_prints_both_paths_against_a_measured_peak(capsys):
+    bench_lm.main(["--presets", "tiny", "--block-size", "64", "--micro-batch", "2", "--vocab-size", "512",
+                   "--steps", "2", "--warmup", "1", "--peak-size", "256", "--peak-repeats", "3"])
+    report = json.loads(capsys.readouterr().out)
+    tiny = report["presets"]["tiny"]
+    assert report["peak_fp32_flops"] > 0 and tiny["vocab_size"] == 512
+    for path in ("deepspeed", "bare"):
+        figures = tiny[path]
+        assert len(figures["step_s_all"]) == 2 and figures["tokens_per_s"] > 0
+        assert figures["achieved_flops"] == pytest.approx(tiny["flops_per_token"] * figures["tokens_per_s"], rel=1e-3)
+        assert figures["fraction_of_peak"] == pytest.approx(figures["achieved_flops"] / report["peak_fp32_flops"],
+                                                            rel=1e-3)
+    assert tiny["deepspeed_over_bare"] == pytest.approx(
+        tiny["deepspeed"]["tokens_per_s"] / tiny["bare"]["tokens_per_s"], rel=1e-3)

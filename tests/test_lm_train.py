@@ -1,0 +1,305 @@
+"""LM pretraining: overfitting, exact resume under every ZeRO stage, packing isolation on a trained
+model, the Hugging Face export, crash-safe checkpoints, and 2-process ZeRO-2 through the deepspeed launcher."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reelm.checkpoint import list_checkpoints, read_meta, staging_dir
+from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader
+from reelm.data.packing import IGNORE_INDEX
+from reelm.data.shards import LAYOUT_DIR, chunk_name, load_shards, part_dir, write_chunk, write_info
+from reelm.data.text_tokenizer import train_text_tokenizer
+from reelm.data.token_layout import TokenLayout
+from reelm.errors import ReelmError
+from reelm.lm.checkpoint import export_lm, load_lm
+from reelm.lm.engine import SHIPPED_CONFIGS, load_deepspeed_config, resolve_deepspeed_config
+from reelm.lm.metrics import MetricsLog, shift_left, token_losses
+from reelm.lm.model import preset
+from reelm.lm.train import TrainConfig, train
+
+CAPTIONS = [f"a {c} {s} moves {m}" for c in ("red", "blue", "green", "yellow")
+            for s in ("circle", "square", "triangle") for m in ("left", "right", "up", "down")]
+HW, FRAMES, CODEBOOK = (4, 4), 3, 64
+COMMON = ["block_size=128", "micro_batch_size=2", "log_every=1", "val_every=5", "val_batches=2",
+          "checkpoint_every=5", "warmup_steps=2", "lr=2e-3", "keep_last=0"]
+LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE", "LOCAL_SIZE")
+
+
+def make_shards(out: Path, num_clips: int, seed: int = 0) -> TokenLayout:
+    """A shard folder as ``reelm data tokenize`` writes it, with random codes and real captions."""
+    text = train_text_tokenizer(CAPTIONS * 3, vocab_size=300)
+    identity = {"codebook_size": CODEBOOK, "latent_hw": list(HW), "fingerprint": "test-video-tokenizer"}
+    layout = TokenLayout.build(text, codebook_size=CODEBOOK, latent_hw=HW, video_tokenizer=identity)
+    layout.save(out / LAYOUT_DIR)
+    write_info(out, {"video_tokenizer": identity, "source": "test"})
+    rng = np.random.default_rng(seed)
+    records = [{
+        "codes": rng.integers(0, CODEBOOK, size=FRAMES * HW[0] * HW[1]).tolist(), "grid": [FRAMES, *HW],
+        "caption": CAPTIONS[i % len(CAPTIONS)], "caption_ids": layout.encode_text(CAPTIONS[i % len(CAPTIONS)]).tolist(),
+        "source": "test", "row": i, "clip": 0, "start": 0.0, "is_image": False, "attributes": "",
+    } for i in range(num_clips)]
+    folder = part_dir(out, 0, 1)
+    folder.mkdir(parents=True)
+    write_chunk(folder / chunk_name(0), records, [])
+    return layout
+
+
+def run(data, out, steps, *overrides, **kwargs):
+    return train(data, out, preset="tiny", overrides=[*COMMON, f"steps={steps}", *overrides],
+                 peak_flops=1e11, progress=False, **kwargs)
+
+
+def weights(folder):
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated():
+    """Train on one thread (tiny matmuls gain nothing from more, and OpenMP threads stall when another
+    process holds a core); keep the launcher variables training sets (RANK, ...) out of other modules."""
+    saved_env, saved_threads = dict(os.environ), torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved_threads)
+    os.environ.clear()
+    os.environ.update(saved_env)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    make_shards(out, 40)
+    return out
+
+
+@pytest.fixture(scope="module")
+def straight(shards, tmp_path_factory):
+    """10 uninterrupted ZeRO-2 steps with checkpoints at 5 and 10."""
+    out = tmp_path_factory.mktemp("straight")
+    return out, run(shards, out, 10)
+
+
+def test_tiny_model_overfits_a_handful_of_sequences(tmp_path):
+    data = tmp_path / "shards"
+    layout = make_shards(data, 6)
+    t2v_only = ["mixture.t2v=1", "mixture.i2v=0", "mixture.v2v=0", "mixture.v2t=0", "mixture.uncond=0",
+                "mixture.text_dropout=0", "val_fraction=0"]
+    result = run(data, tmp_path / "run", 80, "lr=3e-3", "warmup_steps=5", "log_every=10", "checkpoint_every=80",
+                 *t2v_only)
+    loader = PackedLoader(load_shards(data).dataset, layout, LoaderConfig(block_size=128, batch_size=3, mixture=
+                          MixtureConfig(t2v=1, i2v=0, v2v=0, v2t=0, uncond=0, text_dropout=0)), shuffle=False)
+    batch = loader.next_batch()  # all 6 clips, 2 per block
+    with torch.no_grad():
+        logits = result.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    targets = shift_left(batch["labels"], IGNORE_INDEX)
+    loss = token_losses(logits, targets).sum().item() / (targets != IGNORE_INDEX).sum().item()
+    counts = np.array(list(Counter(targets[targets != IGNORE_INDEX].tolist()).values()), dtype=float)
+    unigram_entropy = float(-(counts / counts.sum() * np.log(counts / counts.sum())).sum())
+    # The targets are uniformly random codes (plus <eov>, <eos>): a model that only learnt their
+    # frequencies sits at the unigram entropy (~4 nats; ln of the vocabulary is ~5.9). Going far below
+    # it is only possible by memorising each clip's codes from its caption.
+    assert unigram_entropy > 3.5 and math.log(layout.vocab_size) > 5.5
+    assert loss < 0.1 * unigram_entropy, (loss, unigram_entropy)
+
+
+def test_training_logs_losses_per_task_and_modality_and_plots_them(straight):
+    out, result = straight
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["split"] == "train"]
+    val_records = [r for r in records if r["split"] == "val"]
+    assert [r["step"] for r in train_records] == list(range(1, 11)) and [r["step"] for r in val_records] == [5, 10]
+    seen = set().union(*(r.keys() for r in train_records))
+    assert {"loss/text", "loss/video", "loss/t2v", "loss/i2v", "loss/v2v", "loss/v2t", "loss/uncond"} <= seen
+    for r in train_records:
+        assert r["tokens_per_s"] > 0 and 0 < r["mfu"] and r["grad_norm"] > 0
+    lrs = [r["lr"] for r in train_records]
+    assert lrs[0] < lrs[1] and lrs[-1] < lrs[2]  # warm-up, then cosine decay
+    assert train_records[-1]["loss"] < train_records[0]["loss"]
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.metrics["step"] == 10 and result.checkpoint == out / "step-000010"
+
+
+@pytest.mark.parametrize("stage, extra", [
+    pytest.param(0, [], marks=pytest.mark.slow),
+    pytest.param(1, ["grad_accum_steps=2"], marks=pytest.mark.slow),
+    (2, []),
+    pytest.param(3, ["activation_checkpointing=true"], marks=pytest.mark.slow),
+])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(shards, straight, tmp_path, stage, extra):
+    settings = [f"zero_stage={stage}", *extra]
+    if stage == 2:
+        reference, _ = straight
+    else:
+        reference = tmp_path / "straight"
+        run(shards, reference, 10, *settings)
+    out = tmp_path / "resumed"
+    first = run(shards, out, 10, *settings, stop_at=5)
+    assert first.step == 5 and [s for s, _ in list_checkpoints(out)] == [5]
+    second = run(shards, out, 10, *settings, resume=True)
+    assert second.step == 10
+    want, got = weights(reference / "step-000010"), weights(out / "step-000010")
+    assert want.keys() == got.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    reference_log = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in logged] == [(r["step"], r["split"]) for r in reference_log]
+    for a, b in zip(logged, reference_log):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    assert read_meta(out / "step-000010")["deepspeed"]["zero_optimization"]["stage"] == stage
+
+
+def test_a_partial_checkpoint_is_ignored_by_resume(shards, straight, tmp_path):
+    out = tmp_path / "run"
+    run(shards, out, 10, stop_at=5)
+    # A save killed before its commit leaves a staging folder, even one holding every file.
+    staged = staging_dir(out, 8)
+    shutil.copytree(out / "step-000005", staged)
+    (staged / "model.safetensors").write_bytes(b"half-written")
+    assert [s for s, _ in list_checkpoints(out)] == [5]
+    result = run(shards, out, 10, resume=True)
+    assert result.step == 10 and not staged.exists()
+    reference, _ = straight
+    for name, tensor in weights(reference / "step-000010").items():
+        torch.testing.assert_close(weights(out / "step-000010")[name], tensor, rtol=0, atol=1e-6)
+
+
+def test_resume_refuses_another_config_and_fresh_runs_refuse_a_used_folder(shards, straight, tmp_path):
+    reference, _ = straight
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    with pytest.raises(ReelmError, match=r"lr=0\.002 \(now 0\.001\)"):
+        run(shards, out, 10, "lr=1e-3", resume=True)
+    with pytest.raises(ReelmError, match="model.num_layers"):
+        run(shards, out, 10, "model.num_layers=2", resume=True)
+    with pytest.raises(ReelmError, match="pass --resume"):
+        run(shards, out, 10)
+    already = run(shards, out, 10, resume=True)  # nothing left to do: the latest checkpoint stands
+    assert already.step == 10 and already.checkpoint == out / "step-000010"
+
+
+def test_packed_documents_do_not_attend_across_in_a_trained_model(shards, straight):
+    model, layout, _ = load_lm(straight[0])
+    loader = PackedLoader(load_shards(shards).dataset, layout, LoaderConfig(block_size=128, batch_size=4))
+    batch = loader.next_batch()
+    compared = 0
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        unpacked = model(input_ids=batch["input_ids"], use_cache=False).logits  # positions run on: documents mix
+        for row in range(len(batch["input_ids"])):
+            starts = torch.nonzero(batch["position_ids"][row] == 0).flatten().tolist()
+            for lo, hi in zip(starts, starts[1:] + [batch["input_ids"].shape[1]]):
+                if batch["task_index"][row, lo] < 0:  # the padding tail
+                    continue
+                alone = model(input_ids=batch["input_ids"][row:row + 1, lo:hi], use_cache=False).logits[0]
+                torch.testing.assert_close(packed[row, lo:hi], alone, atol=1e-4, rtol=1e-4)
+                if lo > 0:
+                    compared += 1
+                    assert not torch.allclose(unpacked[row, lo:hi], alone, atol=1e-3)  # the check can fail
+    assert compared >= 3  # later documents of a block, the ones that could have leaked
+
+
+def test_checkpoint_loads_with_transformers_and_gives_the_trained_logits(shards, straight, tmp_path):
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    out, result = straight
+    folder = out / "step-000010"
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    layout = load_shards(shards).layout
+    batch = PackedLoader(load_shards(shards).dataset, layout, LoaderConfig(block_size=128, batch_size=2)).next_batch()
+    with torch.no_grad():
+        want = result.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        got = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert tokenizer("a red circle moves left")["input_ids"] == layout.encode_text("a red circle moves left").tolist()
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == \
+        (layout.bos_id, layout.eos_id, layout.pad_id)
+    reelm = model.config.reelm
+    assert reelm["video_tokenizer"] == layout.video_tokenizer and reelm["codebook_size"] == CODEBOOK
+    assert reelm["latent_hw"] == list(HW) and reelm["lm"]["hidden_size"] == preset("tiny").hidden_size
+    loaded, loaded_layout, meta = load_lm(out)  # a run folder: its latest checkpoint
+    assert loaded_layout == layout and meta["step"] == 10 and meta["world_size"] == 1
+    assert meta["train"]["steps"] == 10 and meta["config"] == reelm["lm"]
+    assert not [p for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    # A model trained with flash-attention exports no backend: a CPU loader picks its own.
+    model.config._attn_implementation = "flash_attention_2"
+    export_lm(tmp_path / "export", model, layout, preset("tiny"))
+    assert "flash" not in (tmp_path / "export" / "config.json").read_text()
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
+    assert again.config._attn_implementation == "sdpa"
+
+
+def test_deepspeed_configs_fill_auto_values_and_reject_disagreements():
+    cfg = TrainConfig(micro_batch_size=3, grad_accum_steps=2, grad_clip=0.5, zero_stage=2)
+    for name in SHIPPED_CONFIGS:
+        stage = int(name[-1])
+        resolved = resolve_deepspeed_config(load_deepspeed_config(name), TrainConfig(zero_stage=stage),
+                                            world_size=2, bf16=False)
+        assert resolved["zero_optimization"]["stage"] == stage and "auto" not in json.dumps(resolved)
+    resolved = resolve_deepspeed_config(load_deepspeed_config("zero2"), cfg, world_size=4, bf16=True)
+    assert (resolved["train_micro_batch_size_per_gpu"], resolved["gradient_accumulation_steps"],
+            resolved["train_batch_size"], resolved["gradient_clipping"], resolved["bf16"]["enabled"]) == \
+        (3, 2, 24, 0.5, True)
+    with pytest.raises(ReelmError, match="gradient_clipping is 1.0"):
+        resolve_deepspeed_config({"gradient_clipping": 1.0}, cfg, world_size=1, bf16=False)
+    with pytest.raises(ReelmError, match="'optimizer' section"):
+        resolve_deepspeed_config({"optimizer": {"type": "Adam"}}, cfg, world_size=1, bf16=False)
+    with pytest.raises(ReelmError, match="neither one of"):
+        load_deepspeed_config("zero9")
+
+
+def test_tensorboard_needs_the_package(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    with pytest.raises(ReelmError, match="pip install tensorboard"):
+        MetricsLog(tmp_path, enabled=True, tensorboard=True)
+
+
+def _launch(*args, cwd):
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+    reelm = str(Path(sys.executable).parent / "reelm")
+    deepspeed = str(Path(sys.executable).parent / "deepspeed")
+    done = subprocess.run([deepspeed, "--num_gpus", "2", reelm, "lm", "train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_two_process_zero2_through_the_deepspeed_launcher_resumes_exactly(shards, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    args = ["--preset", "tiny", "--data", str(shards), "--steps", "4", "--peak-flops", "1e11", "--no-progress",
+            *[a for o in ["block_size=128", "micro_batch_size=2", "checkpoint_every=2", "val_every=2", "lr=2e-3"]
+              for a in ("--set", o)]]
+    _launch(*args, "--out", "straight", cwd=tmp_path)
+    _launch(*args, "--out", "resumed", "--stop-at", "2", cwd=tmp_path)
+    assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [2]
+    done = _launch(*args, "--out", "resumed", "--resume", cwd=tmp_path)
+    assert "step 4" in done.stdout
+    folder = tmp_path / "resumed" / "step-000004"
+    meta = read_meta(folder, "lm")
+    assert meta["world_size"] == 2 and meta["deepspeed"]["zero_optimization"]["stage"] == 2
+    assert {p.name for p in folder.glob("optimizer-rank*.safetensors")} == \
+        {"optimizer-rank00000.safetensors", "optimizer-rank00001.safetensors"}
+    want = weights(tmp_path / "straight" / "step-000004")
+    for name, tensor in weights(folder).items():
+        torch.testing.assert_close(tensor, want[name], rtol=0, atol=1e-6)
+    AutoModelForCausalLM.from_pretrained(folder)
+    with pytest.raises(ReelmError, match="2 processes, this run has 1"):
+        train(shards, tmp_path / "resumed", resume=True, peak_flops=1e11, progress=False)
