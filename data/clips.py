@@ -67,27 +67,31 @@ def load_clips(source: Source, row: SourceRow, spec: ClipSpec, rng: np.random.Ge
         if row.is_image:
             frames = read_video(path, num_frames=1, size=spec.size, crop=spec.size)
             return [Clip(frames=frames, start=0.0, is_image=True)]
-        starts = _window_starts(path, row, spec, rng, probe)
+        starts, known_length = _window_starts(path, row, spec, rng, probe)
         clips = []
         for start in starts:
             frames = read_video(path, fps=spec.fps, start=start, num_frames=spec.num_frames,
                                 size=spec.size, crop=spec.size)
             if len(frames) < spec.num_frames:
-                raise SkipRow(SKIP_TOO_SHORT, f"{row.video}: {len(frames)} of {spec.num_frames} frames from {start:.2f}s")
+                detail = f"{row.video}: {len(frames)} of {spec.num_frames} frames from {start:.2f}s"
+                if known_length:  # the header promised those frames: the file is cut short
+                    raise SkipRow(SKIP_UNREADABLE, f"{detail}, though its header promises more (truncated)")
+                raise SkipRow(SKIP_TOO_SHORT, detail)
             clips.append(Clip(frames=frames, start=start, is_image=False))
         return clips
     except VideoReadError as exc:
         raise SkipRow(SKIP_UNREADABLE, str(exc)) from None
 
 
-def _window_starts(path: Path, row: SourceRow, spec: ClipSpec, rng: np.random.Generator, probe) -> list[float]:
-    """Start times of the clip windows inside ``[row.start, row.end]``."""
+def _window_starts(path: Path, row: SourceRow, spec: ClipSpec, rng: np.random.Generator,
+                   probe) -> tuple[list[float], bool]:
+    """Start times of the clip windows inside ``[row.start, row.end]``, and whether the length was known."""
     begin = row.start or 0.0
     duration = probe(path).duration
     end = row.end if row.end is not None else (duration if duration else None)
     window = spec.num_frames / spec.fps  # the last frame needs its own 1/fps before the end
     if end is None:  # no duration known: take one window from the start, checked when read
-        return [begin]
+        return [begin], False
     slack = end - begin - window
     if slack < 0:
         raise SkipRow(SKIP_TOO_SHORT, f"{row.video}: {end - begin:.2f}s, a clip needs {window:.2f}s")
@@ -99,7 +103,7 @@ def _window_starts(path: Path, row: SourceRow, spec: ClipSpec, rng: np.random.Ge
     else:
         offsets = np.linspace(0.0, slack, count)
     # Snap to the frame grid so the same clip is read whatever rounding the container uses.
-    return [begin + math.floor(o * spec.fps) / spec.fps for o in offsets]
+    return [begin + math.floor(o * spec.fps) / spec.fps for o in offsets], duration is not None
 
 
 class SkipLog:

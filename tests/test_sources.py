@@ -122,3 +122,13 @@ def test_synthetic_source_and_open_errors(tmp_path):
     bad.write_text('{"video": "a.mp4"}\n')
     with pytest.raises(SourceError, match="no caption column"):
         open_source(bad)
+
+
+def test_a_truncated_real_clip_is_unreadable_not_short(real_media, tmp_path):
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes((real_media / "milk.mkv").read_bytes()[:40_000])
+    table = datasets.Dataset.from_list([{"video": str(cut), "caption": "cut short"}])
+    source = TableSource(table, name="t")
+    with pytest.raises(SkipRow) as info:
+        load_clips(source, source.row(0), ClipSpec(num_frames=9, fps=8.0, size=32), np.random.default_rng(0))
+    assert info.value.reason == SKIP_UNREADABLE and "truncated" in info.value.detail
