@@ -1,7 +1,8 @@
 """Benchmark the data path; prints JSON.
 
-1. decode + resize: clips/s reading fixed-size clips (17 frames at 8 fps, 64x64 center crop by
-   default) from a real H.264 video, the way ``reelm data tokenize`` reads them;
+1. decode + resize: clips/s reading fixed-size clips (9 frames at 8 fps, 64x64 center crop by
+   default: the shared 1.7 s clips hold no longer one) from a real H.264 video, the way
+   ``reelm data tokenize`` reads them;
 2. pre-tokenization: clips/s of ``tokenize_dataset`` on synthetic clips with a ``tiny`` video
    tokenizer (random weights: speed does not depend on training) on this machine's CPU.
 
@@ -30,6 +31,8 @@ def bench_decode(video: Path, repeats: int, num_frames: int, fps: float, size: i
         frames = read_video(video, fps=fps, num_frames=num_frames, size=size, crop=size)
         times.append(time.perf_counter() - began)
         clips = len(frames)
+        if clips < num_frames:
+            raise SystemExit(f"{video}: only {clips} of {num_frames} frames at {fps} fps; ask for fewer")
     median = statistics.median(times)
     return {
         "video": video.name,
@@ -78,13 +81,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clips", type=int, default=64, help="synthetic clips to pre-tokenize per repeat")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-frames", type=int, default=9, help="frames per decoded clip")
+    parser.add_argument("--fps", type=float, default=8.0)
     args = parser.parse_args()
-    result = {"cpu_count": os.cpu_count()}
+    result = {"cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()[0]}
     if args.video is not None:
-        result["decode_resize"] = bench_decode(args.video, args.repeats, 17, 8.0, 64)
+        result["decode_resize"] = bench_decode(args.video, args.repeats, args.num_frames, args.fps, 64)
     else:
         result["decode_resize"] = "skipped: pass --video or set REELM_TEST_MEDIA"
     result["pretokenize"] = bench_pretokenize(args.clips, args.batch_size, max(1, args.repeats // 2))
+    result["load_average_after"] = os.getloadavg()[0]
     print(json.dumps(result, indent=2))
 
 
