@@ -87,5 +87,7 @@ def load_tokenizer(path: str | Path) -> VideoTokenizer:
     model.load_state_dict(state, strict=True)
     for key in IDENTITY_FIELDS[:-1]:
         if meta.get(key) != getattr(model, key):
-            raise CheckpointError(f"{ckpt}: reelm.json says {key} {meta.get(key)!r}, its config gives {getattr(model, key)!r}")
+            raise CheckpointError(
+                f"{ckpt}: reelm.json says {key} {meta.get(key)!r}, its config gives {getattr(model, key)!r}"
+            )
     return model.eval()

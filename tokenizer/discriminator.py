@@ -25,7 +25,7 @@ class DiscriminatorConfig:
     channels: tuple[int, ...] = (64, 128, 256)  # width per level; each level after the first halves T, H, W
     conv: str = "2+1d"  # "2+1d" or "3d"
     norm_groups: int = 8
-    channels_last: bool = True
+    channels_last: bool = False  # as TokenizerConfig.channels_last
 
 
 class Discriminator(nn.Module):

@@ -7,8 +7,8 @@ convolution can also run in *streaming* mode, where the left padding of each chu
 tail of the previous chunk, so a long video encoded chunk by chunk gives exactly the
 whole-clip result with memory bounded by the chunk size.
 
-Tensors are (B, C, T, H, W); all convolutions are Conv3d so a channels-last-3d layout
-(what oneDNN and cuDNN run fastest) survives end to end without reshuffling frames.
+Tensors are (B, C, T, H, W); all convolutions are Conv3d, so a channels-last-3d layout,
+when chosen, survives end to end without reshuffling frames.
 
 Follows: MAGVIT-v2 (Yu et al. 2023) causal 3D CNN; R(2+1)D (Tran et al. 2018) factorized
 space/time convolutions.

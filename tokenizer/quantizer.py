@@ -86,7 +86,6 @@ class Quantizer(nn.Module):
             self.impl = LFQ(
                 dim=self.dim,
                 codebook_size=self.group_size,  # per group
-
                 num_codebooks=cfg.lfq_groups,
                 keep_num_codebooks_dim=True,
                 entropy_loss_weight=cfg.entropy_loss_weight,
@@ -150,7 +149,9 @@ class Quantizer(nn.Module):
 
 def usage_metrics(indices: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
     """Fraction of the codebook used in this batch and the code perplexity (no host sync)."""
-    counts = torch.bincount(indices.detach().flatten(), minlength=codebook_size).float()
+    flat = indices.detach().flatten()
+    ones = torch.ones(flat.shape, device=flat.device)
+    counts = torch.zeros(codebook_size, device=flat.device).index_add_(0, flat, ones)
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
     return {"codebook_usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
