@@ -171,7 +171,7 @@ def test_lpips_file_errors_are_one_line(lpips_file, tmp_path):
 
 
 def test_perceptual_term_joins_the_generator_loss(lpips_file):
-    model, x = _model(), _video()
+    model, x = _model(), _video(frames=1)
     recon, quant = model(x)
     loss = TokenizerLoss(LossConfig(perceptual_path=str(lpips_file[0]), perceptual_weight=0.5))
     terms = loss.generator_loss(x, recon, quant, step=0)

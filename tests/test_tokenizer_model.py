@@ -86,6 +86,18 @@ def test_tiny_preset_compresses_17x64x64_to_5x8x8():
     assert model.codebook_size == 2**10
 
 
+def test_package_docstring_example_runs():
+    import textwrap
+
+    import reelm.tokenizer
+
+    example = textwrap.dedent(reelm.tokenizer.__doc__.split("Example::")[1])
+    scope = {"video": video(17, 64, 64, batch=2)}
+    with torch.no_grad():
+        exec(example, scope)
+    assert scope["quant"].indices.shape == (2, 5, 8, 8) and scope["recon"].shape == (2, 3, 17, 64, 64)
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_are_8x_4x_and_round_trip_through_json(name):
     cfg = PRESETS[name]()

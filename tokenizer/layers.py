@@ -183,7 +183,7 @@ class Upsample(nn.Module):
     def reset_stream(self) -> None:
         self.streaming, self.started = False, False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W) -> (B, C', 2T - 1, 2H, 2W)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W) -> (B, C', 2T - 1 or T, 2H, 2W)
         fmt = memory_format_of(x)
         x = self.conv(x)  # (B, C' * st * 4, T, H, W)
         x = rearrange(x, "b (c st sh sw) t h w -> b c (t st) (h sh) (w sw)", st=self.time_factor, sh=2, sw=2)

@@ -61,7 +61,7 @@ class TokenizerConfig:
     res_blocks: int = 2  # residual blocks per level, in the encoder and in the decoder
     conv: str = "2+1d"  # "2+1d": temporal 1D + spatial 2D convs; "3d": full 3x3x3 causal convs
     norm_groups: int = 8
-    channels_last: bool = False  # channels-last-3d memory: ~1.1-2x faster full 3D convs on CPU, not (2+1)D ones
+    channels_last: bool = False  # channels-last-3d memory: helped full 3D convs at 64x64 on CPU, not (2+1)D ones
     in_channels: int = 3
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -226,7 +226,8 @@ class VideoTokenizer(nn.Module):
         """Code indices (B, t_i, h, w) per video chunk (B, 3, T_i, H, W), equal to encoding the whole video.
 
         The first chunk has 1 + 4k frames, later ones 4m; each causal conv carries the frames
-        it still needs from the previous chunk, so memory is bounded by the chunk size.
+        it still needs from the previous chunk, so memory is bounded by the chunk size. Call
+        ``eval()`` first: in training mode a VQ codebook would keep updating.
         """
         with self._stream(self.encoder):
             first = None

@@ -95,7 +95,8 @@ class Trainer:
         self.disc_optimizer = (torch.optim.AdamW(self.loss.discriminator.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
                                if self.loss.discriminator is not None else None)
         self.ema = (torch.optim.swa_utils.AveragedModel(
-            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay))
+            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+            use_buffers=True)  # buffers too: the VQ codebook is one
             if cfg.ema_decay > 0 else None)
         world = _world_cfg(cfg.clip, cfg.seed)
         source = open_source(cfg.data, num_clips=SYNTHETIC_CLIPS, world_cfg=world)

@@ -107,7 +107,7 @@ def decode_main(args: argparse.Namespace) -> int:
 
     codes, meta = load_codes(args.codes)
     model = load_tokenizer(args.tokenizer)
-    check_identity(meta["tokenizer"], model)
+    check_identity(meta["tokenizer"], model, source=str(args.codes))
     frames = decode_codes(model, codes)
     fps = args.fps or meta.get("fps") or 8.0
     write_video(args.output, frames, fps)
