@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +23,15 @@ def real_media() -> Path:
     if not path.is_dir():
         pytest.skip(f"REELM_TEST_MEDIA={folder} is not a folder")
     return path
+
+
+@pytest.fixture(scope="module")
+def single_thread_isolated():
+    """One torch thread (OpenMP threads stall when another process holds a core) and the
+    environment restored afterwards (training sets launcher variables such as RANK)."""
+    saved_env, saved_threads = dict(os.environ), torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved_threads)
+    os.environ.clear()
+    os.environ.update(saved_env)

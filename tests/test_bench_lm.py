@@ -9,15 +9,10 @@ import torch
 from reelm import bench_lm
 
 
-@pytest.fixture(autouse=True)
-def _isolated():
-    """One thread (OpenMP threads stall when another process holds a core); no launcher variables left behind."""
-    saved_env, saved_threads = dict(os.environ), torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(scope="module", autouse=True)
+def _isolated(single_thread_isolated):
+    """Every test here (and its module fixtures) on one thread, with the environment restored."""
     yield
-    torch.set_num_threads(saved_threads)
-    os.environ.clear()
-    os.environ.update(saved_env)
 
 
 def test_bench_prints_both_paths_against_a_measured_peak(capsys):

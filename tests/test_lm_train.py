@@ -65,15 +65,9 @@ def weights(folder):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _isolated():
-    """Train on one thread (tiny matmuls gain nothing from more, and OpenMP threads stall when another
-    process holds a core); keep the launcher variables training sets (RANK, ...) out of other modules."""
-    saved_env, saved_threads = dict(os.environ), torch.get_num_threads()
-    torch.set_num_threads(1)
+def _isolated(single_thread_isolated):
+    """Every test here (and its module fixtures) on one thread, with the environment restored."""
     yield
-    torch.set_num_threads(saved_threads)
-    os.environ.clear()
-    os.environ.update(saved_env)
 
 
 @pytest.fixture(scope="module")
