@@ -83,15 +83,22 @@ def train_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def encode_main(args: argparse.Namespace) -> int:
+def _encode(args: argparse.Namespace):
+    """The tokenizer of ``--tokenizer`` on its device, and the codes + metadata of ``args.video``."""
     from reelm.tokenizer.checkpoint import load_tokenizer
-    from reelm.tokenizer.codes_file import save_codes
     from reelm.tokenizer.video_codec import encode_video
 
     device = _device(args.device)
     model = load_tokenizer(args.tokenizer).to(device)
     codes, meta = encode_video(model, args.video, fps=args.fps, size=args.size, max_frames=args.max_frames,
                                device=device)
+    return model, device, codes, meta
+
+
+def encode_main(args: argparse.Namespace) -> int:
+    from reelm.tokenizer.codes_file import save_codes
+
+    _, _, codes, meta = _encode(args)
     save_codes(args.output, codes, meta)
     t, h, w = codes.shape
     print(f"reelm tokenizer encode: {meta['frames']} frames {meta['height']}x{meta['width']} -> codes {t}x{h}x{w} "
@@ -122,13 +129,9 @@ def reconstruct_main(args: argparse.Namespace) -> int:
     from reelm.data.video_read import read_video
     from reelm.data.video_write import write_video
     from reelm.eval.metrics import psnr, ssim
-    from reelm.tokenizer.checkpoint import load_tokenizer
-    from reelm.tokenizer.video_codec import decode_codes, encode_video, frame_geometry
+    from reelm.tokenizer.video_codec import decode_codes, frame_geometry
 
-    device = _device(args.device)
-    model = load_tokenizer(args.tokenizer).to(device)
-    codes, meta = encode_video(model, args.video, fps=args.fps, size=args.size, max_frames=args.max_frames,
-                               device=device)
+    model, device, codes, meta = _encode(args)
     recon = decode_codes(model, codes, device=device)
     _, crop = frame_geometry(args.video, args.size, model.spatial_downsample)
     original = read_video(args.video, fps=args.fps, num_frames=len(recon), size=args.size, crop=crop)
