@@ -26,6 +26,7 @@ import torch
 
 from reelm.checkpoint import capture_rng, list_checkpoints, read_meta, restore_rng
 from reelm.config import apply_overrides, from_dict, to_dict
+from reelm.cpu_allocator import keep_freed_memory
 from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader, split_indices
 from reelm.data.packing import IGNORE_INDEX
 from reelm.data.shards import load_shards
@@ -205,6 +206,8 @@ def train(data: str | Path, out: str | Path, *, preset: str | None = None, overr
 
     hf_logging.disable_progress_bar()
     dist = init_distributed()
+    if dist.device.type == "cpu":
+        keep_freed_memory()  # large activations reuse warm pages instead of page-faulting every step
     is_main = dist.rank == 0
     run_dir = Path(out)
     shards = load_shards(data)

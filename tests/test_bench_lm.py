@@ -21,9 +21,11 @@ def test_bench_prints_both_paths_against_a_measured_peak(capsys):
     report = json.loads(capsys.readouterr().out)
     tiny = report["presets"]["tiny"]
     assert report["peak_fp32_flops"] > 0 and tiny["vocab_size"] == 512
+    assert report["settings"]["malloc"].startswith(("caching", "glibc defaults"))
     for path in ("deepspeed", "bare"):
         figures = tiny[path]
         assert len(figures["step_s_all"]) == 2 and figures["tokens_per_s"] > 0
+        assert len(figures["page_faults_per_step"]) == 3  # warm-up step included
         assert figures["achieved_flops"] == pytest.approx(tiny["flops_per_token"] * figures["tokens_per_s"], rel=1e-3)
         assert figures["fraction_of_peak"] == pytest.approx(figures["achieved_flops"] / report["peak_fp32_flops"],
                                                             rel=1e-3)
