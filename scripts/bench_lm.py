@@ -106,8 +106,8 @@ def bench_preset(name: str, args) -> dict:
     engine, _ = build_engine(model, cfg, ds_config)
     engine.train()
     meter = LossMeter("cpu")
-    ds_times, ds_faults = time_steps(lambda batch: train_step(engine, [prepare_batch(batch, layout, "cpu")], meter), batches,
-                          args.warmup)
+    ds_times, ds_faults = time_steps(
+        lambda batch: train_step(engine, [prepare_batch(batch, layout, "cpu")], meter), batches, args.warmup)
     del engine, model, meter
     gc.collect()
 

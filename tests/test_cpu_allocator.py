@@ -32,7 +32,8 @@ print(json.dumps({"tuned": tuned, "kept_mib": rss_mib() - before}))
 
 
 def _run(mode: str, **env) -> dict:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
     out = subprocess.run([sys.executable, "-c", CHILD, mode], env={**clean, **env}, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out)

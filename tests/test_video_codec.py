@@ -28,7 +28,8 @@ def test_code_grid_buffer_empty():
     assert CodeGridBuffer().view().shape == (0, 0, 0)
 
 
-@pytest.mark.parametrize("num_frames, max_frames, expected", [(37, None, 10), (37, 9, 3), (None, 9, 3), (None, None, 64)])
+@pytest.mark.parametrize("num_frames, max_frames, expected",
+                         [(37, None, 10), (37, 9, 3), (None, 9, 3), (None, None, 64), (10**9, None, 4096)])
 def test_expected_latents(num_frames, max_frames, expected):
     assert _expected_latents(num_frames, max_frames, 4) == expected
 

@@ -123,10 +123,15 @@ def encode_video(model: VideoTokenizer, path: str | Path, *, fps: float | None =
     return codes, meta
 
 
+MAX_RESERVED_LATENTS = 4096  # a container claiming more frames is not trusted up front: the buffer grows
+
+
 def _expected_latents(num_frames: int | None, max_frames: int | None, ft: int) -> int:
     """Latent frames to reserve: from the container's frame count where it has one (a hint; the buffer grows)."""
-    frames = min(f for f in (num_frames, max_frames, 1 << 20) if f)
-    return 1 + max(0, frames - 1) // ft if (num_frames or max_frames) else 64
+    known = [f for f in (num_frames, max_frames) if f]
+    if not known:
+        return 64
+    return min(1 + max(0, min(known) - 1) // ft, MAX_RESERVED_LATENTS)
 
 
 @torch.no_grad()
