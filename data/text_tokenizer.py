@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from reelm.errors import ReelmError
+from reelm.errors import ReelmError, one_line_reason
 
 TOKENIZER_FILE = "tokenizer.json"
 MIN_VOCAB_SIZE = 256 + 1  # the byte alphabet plus at least one merge
@@ -59,8 +59,7 @@ def load_text_tokenizer(path: str | Path) -> Tokenizer:
     try:
         return Tokenizer.from_file(str(file))
     except Exception as exc:  # the Rust backend raises a bare Exception on any parse error
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TextTokenizerError(f"{file}: not a valid tokenizers file ({reason})") from None
+        raise TextTokenizerError(f"{file}: not a valid tokenizers file ({one_line_reason(exc)})") from None
 
 
 def save_text_tokenizer(tokenizer: Tokenizer, folder: str | Path) -> Path:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from reelm.checkpoint import CheckpointError, read_meta, resolve_checkpoint, write_meta
 from reelm.config import from_dict, to_dict
-from reelm.errors import ReelmError
+from reelm.errors import ReelmError, one_line_reason
 from reelm.tokenizer.model import TokenizerConfig, VideoTokenizer
 from reelm.tokenizer.weights import fingerprint, state_mismatch
 
@@ -77,8 +77,7 @@ def load_tokenizer(path: str | Path) -> VideoTokenizer:
     try:
         state = load_file(str(weights))
     except Exception as exc:  # safetensors raises several types for a damaged file
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{weights}: corrupt ({reason})") from None
+        raise CheckpointError(f"{weights}: corrupt ({one_line_reason(exc)})") from None
     problem = state_mismatch(model.state_dict(), state)
     if problem:
         raise CheckpointError(f"{weights}: weights do not match the saved config ({problem})")

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from reelm.errors import ReelmError
+from reelm.errors import ReelmError, one_line_reason
 from reelm.tokenizer.weights import state_mismatch
 
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -95,8 +95,7 @@ def load_lpips(path: str | Path) -> LPIPS:
     try:
         raw = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for a bad header
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PerceptualWeightsError(f"{path}: not a readable safetensors file ({reason})") from None
+        raise PerceptualWeightsError(f"{path}: not a readable safetensors file ({one_line_reason(exc)})") from None
     state = {}
     for key, value in raw.items():
         if key.startswith(IGNORED_PREFIXES):
