@@ -15,12 +15,14 @@ Follows: VideoPoet (one decoder-only LM over text and MAGVIT-v2 video tokens), L
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from dataclasses import dataclass
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from reelm.config import resolve_preset
+from reelm.errors import ReelmError
 
 
 @dataclass(kw_only=True)
@@ -126,6 +128,30 @@ def build_model(
     config._attn_implementation = attn_implementation or select_attention(device)
     model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
     return model
+
+
+def compile_layers(model: LlamaForCausalLM) -> None:
+    """Compile every decoder layer and the final norm in place with ``torch.compile`` (regional compilation).
+
+    Inductor fuses the elementwise work between the matmuls (RMSNorm, rotary, SwiGLU, residuals)
+    forward and backward; the matmuls and the attention kernel stay library calls. One layer's
+    code is compiled once and reused by the others, so the cost is seconds, at the first step.
+    Parameter names, state dicts and checkpoints are unchanged. On CPUs inductor needs a C++
+    compiler; without one this raises before any work is done.
+    """
+    if next(model.parameters()).device.type == "cpu" and not _cxx_compiler():
+        raise ReelmError("compile=true needs a C++ compiler for torch.compile on CPUs (g++, clang++ on macOS, "
+                         "or the one $CXX names, on PATH); install one or leave compile=false")
+    for layer in model.model.layers:
+        layer.compile()
+    model.model.norm.compile()
+
+
+def _cxx_compiler() -> str | None:
+    """The C++ compiler inductor would call ($CXX, else g++; clang++ on macOS), if it is on PATH."""
+    from torch._inductor import config as inductor_config
+
+    return shutil.which(inductor_config.cpp.cxx[-1])
 
 
 def non_embedding_parameters(model: LlamaForCausalLM) -> int:

@@ -50,7 +50,7 @@ from reelm.lm.metrics import (
     target_modality,
     token_losses,
 )
-from reelm.lm.model import LMConfig, build_model, flops_per_token, preset as lm_preset, select_attention
+from reelm.lm.model import LMConfig, build_model, compile_layers, flops_per_token, preset as lm_preset, select_attention
 
 
 @dataclass(kw_only=True)
@@ -75,6 +75,7 @@ class TrainConfig:
     seed: int = 0
     zero_stage: int = 2
     activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile each decoder layer (reelm.lm.model.compile_layers); ZeRO 0-2
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
     def loader(self) -> LoaderConfig:
@@ -120,6 +121,13 @@ def _check(cfg: TrainConfig, lm_cfg: LMConfig) -> None:
         raise ReelmError(f"training config: {bad} must be at least 1")
     if cfg.zero_stage not in range(4):
         raise ReelmError(f"training config: zero_stage {cfg.zero_stage} is not one of 0, 1, 2, 3")
+    flags = ("activation_checkpointing", "compile")
+    not_bool = [name for name in flags if not isinstance(getattr(cfg, name), bool)]
+    if not_bool:
+        raise ReelmError(f"training config: {not_bool} must be true or false")
+    if cfg.compile and cfg.zero_stage == 3:
+        raise ReelmError("training config: compile=true is supported with ZeRO stages 0-2; ZeRO-3 gathers each "
+                         "layer's parameters in hooks, which needs DeepSpeed's own compile support (not used yet)")
     if cfg.block_size > lm_cfg.max_position_embeddings:
         raise ReelmError(f"block_size {cfg.block_size} exceeds the model's max_position_embeddings "
                          f"{lm_cfg.max_position_embeddings}")
@@ -233,6 +241,8 @@ def train(data: str | Path, out: str | Path, *, preset: str | None = None, overr
                             pad_id=layout.pad_id, device=dist.device, attn_implementation=attn)
     if cfg.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.compile:
+        compile_layers(model)
     model_flops = flops_per_token(model, cfg.block_size)
     engine, scheduler = build_engine(model, cfg, ds_config)
 

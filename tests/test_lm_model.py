@@ -5,7 +5,16 @@ import importlib.util
 import pytest
 import torch
 
-from reelm.lm.model import PRESETS, build_model, flops_per_token, non_embedding_parameters, preset, select_attention
+from reelm.errors import ReelmError
+from reelm.lm.model import (
+    PRESETS,
+    build_model,
+    compile_layers,
+    flops_per_token,
+    non_embedding_parameters,
+    preset,
+    select_attention,
+)
 
 VOCAB = 1000
 
@@ -69,3 +78,13 @@ def test_packed_documents_do_not_attend_across(attn):
         leaky = model(input_ids=packed, use_cache=False).logits
     torch.testing.assert_close(logits[:, 23:], alone, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(leaky[:, 23:], alone, atol=1e-3)
+
+
+def test_compiling_layers_on_a_cpu_without_a_cxx_compiler_says_so_and_changes_nothing():
+    from torch._inductor import config as inductor_config
+
+    model = _model("sdpa")
+    with inductor_config.patch({"cpp.cxx": (None, "no-such-c++-compiler")}):
+        with pytest.raises(ReelmError, match="needs a C\\+\\+ compiler"):
+            compile_layers(model)
+    assert all(layer._compiled_call_impl is None for layer in model.model.layers)

@@ -183,6 +183,26 @@ def test_resume_refuses_another_config_and_fresh_runs_refuse_a_used_folder(shard
     assert already.step == 10 and already.checkpoint == out / "step-000010"
 
 
+def test_compiled_layers_train_like_eager_resume_and_export_the_same_names(shards, straight, tmp_path):
+    out = tmp_path / "compiled"
+    assert run(shards, out, 10, "compile=true", stop_at=5).step == 5
+    result = run(shards, out, 10, "compile=true", resume=True)
+    assert result.step == 10
+    assert all(layer._compiled_call_impl is not None for layer in result.model.model.layers)
+    reference, _ = straight
+    want, got = weights(reference / "step-000010"), weights(out / "step-000010")
+    assert want.keys() == got.keys()
+    for name in want:  # inductor's fused kernels round differently (1e-7 seen), nothing more
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_training_config_rejects_compile_under_zero3_and_flags_that_are_not_booleans(shards, tmp_path):
+    with pytest.raises(ReelmError, match="ZeRO stages 0-2"):
+        run(shards, tmp_path / "a", 2, "compile=true", "zero_stage=3")
+    with pytest.raises(ReelmError, match=r"\['compile'\] must be true or false"):
+        run(shards, tmp_path / "b", 2, "compile=yes")
+
+
 def test_packed_documents_do_not_attend_across_in_a_trained_model(shards, straight):
     model, layout, _ = load_lm(straight[0])
     loader = PackedLoader(load_shards(shards).dataset, layout, LoaderConfig(block_size=128, batch_size=4))
