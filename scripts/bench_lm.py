@@ -9,13 +9,19 @@ For each preset, on the same batches (blocks of random video codes of a token la
 - ``bare``: the same Hugging Face model with a plain forward (``labels=``), backward,
   gradient clipping and fused ``torch.optim.AdamW`` step.
 
-Warm-up steps are excluded; tokens/s is the median over the timed steps. Achieved FLOP/s is
-``flops_per_token`` (6 x non-embedding parameters + LM head + causal attention) times tokens/s,
-reported as a fraction of this machine's peak, measured in the same run before and after the
-presets as the median of large fp32 ``torch.mm`` timings on all threads (the higher reading
-counts). The minor page faults of every step are reported too: glibc malloc is set to keep
-freed memory as ``reelm lm train`` sets it on CPUs (``--malloc default`` leaves glibc as it
-is), and the faults show when the allocator has warmed up. Prints one JSON object.
+``--compile`` compiles the decoder layers of both models, as ``reelm lm train --set
+compile=true`` does.
+
+The two paths run interleaved: every batch goes through both, the order alternating from step
+to step, so that a drift in the machine's speed during the run falls on both alike and their
+ratio is a fair one. Warm-up steps are excluded; tokens/s is the median over the timed steps.
+Achieved FLOP/s is ``flops_per_token`` (6 x non-embedding parameters + LM head + causal
+attention) times tokens/s, reported as a fraction of this machine's peak, measured in the same
+run before and after the presets as the median of large fp32 ``torch.mm`` timings on all
+threads (the higher reading counts). The minor page faults of every step are reported too:
+glibc malloc is set to keep freed memory as ``reelm lm train`` sets it on CPUs (``--malloc
+default`` leaves glibc as it is), and the faults show when the allocator has warmed up.
+Prints one JSON object.
 
 Usage::
 
@@ -65,17 +71,24 @@ def make_batches(count: int, micro_batch: int, block_size: int, layout, seed: in
     return batches
 
 
-def time_steps(step, batches: list[dict], warmup: int) -> tuple[list[float], list[int]]:
-    """Seconds of each step after the warm-up, and the minor page faults of every step (warm-up included)."""
-    timings, faults = [], []
+def time_interleaved(steps: dict, batches: list[dict], warmup: int) -> dict[str, tuple[list[float], list[int]]]:
+    """Each batch through every path of ``steps`` in turn, the order alternating from batch to batch.
+
+    Per path: the seconds of each step after the warm-up, and the minor page faults of every
+    step (warm-up included).
+    """
+    names = list(steps)
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    faults: dict[str, list[int]] = {name: [] for name in names}
     for i, batch in enumerate(batches):
-        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        start = time.perf_counter()
-        step(batch)
-        if i >= warmup:
-            timings.append(time.perf_counter() - start)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
-    return timings, faults
+        for name in (names if i % 2 == 0 else names[::-1]):
+            faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            start = time.perf_counter()
+            steps[name](batch)
+            if i >= warmup:
+                timings[name].append(time.perf_counter() - start)
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
+    return {name: (timings[name], faults[name]) for name in names}
 
 
 def bench_preset(name: str, args) -> dict:
@@ -83,20 +96,23 @@ def bench_preset(name: str, args) -> dict:
 
     from reelm.lm.engine import build_engine, load_deepspeed_config, resolve_deepspeed_config
     from reelm.lm.metrics import LossMeter
-    from reelm.lm.model import build_model, flops_per_token, non_embedding_parameters, preset
+    from reelm.lm.model import build_model, compile_layers, flops_per_token, non_embedding_parameters, preset
     from reelm.lm.train import TrainConfig, prepare_batch, train_step
 
     lm_cfg = preset(name)
     cfg = TrainConfig(micro_batch_size=args.micro_batch, block_size=args.block_size, steps=10**6, warmup_steps=0,
-                      zero_stage=int(args.deepspeed_config[-1]))
+                      zero_stage=int(args.deepspeed_config[-1]), compile=args.compile)
     layout = bench_layout(args.vocab_size)
     batches = make_batches(args.warmup + args.steps, args.micro_batch, args.block_size, layout, seed=0)
     tokens = args.micro_batch * args.block_size
 
     def fresh_model():
         torch.manual_seed(0)
-        return build_model(lm_cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
-                           pad_id=layout.pad_id, attn_implementation="sdpa")
+        model = build_model(lm_cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
+                            pad_id=layout.pad_id, attn_implementation="sdpa")
+        if args.compile:
+            compile_layers(model)  # as reelm lm train does with compile=true
+        return model
 
     model = fresh_model()
     flops = flops_per_token(model, args.block_size)
@@ -106,29 +122,28 @@ def bench_preset(name: str, args) -> dict:
     engine, _ = build_engine(model, cfg, ds_config)
     engine.train()
     meter = LossMeter("cpu")
-    ds_times, ds_faults = time_steps(
-        lambda batch: train_step(engine, [prepare_batch(batch, layout, "cpu")], meter), batches, args.warmup)
-    del engine, model, meter
-    gc.collect()
 
-    model = fresh_model().train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+    bare = fresh_model().train()
+    optimizer = torch.optim.AdamW(bare.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                   weight_decay=cfg.weight_decay, fused=True)  # the kernel reelm's optimizer uses
 
     def bare_step(batch):
-        loss = model(input_ids=batch["input_ids"], labels=batch["labels"], position_ids=batch["position_ids"],
-                     use_cache=False).loss
+        loss = bare(input_ids=batch["input_ids"], labels=batch["labels"], position_ids=batch["position_ids"],
+                    use_cache=False).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(bare.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    bare_times, bare_faults = time_steps(bare_step, batches, args.warmup)
-    del model, optimizer
+    measured = time_interleaved({
+        "deepspeed": lambda batch: train_step(engine, [prepare_batch(batch, layout, "cpu")], meter),
+        "bare": bare_step,
+    }, batches, args.warmup)
+    del engine, model, meter, bare, optimizer
     gc.collect()
 
     result = {"non_embedding_parameters": params, "vocab_size": model_vocab, "flops_per_token": flops}
-    for path, timings, faults in (("deepspeed", ds_times, ds_faults), ("bare", bare_times, bare_faults)):
+    for path, (timings, faults) in measured.items():
         tokens_per_s = tokens / statistics.median(timings)
         result[path] = {
             "tokens_per_s": round(tokens_per_s, 1),
@@ -147,14 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-size", type=int, default=1024, help="tokens per block (default: 1024)")
     parser.add_argument("--micro-batch", type=int, default=4, help="blocks per step (default: 4)")
     parser.add_argument("--vocab-size", type=int, default=8192, help="LM vocabulary (default: 8192)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per path (default: 5)")
-    parser.add_argument("--warmup", type=int, default=3,
-                        help="untimed warm-up steps per path; the allocator takes about 3 to warm up (default: 3)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per path (default: 10)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed warm-up steps per path; the allocator takes 3 to 5 to warm up (default: 5)")
     parser.add_argument("--deepspeed-config", default="zero2", choices=("zero0", "zero1", "zero2", "zero3"),
                         help="shipped DeepSpeed config of the DeepSpeed path (default: zero2, as reelm lm train)")
     parser.add_argument("--malloc", default="caching", choices=("caching", "default"),
                         help="caching: glibc malloc keeps freed memory, as reelm lm train sets it on CPUs "
                              "(reelm.cpu_allocator); default: glibc's defaults (default: caching)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile each decoder layer in both paths, as reelm lm train --set compile=true")
     parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak (default: 2048)")
     parser.add_argument("--peak-repeats", type=int, default=10, help="timed matmuls for the peak (default: 10)")
     args = parser.parse_args(argv)
@@ -191,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
                        f"{args.peak_repeats} fp32 torch.mm {args.peak_size}x{args.peak_size}",
         "peak_fp32_flops_readings": [round(peak_start), round(peak_end)],
         "settings": {"block_size": args.block_size, "micro_batch": args.micro_batch, "steps": args.steps,
-                     "warmup": args.warmup, "deepspeed_config": args.deepspeed_config, "dtype": "float32",
-                     "attention": "sdpa", "malloc": malloc},
+                     "warmup": args.warmup, "deepspeed_config": args.deepspeed_config, "compile": args.compile,
+                     "dtype": "float32",
+                     "attention": "sdpa", "malloc": malloc,
+                     "order": "interleaved: each batch through both paths, alternating which goes first"},
         "presets": presets,
     }
     print(json.dumps(report, indent=2))

@@ -31,3 +31,13 @@ def test_bench_prints_both_paths_against_a_measured_peak(capsys):
                                                             rel=1e-3)
     assert tiny["deepspeed_over_bare"] == pytest.approx(
         tiny["deepspeed"]["tokens_per_s"] / tiny["bare"]["tokens_per_s"], rel=1e-3)
+
+
+def test_interleaving_alternates_the_order_and_times_only_the_steps_after_warm_up():
+    calls = []
+    measured = bench_lm.time_interleaved({"a": lambda b: calls.append(("a", b)), "b": lambda b: calls.append(("b", b))},
+                                         batches=[0, 1, 2], warmup=1)
+    assert calls == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
+    for name in ("a", "b"):
+        timings, faults = measured[name]
+        assert len(timings) == 2 and len(faults) == 3
