@@ -9,11 +9,12 @@ For each preset, on the same batches (blocks of random video codes of a token la
 - ``bare``: the same Hugging Face model with a plain forward (``labels=``), backward,
   gradient clipping and fused ``torch.optim.AdamW`` step.
 
-``--compile`` compiles the decoder layers of both models, as ``reelm lm train --set
-compile=true`` does.
+``--compile on`` compiles the decoder layers of both models, as ``reelm lm train --set
+compile=true`` does; ``--compile both`` adds the compiled paths (``deepspeed_compiled``,
+``bare_compiled``) to the eager ones, all four interleaved.
 
-The two paths run interleaved: every batch goes through both, the order alternating from step
-to step, so that a drift in the machine's speed during the run falls on both alike and their
+The paths run interleaved: every batch goes through each, the order reversing from step to
+step, so that a drift in the machine's speed during the run falls on both alike and their
 ratio is a fair one. Warm-up steps are excluded; tokens/s is the median over the timed steps.
 Achieved FLOP/s is ``flops_per_token`` (6 x non-embedding parameters + LM head + causal
 attention) times tokens/s, reported as a fraction of this machine's peak, measured in the same
@@ -72,7 +73,7 @@ def make_batches(count: int, micro_batch: int, block_size: int, layout, seed: in
 
 
 def time_interleaved(steps: dict, batches: list[dict], warmup: int) -> dict[str, tuple[list[float], list[int]]]:
-    """Each batch through every path of ``steps`` in turn, the order alternating from batch to batch.
+    """Each batch through every path of ``steps`` in turn, the order reversing from batch to batch.
 
     Per path: the seconds of each step after the warm-up, and the minor page faults of every
     step (warm-up included).
@@ -91,6 +92,9 @@ def time_interleaved(steps: dict, batches: list[dict], warmup: int) -> dict[str,
     return {name: (timings[name], faults[name]) for name in names}
 
 
+COMPILE_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
+
+
 def bench_preset(name: str, args) -> dict:
     import torch
 
@@ -101,58 +105,72 @@ def bench_preset(name: str, args) -> dict:
 
     lm_cfg = preset(name)
     cfg = TrainConfig(micro_batch_size=args.micro_batch, block_size=args.block_size, steps=10**6, warmup_steps=0,
-                      zero_stage=int(args.deepspeed_config[-1]), compile=args.compile)
+                      zero_stage=int(args.deepspeed_config[-1]))
     layout = bench_layout(args.vocab_size)
     batches = make_batches(args.warmup + args.steps, args.micro_batch, args.block_size, layout, seed=0)
     tokens = args.micro_batch * args.block_size
+    ds_config = resolve_deepspeed_config(load_deepspeed_config(args.deepspeed_config), cfg, world_size=1, bf16=False)
 
-    def fresh_model():
+    def fresh_model(compiled: bool):
         torch.manual_seed(0)
         model = build_model(lm_cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
                             pad_id=layout.pad_id, attn_implementation="sdpa")
-        if args.compile:
+        if compiled:
             compile_layers(model)  # as reelm lm train does with compile=true
-        return model
+        return model.train()
 
-    model = fresh_model()
-    flops = flops_per_token(model, args.block_size)
-    params = non_embedding_parameters(model)
-    model_vocab = model.config.vocab_size
-    ds_config = resolve_deepspeed_config(load_deepspeed_config(args.deepspeed_config), cfg, world_size=1, bf16=False)
-    engine, _ = build_engine(model, cfg, ds_config)
-    engine.train()
-    meter = LossMeter("cpu")
+    def deepspeed_step(compiled: bool):
+        engine, _ = build_engine(fresh_model(compiled), cfg, ds_config)
+        engine.train()
+        meter = LossMeter("cpu")
+        return lambda batch: train_step(engine, [prepare_batch(batch, layout, "cpu")], meter)
 
-    bare = fresh_model().train()
-    optimizer = torch.optim.AdamW(bare.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                                  weight_decay=cfg.weight_decay, fused=True)  # the kernel reelm's optimizer uses
+    def bare_step(compiled: bool):
+        model = fresh_model(compiled)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                      weight_decay=cfg.weight_decay, fused=True)  # the kernel reelm's optimizer uses
 
-    def bare_step(batch):
-        loss = bare(input_ids=batch["input_ids"], labels=batch["labels"], position_ids=batch["position_ids"],
-                    use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(bare.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        def step(batch):
+            loss = model(input_ids=batch["input_ids"], labels=batch["labels"], position_ids=batch["position_ids"],
+                         use_cache=False).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-    measured = time_interleaved({
-        "deepspeed": lambda batch: train_step(engine, [prepare_batch(batch, layout, "cpu")], meter),
-        "bare": bare_step,
-    }, batches, args.warmup)
-    del engine, model, meter, bare, optimizer
+        return step
+
+    probe = fresh_model(False)
+    result = {"non_embedding_parameters": non_embedding_parameters(probe), "vocab_size": probe.config.vocab_size,
+              "flops_per_token": flops_per_token(probe, args.block_size)}
+    del probe
+    steps = {}
+    for compiled in COMPILE_MODES[args.compile]:
+        suffix = "_compiled" if compiled else ""
+        steps["deepspeed" + suffix] = deepspeed_step(compiled)
+        steps["bare" + suffix] = bare_step(compiled)
+    measured = time_interleaved(steps, batches, args.warmup)
+    del steps
     gc.collect()
 
-    result = {"non_embedding_parameters": params, "vocab_size": model_vocab, "flops_per_token": flops}
     for path, (timings, faults) in measured.items():
         tokens_per_s = tokens / statistics.median(timings)
         result[path] = {
             "tokens_per_s": round(tokens_per_s, 1),
             "step_s_median": round(statistics.median(timings), 4),
             "step_s_all": [round(t, 4) for t in timings],
-            "achieved_flops": round(flops * tokens_per_s),
+            "achieved_flops": round(result["flops_per_token"] * tokens_per_s),
             "page_faults_per_step": faults,
         }
-    result["deepspeed_over_bare"] = round(result["deepspeed"]["tokens_per_s"] / result["bare"]["tokens_per_s"], 4)
+
+    def ratio(a: str, b: str) -> float:
+        return round(result[a]["tokens_per_s"] / result[b]["tokens_per_s"], 4)
+
+    for suffix in ("", "_compiled"):
+        if "deepspeed" + suffix in result:
+            result[f"deepspeed{suffix}_over_bare{suffix}"] = ratio("deepspeed" + suffix, "bare" + suffix)
+    if args.compile == "both":
+        result["compiled_over_eager"] = {path: ratio(path + "_compiled", path) for path in ("deepspeed", "bare")}
     return result
 
 
@@ -170,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--malloc", default="caching", choices=("caching", "default"),
                         help="caching: glibc malloc keeps freed memory, as reelm lm train sets it on CPUs "
                              "(reelm.cpu_allocator); default: glibc's defaults (default: caching)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile each decoder layer in both paths, as reelm lm train --set compile=true")
+    parser.add_argument("--compile", default="off", choices=tuple(COMPILE_MODES),
+                        help="torch.compile each decoder layer, as reelm lm train --set compile=true: off, on, or "
+                             "both (eager and compiled paths interleaved in one run) (default: off)")
     parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak (default: 2048)")
     parser.add_argument("--peak-repeats", type=int, default=10, help="timed matmuls for the peak (default: 10)")
     args = parser.parse_args(argv)
@@ -198,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     # The machine showed it can do the higher of the two readings: divide by that (the stricter fraction).
     peak = max(peak_start, peak_end)
     for result in presets.values():
-        for path in ("deepspeed", "bare"):
+        for path in [key for key, value in result.items() if isinstance(value, dict) and "achieved_flops" in value]:
             result[path]["fraction_of_peak"] = round(result[path]["achieved_flops"] / peak, 4)
     report = {
         "machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -211,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                      "warmup": args.warmup, "deepspeed_config": args.deepspeed_config, "compile": args.compile,
                      "dtype": "float32",
                      "attention": "sdpa", "malloc": malloc,
-                     "order": "interleaved: each batch through both paths, alternating which goes first"},
+                     "order": "interleaved: each batch through every path, the order reversing each step"},
         "presets": presets,
     }
     print(json.dumps(report, indent=2))

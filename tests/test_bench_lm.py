@@ -33,7 +33,19 @@ def test_bench_prints_both_paths_against_a_measured_peak(capsys):
         tiny["deepspeed"]["tokens_per_s"] / tiny["bare"]["tokens_per_s"], rel=1e-3)
 
 
-def test_interleaving_alternates_the_order_and_times_only_the_steps_after_warm_up():
+def test_bench_compares_compiled_and_eager_paths_in_one_run(capsys):
+    bench_lm.main(["--presets", "tiny", "--block-size", "32", "--micro-batch", "1", "--vocab-size", "512",
+                   "--steps", "1", "--warmup", "1", "--peak-size", "128", "--peak-repeats", "2", "--compile", "both"])
+    tiny = json.loads(capsys.readouterr().out)["presets"]["tiny"]
+    paths = ("deepspeed", "bare", "deepspeed_compiled", "bare_compiled")
+    assert all(tiny[path]["tokens_per_s"] > 0 and len(tiny[path]["step_s_all"]) == 1 for path in paths)
+    assert tiny["compiled_over_eager"]["bare"] == pytest.approx(
+        tiny["bare_compiled"]["tokens_per_s"] / tiny["bare"]["tokens_per_s"], rel=1e-3)
+    assert tiny["deepspeed_compiled_over_bare_compiled"] == pytest.approx(
+        tiny["deepspeed_compiled"]["tokens_per_s"] / tiny["bare_compiled"]["tokens_per_s"], rel=1e-3)
+
+
+def test_interleaving_reverses_the_order_and_times_only_the_steps_after_warm_up():
     calls = []
     measured = bench_lm.time_interleaved({"a": lambda b: calls.append(("a", b)), "b": lambda b: calls.append(("b", b))},
                                          batches=[0, 1, 2], warmup=1)
