@@ -139,7 +139,7 @@ def compile_layers(model: LlamaForCausalLM) -> None:
     Parameter names, state dicts and checkpoints are unchanged. On CPUs inductor needs a C++
     compiler; without one this raises before any work is done.
     """
-    if next(model.parameters()).device.type == "cpu" and not _cxx_compiler():
+    if next(model.parameters()).device.type == "cpu" and not cxx_compiler():
         raise ReelmError("compile=true needs a C++ compiler for torch.compile on CPUs (g++, clang++ on macOS, "
                          "or the one $CXX names, on PATH); install one or leave compile=false")
     for layer in model.model.layers:
@@ -147,7 +147,7 @@ def compile_layers(model: LlamaForCausalLM) -> None:
     model.model.norm.compile()
 
 
-def _cxx_compiler() -> str | None:
+def cxx_compiler() -> str | None:
     """The C++ compiler inductor would call ($CXX, else g++; clang++ on macOS), if it is on PATH."""
     from torch._inductor import config as inductor_config
 

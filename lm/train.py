@@ -50,7 +50,15 @@ from reelm.lm.metrics import (
     target_modality,
     token_losses,
 )
-from reelm.lm.model import LMConfig, build_model, compile_layers, flops_per_token, preset as lm_preset, select_attention
+from reelm.lm.model import (
+    LMConfig,
+    build_model,
+    compile_layers,
+    cxx_compiler,
+    flops_per_token,
+    preset as lm_preset,
+    select_attention,
+)
 
 
 @dataclass(kw_only=True)
@@ -75,7 +83,7 @@ class TrainConfig:
     seed: int = 0
     zero_stage: int = 2
     activation_checkpointing: bool = False
-    compile: bool = False  # torch.compile each decoder layer (reelm.lm.model.compile_layers); ZeRO 0-2
+    compile: bool | None = None  # torch.compile each decoder layer; None: see use_compile
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
     def loader(self) -> LoaderConfig:
@@ -121,16 +129,28 @@ def _check(cfg: TrainConfig, lm_cfg: LMConfig) -> None:
         raise ReelmError(f"training config: {bad} must be at least 1")
     if cfg.zero_stage not in range(4):
         raise ReelmError(f"training config: zero_stage {cfg.zero_stage} is not one of 0, 1, 2, 3")
-    flags = ("activation_checkpointing", "compile")
-    not_bool = [name for name in flags if not isinstance(getattr(cfg, name), bool)]
-    if not_bool:
-        raise ReelmError(f"training config: {not_bool} must be true or false")
+    if not isinstance(cfg.activation_checkpointing, bool):
+        raise ReelmError("training config: activation_checkpointing must be true or false")
+    if cfg.compile is not None and not isinstance(cfg.compile, bool):
+        raise ReelmError("training config: compile must be true, false or null (null: on for CPU training)")
     if cfg.compile and cfg.zero_stage == 3:
         raise ReelmError("training config: compile=true is supported with ZeRO stages 0-2; ZeRO-3 gathers each "
                          "layer's parameters in hooks, which needs DeepSpeed's own compile support (not used yet)")
     if cfg.block_size > lm_cfg.max_position_embeddings:
         raise ReelmError(f"block_size {cfg.block_size} exceeds the model's max_position_embeddings "
                          f"{lm_cfg.max_position_embeddings}")
+
+
+def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether to compile the decoder layers (:func:`reelm.lm.model.compile_layers`).
+
+    ``compile`` true or false decides; unset (``None``) it is on for training on CPUs under
+    ZeRO 0-2 when inductor finds a C++ compiler (1.07-1.11x the tokens/s at ``small`` on the
+    reference CPU, BENCHMARKS.md) and off elsewhere: on GPUs it has not been measured yet.
+    """
+    if cfg.compile is not None:
+        return cfg.compile
+    return device.type == "cpu" and cfg.zero_stage != 3 and cxx_compiler() is not None
 
 
 def _check_resume(saved: dict, folder: Path, lm_cfg: LMConfig, cfg: TrainConfig, world_size: int,
@@ -241,7 +261,8 @@ def train(data: str | Path, out: str | Path, *, preset: str | None = None, overr
                             pad_id=layout.pad_id, device=dist.device, attn_implementation=attn)
     if cfg.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.compile:
+    compiled = use_compile(cfg, dist.device)
+    if compiled:
         compile_layers(model)
     model_flops = flops_per_token(model, cfg.block_size)
     engine, scheduler = build_engine(model, cfg, ds_config)
@@ -267,6 +288,7 @@ def train(data: str | Path, out: str | Path, *, preset: str | None = None, overr
         "train": to_dict(cfg),
         "preset": preset or (saved or {}).get("preset"),
         "world_size": dist.world_size,
+        "compiled": compiled,
         "deepspeed": ds_config,
         "data": str(Path(data).resolve()),
     }

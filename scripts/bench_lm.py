@@ -9,13 +9,13 @@ For each preset, on the same batches (blocks of random video codes of a token la
 - ``bare``: the same Hugging Face model with a plain forward (``labels=``), backward,
   gradient clipping and fused ``torch.optim.AdamW`` step.
 
-``--compile on`` compiles the decoder layers of both models, as ``reelm lm train --set
-compile=true`` does; ``--compile both`` adds the compiled paths (``deepspeed_compiled``,
-``bare_compiled``) to the eager ones, all four interleaved.
+Each path runs eager and with its decoder layers compiled (``deepspeed_compiled``,
+``bare_compiled``; ``reelm lm train`` compiles them by default on CPUs); ``--compile off`` or
+``on`` keeps one of the two.
 
 The paths run interleaved: every batch goes through each, the order reversing from step to
-step, so that a drift in the machine's speed during the run falls on both alike and their
-ratio is a fair one. Warm-up steps are excluded; tokens/s is the median over the timed steps.
+step, so that a drift in the machine's speed during the run falls on all alike and their
+ratios are fair ones. Warm-up steps are excluded; tokens/s is the median over the timed steps.
 Achieved FLOP/s is ``flops_per_token`` (6 x non-embedding parameters + LM head + causal
 attention) times tokens/s, reported as a fraction of this machine's peak, measured in the same
 run before and after the presets as the median of large fp32 ``torch.mm`` timings on all
@@ -188,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--malloc", default="caching", choices=("caching", "default"),
                         help="caching: glibc malloc keeps freed memory, as reelm lm train sets it on CPUs "
                              "(reelm.cpu_allocator); default: glibc's defaults (default: caching)")
-    parser.add_argument("--compile", default="off", choices=tuple(COMPILE_MODES),
-                        help="torch.compile each decoder layer, as reelm lm train --set compile=true: off, on, or "
-                             "both (eager and compiled paths interleaved in one run) (default: off)")
+    parser.add_argument("--compile", default="both", choices=tuple(COMPILE_MODES),
+                        help="torch.compile each decoder layer, as reelm lm train does on CPUs: off, on, or both "
+                             "(eager and compiled paths interleaved in one run) (default: both)")
     parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak (default: 2048)")
     parser.add_argument("--peak-repeats", type=int, default=10, help="timed matmuls for the peak (default: 10)")
     args = parser.parse_args(argv)
