@@ -145,7 +145,7 @@ def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether to compile the decoder layers (:func:`reelm.lm.model.compile_layers`).
 
     ``compile`` true or false decides; unset (``None``) it is on for training on CPUs under
-    ZeRO 0-2 when inductor finds a C++ compiler (1.07-1.11x the tokens/s at ``small`` on the
+    ZeRO 0-2 when inductor finds a C++ compiler (1.05-1.11x the tokens/s at ``small`` on the
     reference CPU, BENCHMARKS.md) and off elsewhere: on GPUs it has not been measured yet.
     """
     if cfg.compile is not None:
