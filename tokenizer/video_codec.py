@@ -52,6 +52,9 @@ def _chunks(frames: Iterator[np.ndarray], first: int, rest: int) -> Iterator[np.
             yield np.stack(buf[:keep])
 
 
+DEFAULT_RESERVED_LATENTS = 64  # latent frames a code buffer starts with when no length is known
+
+
 class CodeGridBuffer:
     """Appends ``(t_i, h, w)`` code chunks to one int32 array held in an anonymous memory map.
 
@@ -59,7 +62,7 @@ class CodeGridBuffer:
     buffer costs the codes it holds, and it never interleaves with the tensors' heap.
     """
 
-    def __init__(self, latent_frames: int = 64):
+    def __init__(self, latent_frames: int = DEFAULT_RESERVED_LATENTS):
         self._initial = max(1, latent_frames)
         self._array: np.ndarray | None = None
         self.length = 0
@@ -130,7 +133,7 @@ def _expected_latents(num_frames: int | None, max_frames: int | None, ft: int) -
     """Latent frames to reserve: from the container's frame count where it has one (a hint; the buffer grows)."""
     known = [f for f in (num_frames, max_frames) if f]
     if not known:
-        return 64
+        return DEFAULT_RESERVED_LATENTS
     return min(1 + max(0, min(known) - 1) // ft, MAX_RESERVED_LATENTS)
 
 
