@@ -33,13 +33,9 @@ from reelm.data.shards import load_shards
 from reelm.data.token_layout import TokenLayout
 from reelm.errors import ReelmError
 from reelm.lm.checkpoint import KIND, load_training_state, remove_stale_staging, save_training_checkpoint
-from reelm.lm.engine import (
-    build_engine,
-    config_zero_stage,
-    init_distributed,
-    load_deepspeed_config,
-    resolve_deepspeed_config,
-)
+from reelm.distributed import init_distributed
+from reelm.lm.deepspeed_setup import build_engine
+from reelm.lm.ds_config import config_zero_stage, load_deepspeed_config, resolve_deepspeed_config
 from reelm.lm.metrics import (
     PLOT_FILE,
     LossMeter,
@@ -233,7 +229,7 @@ def train(data: str | Path, out: str | Path, *, preset: str | None = None, overr
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    dist = init_distributed()
+    dist = init_distributed(need_group=True)
     if dist.device.type == "cpu":
         keep_freed_memory()  # large activations reuse warm pages instead of page-faulting every step
     is_main = dist.rank == 0

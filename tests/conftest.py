@@ -8,6 +8,7 @@ copied into the repository.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,15 @@ def single_thread_isolated():
     torch.set_num_threads(saved_threads)
     os.environ.clear()
     os.environ.update(saved_env)
+
+
+def load_bench_script(name: str):
+    """A benchmark script of ``scripts/bench/`` as a module: they are not part of the installed package."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"reelm_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

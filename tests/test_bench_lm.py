@@ -6,7 +6,9 @@ import os
 import pytest
 import torch
 
-from reelm import bench_lm
+from conftest import load_bench_script
+
+bench_lm = load_bench_script("bench_lm")
 
 
 @pytest.fixture(scope="module", autouse=True)

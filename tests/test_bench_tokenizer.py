@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from reelm import bench_tokenizer
+from conftest import load_bench_script
+
+bench_tokenizer = load_bench_script("bench_tokenizer")
 from reelm.data.video_read import frames_to_tensor
 
 

@@ -23,7 +23,7 @@ from reelm.data.text_tokenizer import train_text_tokenizer
 from reelm.data.token_layout import TokenLayout
 from reelm.errors import ReelmError
 from reelm.lm.checkpoint import export_lm, load_lm
-from reelm.lm.engine import SHIPPED_CONFIGS, load_deepspeed_config, resolve_deepspeed_config
+from reelm.lm.ds_config import SHIPPED_CONFIGS, load_deepspeed_config, resolve_deepspeed_config
 from reelm.lm.metrics import MetricsLog, shift_left, token_losses
 from reelm.lm.model import cxx_compiler, preset
 from reelm.lm.train import TrainConfig, train, use_compile

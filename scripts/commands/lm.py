@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from reelm.commands import add_group
+from reelm.lm.ds_config import SHIPPED_CONFIGS
 
-DEEPSPEED_CONFIGS = ("zero0", "zero1", "zero2", "zero3")  # reelm.lm.engine.SHIPPED_CONFIGS, spelled out so --help imports no torch
 
 
 def register(subparsers) -> None:
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from RUN's latest complete checkpoint (same settings and process count)")
     parser.add_argument("--deepspeed-config", metavar="zeroN|PATH",
-                        help=f"one of {', '.join(DEEPSPEED_CONFIGS)} (shipped; default zero<zero_stage>, "
+                        help=f"one of {', '.join(SHIPPED_CONFIGS)} (shipped; default zero<zero_stage>, "
                         "i.e. zero2) or a DeepSpeed JSON file whose \"auto\" values reelm fills in")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a training setting (lr=1e-3, micro_batch_size=4, mixture.t2v=1) "
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from reelm.lm.engine import shutdown_distributed
+    from reelm.distributed import shutdown_distributed
     from reelm.lm.train import train
 
     overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])

@@ -26,7 +26,7 @@ Prints one JSON object.
 
 Usage::
 
-    python scripts/bench_lm.py --presets tiny,small --block-size 1024 --micro-batch 4
+    python scripts/bench/bench_lm.py --presets tiny,small --block-size 1024 --micro-batch 4
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ COMPILE_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
 def bench_preset(name: str, args) -> dict:
     import torch
 
-    from reelm.lm.engine import build_engine, load_deepspeed_config, resolve_deepspeed_config
+    from reelm.lm.deepspeed_setup import build_engine
+    from reelm.lm.ds_config import load_deepspeed_config, resolve_deepspeed_config
     from reelm.lm.metrics import LossMeter
     from reelm.lm.model import build_model, compile_layers, flops_per_token, non_embedding_parameters, preset
     from reelm.lm.train import TrainConfig, prepare_batch, train_step
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from reelm.cpu_allocator import keep_freed_memory, user_chose_allocator
-    from reelm.lm.engine import init_distributed
+    from reelm.distributed import init_distributed
     from reelm.lm.metrics import measure_peak_flops
 
     malloc = "glibc defaults"
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         malloc = "caching (reelm.cpu_allocator)" if keep_freed_memory() else (
             f"glibc defaults: tuning not applied ({user_chose_allocator() or 'not glibc'})")
     with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed prints its op builds; stdout is the JSON's
-        init_distributed()
+        init_distributed("cpu", need_group=True)
 
     def measure_peak() -> float:
         return measure_peak_flops("cpu", torch.float32, size=args.peak_size, repeats=args.peak_repeats)

@@ -6,7 +6,7 @@
 2. pre-tokenization: clips/s of ``tokenize_dataset`` on synthetic clips with a ``tiny`` video
    tokenizer (random weights: speed does not depend on training) on this machine's CPU.
 
-Usage: python scripts/bench_data.py --video ../shared/media/milk.mkv [--repeats 5] [--clips 64]
+Usage: python scripts/bench/bench_data.py --video ../shared/media/milk.mkv [--repeats 5] [--clips 64]
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ the parent's RSS at fork); the target is long / short <= 1.2.
 
 Prints one JSON object. Usage::
 
-    python scripts/bench_tokenizer.py --preset tiny --budget-seconds 150
+    python scripts/bench/bench_tokenizer.py --preset tiny --budget-seconds 150
 """
 
 from __future__ import annotations

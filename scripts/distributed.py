@@ -1,0 +1,74 @@
+"""Distributed start-up and shutdown, shared by every trainer (and batch job) in reelm.
+
+One process per device. Under ``torchrun``, the ``deepspeed`` launcher or a hostfile the
+process joins the group its environment describes (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR/PORT``); launched bare it is rank 0 of 1 and, when the caller
+needs a process group anyway (DeepSpeed does), makes a 1-process group on a free loopback
+port. The backend is NCCL on GPUs and gloo on CPUs. Several CPU processes on one machine
+split its cores between them unless ``OMP_NUM_THREADS`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from reelm.device import resolve_device
+
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | torch.device = "auto", *, need_group: bool = False) -> DistInfo:
+    """Join the launcher's process group (or make a 1-process one if ``need_group``); pick this rank's device."""
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    world_size = int(os.environ["WORLD_SIZE"]) if launched else 1
+    local_rank = int(os.environ.get("LOCAL_RANK", 0)) if launched else 0
+    chosen = resolve_device(device, local_rank=local_rank)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    elif world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
+        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", "1")))
+        if local_procs > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_procs))
+    if (world_size > 1 or need_group) and not dist.is_initialized():
+        if not launched:
+            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    if dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, chosen)
+    return DistInfo(0, 1, 0, chosen)
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group, if one was made (idempotent)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
