@@ -25,16 +25,18 @@ import numpy as np
 import torch
 
 from reelm.data.packing import Block, pack
-from reelm.data.token_layout import Task, TokenLayout
+from reelm.data.token_layout import TASKS, Task, TokenLayout
 from reelm.errors import ReelmError
 
-TASKS = (Task.T2V, Task.I2V, Task.V2V, Task.V2T, Task.UNCOND)
 TASK_INDEX = {task: i for i, task in enumerate(TASKS)}
 
 
 @dataclass(kw_only=True)
 class MixtureConfig:
-    """Task weights (renormalised over the tasks an example supports) and CFG text dropout."""
+    """Task weights (renormalised over the tasks an example supports) and CFG text dropout.
+
+    One weight per task of the token layout, named by the task (``t2v`` ... ``uncond``).
+    """
 
     t2v: float = 0.5
     i2v: float = 0.15
@@ -45,7 +47,7 @@ class MixtureConfig:
     loss_on: str = "target"  # "target": loss only on the generated block; "all": every token
 
     def weights(self) -> np.ndarray:
-        w = np.array([self.t2v, self.i2v, self.v2v, self.v2t, self.uncond], dtype=np.float64)
+        w = np.array([getattr(self, task.value) for task in TASKS], dtype=np.float64)
         if (w < 0).any() or w.sum() <= 0:
             raise ReelmError(f"task mixture weights must be >= 0 and not all 0, got {w.tolist()}")
         return w

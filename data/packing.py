@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE_INDEX = -100
+from reelm.data.token_layout import IGNORE_INDEX, labels_of
+from reelm.errors import ReelmError
+
+
+class PackingError(ReelmError):
+    """Documents that do not fit the block they are packed into."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,7 +29,6 @@ class Block:
     input_ids: np.ndarray  # (L,) int64
     labels: np.ndarray  # (L,) int64, IGNORE_INDEX where no loss applies
     position_ids: np.ndarray  # (L,) int64, restarting at 0 per document
-    document_ids: np.ndarray  # (L,) int64, 0, 1, ... per document; -1 on padding
     task_index: np.ndarray  # (L,) int64, the task of each token's document; -1 on padding
 
 
@@ -32,21 +36,19 @@ def pack(documents: list[tuple[np.ndarray, np.ndarray, int]], block_size: int, p
     """One block from ``(input_ids, loss_mask, task_index)`` documents that fit together."""
     total = sum(len(ids) for ids, _, _ in documents)
     if total > block_size:
-        raise ValueError(f"{total} tokens do not fit a block of {block_size}")
+        raise PackingError(f"{len(documents)} documents of {total} tokens do not fit a block of {block_size}")
     input_ids = np.full(block_size, pad_id, dtype=np.int64)
     labels = np.full(block_size, IGNORE_INDEX, dtype=np.int64)
     position_ids = np.zeros(block_size, dtype=np.int64)
-    document_ids = np.full(block_size, -1, dtype=np.int64)
     task_index = np.full(block_size, -1, dtype=np.int64)
     start = 0
-    for doc, (ids, loss_mask, task) in enumerate(documents):
+    for ids, loss_mask, task in documents:
         stop = start + len(ids)
         input_ids[start:stop] = ids
-        labels[start:stop] = np.where(loss_mask, ids, IGNORE_INDEX)
+        labels[start:stop] = labels_of(ids, loss_mask)
         labels[start] = IGNORE_INDEX  # a document's first token is never predicted from the previous one
         position_ids[start:stop] = np.arange(len(ids))
-        document_ids[start:stop] = doc
         task_index[start:stop] = task
         start = stop
     position_ids[start:] = np.arange(block_size - start)
-    return Block(input_ids, labels, position_ids, document_ids, task_index)
+    return Block(input_ids, labels, position_ids, task_index)

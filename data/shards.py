@@ -5,11 +5,14 @@ A shard folder written by ``reelm data tokenize``::
     OUT/
       shards.json                     format version, video tokenizer identity, clip spec, source
       layout/                         the token layout (PreTrainedTokenizerFast-readable)
+      video_tokenizer/                the video tokenizer checkpoint the codes came from (copied in, so
+                                      LM training can put it in every model folder it writes)
       parts/part-00000-of-00002/
         chunk-000000/                 a `datasets` Arrow dataset (save_to_disk) + skipped.jsonl
         chunk-000001/
         .chunk-000002.partial/        being written; never read
-      summary.json                    used / skipped counts by reason, after a finished run
+      summary-part-00000-of-00002.json  used / skipped counts by reason of a part, after each run
+      errors.jsonl                    every skipped row of every finished chunk, with its reason
 
 Part ``k`` of ``n`` holds the source rows with ``index % n == k``; chunk ``j`` of a part
 holds its rows ``[j * S, (j + 1) * S)``. A chunk is staged in a hidden folder and renamed
@@ -21,13 +24,14 @@ visible.
 from __future__ import annotations
 
 import json
-import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
+from reelm.atomic import publish_dir, staging_path, write_text
 from reelm.config import load_json, save_json
 from reelm.data.token_layout import TokenLayout
 from reelm.errors import ReelmError
@@ -35,6 +39,7 @@ from reelm.errors import ReelmError
 SHARDS_VERSION = 1
 INFO_FILE = "shards.json"
 LAYOUT_DIR = "layout"
+VIDEO_TOKENIZER_DIR = "video_tokenizer"
 PARTS_DIR = "parts"
 SKIPPED_FILE = "skipped.jsonl"
 
@@ -69,18 +74,14 @@ def part_dir(out: str | Path, index: int, count: int) -> Path:
 
 
 def write_chunk(folder: Path, records: list[dict], skipped: list[dict]) -> Path:
-    """Write one chunk atomically: stage ``.NAME.partial``, then rename to ``NAME``."""
-    staged = folder.parent / f".{folder.name}.partial"
+    """Write one chunk atomically: stage ``.NAME.partial``, then publish it as ``NAME``."""
+    staged = staging_path(folder)
     shutil.rmtree(staged, ignore_errors=True)
     table = datasets.Dataset.from_list(records, features=FEATURES) if records else \
         datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
     table.save_to_disk(str(staged))
     (staged / SKIPPED_FILE).write_text("".join(json.dumps(s) + "\n" for s in skipped))
-    for path in staged.iterdir():
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-    os.replace(staged, folder)
-    return folder
+    return publish_dir(staged, folder)
 
 
 def write_info(out: str | Path, info: dict) -> None:
@@ -103,6 +104,7 @@ class ShardSet:
     info: dict
     chunks: int
     skipped: list[dict]
+    video_tokenizer: Path | None  # the video tokenizer checkpoint folder, None in shards made before reelm 0.2
 
 
 def chunk_folders(out: str | Path) -> list[Path]:
@@ -136,4 +138,30 @@ def load_shards(out: str | Path) -> ShardSet:
     dataset = datasets.concatenate_datasets(tables)
     if len(dataset) == 0:
         raise ShardError(f"{out}: the shards hold no clips")
-    return ShardSet(dataset=dataset, layout=layout, info=info, chunks=len(chunks), skipped=skipped)
+    video_tokenizer = out / VIDEO_TOKENIZER_DIR
+    return ShardSet(dataset=dataset, layout=layout, info=info, chunks=len(chunks), skipped=skipped,
+                    video_tokenizer=video_tokenizer if (video_tokenizer / "reelm.json").is_file() else None)
+
+
+def skipped_counts(folder: Path) -> tuple[int, Counter]:
+    """``(clips, skipped rows by reason)`` over every finished chunk of a part folder."""
+    used, counts = 0, Counter()
+    for chunk in sorted(c for c in folder.glob("chunk-*") if c.is_dir()):
+        used += datasets.load_from_disk(str(chunk)).num_rows
+        for line in (chunk / SKIPPED_FILE).read_text().splitlines():
+            if line:
+                counts[json.loads(line)["reason"]] += 1
+    return used, counts
+
+
+def write_summary(folder: Path, summary: dict) -> Path:
+    """``OUT/summary-PART.json`` of a part, beside its ``parts/`` folder."""
+    return save_json(folder.parent.parent / f"summary-{folder.name}.json", summary)
+
+
+def write_errors_file(out: str | Path) -> Path:
+    """``OUT/errors.jsonl``: every skipped row of every finished chunk, rewritten whole."""
+    lines = []
+    for chunk in chunk_folders(out):
+        lines += [line + "\n" for line in (chunk / SKIPPED_FILE).read_text().splitlines() if line]
+    return write_text(Path(out) / "errors.jsonl", "".join(lines))

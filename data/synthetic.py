@@ -170,7 +170,8 @@ def render_dataset(out_dir: str | Path, num_clips: int, cfg: WorldConfig | None 
     ``split``, ``held_out_clips`` (clips with a held-out combination), ``seconds``.
     """
     from reelm.data.contact_sheet import contact_sheet
-    from reelm.data.video_write import atomic_write, write_mp4
+    from reelm.atomic import write_text
+    from reelm.data.video_write import write_mp4
 
     cfg = cfg or WorldConfig()
     if not _is_int(num_clips) or num_clips < 1:
@@ -200,7 +201,7 @@ def render_dataset(out_dir: str | Path, num_clips: int, cfg: WorldConfig | None 
             sheet_labels.append(clip.caption)
 
     sheet = contact_sheet(sheet_rows, out_dir / "contact_sheet.png", labels=sheet_labels)
-    manifest = atomic_write(out_dir / "manifest.jsonl", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    manifest = write_text(out_dir / "manifest.jsonl", "\n".join(lines) + "\n")
     return {
         "out_dir": str(out_dir),
         "manifest": str(manifest),

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from reelm.atomic import atomic_write
 from reelm.errors import ReelmError, one_line_reason
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -66,11 +67,7 @@ def save_text_tokenizer(tokenizer: Tokenizer, folder: str | Path) -> Path:
     """Write ``folder/tokenizer.json`` and return its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    file = folder / TOKENIZER_FILE
-    tmp = folder / f".{TOKENIZER_FILE}.partial"
-    tokenizer.save(str(tmp))
-    tmp.replace(file)
-    return file
+    return atomic_write(folder / TOKENIZER_FILE, lambda tmp: tokenizer.save(str(tmp)), error=TextTokenizerError)
 
 
 def read_captions(source: str | Path) -> Iterator[str]:

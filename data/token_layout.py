@@ -57,7 +57,7 @@ from einops import rearrange
 from tokenizers import AddedToken, Tokenizer
 
 from reelm.config import load_json, save_json
-from reelm.data.text_tokenizer import TOKENIZER_FILE, load_text_tokenizer
+from reelm.data.text_tokenizer import TOKENIZER_FILE, load_text_tokenizer, save_text_tokenizer
 from reelm.errors import ReelmError
 
 LAYOUT_VERSION = 1
@@ -77,8 +77,10 @@ class Task(str, Enum):
     UNCOND = "uncond"
 
 
+TASKS = tuple(Task)  # the one task order: special-token ids, mixture weights and per-task metrics follow it
+IGNORE_INDEX = -100  # a label that is no target (PyTorch's cross-entropy default, as Hugging Face LMs use)
 MARKERS = ("bos", "eos", "pad", "bot", "eot", "bov", "eov", "boi", "eoi")
-SPECIAL_TOKENS = MARKERS + tuple(task.value for task in Task)
+SPECIAL_TOKENS = MARKERS + tuple(task.value for task in TASKS)
 BLOCK_MARKERS = {"text": ("bot", "eot"), "image": ("boi", "eoi"), "video": ("bov", "eov")}
 TEMPLATES: dict[Task, tuple[tuple[str, str], ...]] = {  # (input name, block kind), target last
     Task.T2V: (("text", "text"), ("video", "video")),
@@ -113,9 +115,14 @@ class TokenSequence:
     def prompt(self) -> np.ndarray:
         return self.input_ids[: self.prompt_length]
 
-    def labels(self, ignore_index: int = -100) -> np.ndarray:
-        """``input_ids`` with non-targets set to ``ignore_index``: the ``labels`` of a HF causal LM."""
-        return np.where(self.loss_mask, self.input_ids, ignore_index)
+    def labels(self) -> np.ndarray:
+        """``input_ids`` with non-targets set to ``IGNORE_INDEX``: the ``labels`` of a HF causal LM."""
+        return labels_of(self.input_ids, self.loss_mask)
+
+
+def labels_of(input_ids: np.ndarray, loss_mask: np.ndarray) -> np.ndarray:
+    """The labels of ids whose targets ``loss_mask`` marks: the id where True, ``IGNORE_INDEX`` elsewhere."""
+    return np.where(loss_mask, input_ids, IGNORE_INDEX)
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compare fields, not objects
@@ -367,8 +374,8 @@ class TokenLayout:
         if len(ids) == 0:
             return self._only(self.bos_id)
         if len(ids) == 1 and ids[0] == self.bos_id:
-            first = self.task_id(Task.T2V)
-            return AllowedIds(((first, first + len(Task)),))
+            first = self.task_id(TASKS[0])
+            return AllowedIds(((first, first + len(TASKS)),))
         task, spans, end = self._walk(ids)
         template = TEMPLATES[task]
         if spans and spans[-1].stop is None:
@@ -399,7 +406,7 @@ class TokenLayout:
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self._tokenizer.save(str(folder / TOKENIZER_FILE))
+        save_text_tokenizer(self._tokenizer, folder)
         save_json(folder / TOKENIZER_CONFIG_FILE, self._hf_tokenizer_config())
         save_json(folder / LAYOUT_FILE, self.to_dict())
         return folder

@@ -1,16 +1,15 @@
-"""Writing frames to video files: H.264 MP4, GIF, and the atomic-write helper they share.
+"""Writing frames to video files: H.264 MP4 and GIF.
 
 Frames are ``(T, H, W, 3)`` uint8 RGB numpy arrays, as :mod:`reelm.data.video_read`
-returns them. Every write goes to a hidden temporary file in the destination folder and
-is renamed into place with ``os.replace`` only once complete, so a failed write leaves
-neither a half-written video nor the temporary file behind.
+returns them. Every write goes through :func:`reelm.atomic.atomic_write` (a hidden
+temporary file renamed into place once complete), so a failed write leaves neither a
+half-written video nor the temporary file behind; failures are :class:`VideoWriteError`.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
-import os
-import secrets
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable
@@ -19,11 +18,15 @@ import av
 import numpy as np
 from PIL import Image
 
+from reelm import atomic
 from reelm.errors import ReelmError
 
 
 class VideoWriteError(ReelmError):
     """A video that cannot be written: bad frames, bad fps, unknown suffix, unwritable folder."""
+
+
+atomic_write = functools.partial(atomic.atomic_write, error=VideoWriteError)  # videos and pictures fail as such
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, *, crf: int = 18) -> Path:
@@ -112,29 +115,6 @@ def pad_to_even(frames: np.ndarray) -> np.ndarray:
     if not (pad_h or pad_w):
         return frames
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Let ``write(tmp)`` fill a hidden file beside ``path``, then rename it onto ``path``.
-
-    If ``write`` fails (its non-reelm exceptions become :class:`VideoWriteError`) or is
-    interrupted, the temporary file is removed and ``path`` keeps its previous state.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise VideoWriteError(f"{path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except ReelmError:
-        raise
-    except Exception as exc:
-        detail = " ".join(str(exc).split())
-        raise VideoWriteError(f"{path}: writing failed ({type(exc).__name__}: {detail})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _check_frames(frames: np.ndarray, path: Path) -> np.ndarray:

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reelm.errors import ReelmError
+
 DATA_RANGE = 255.0
+
+
+class MetricInputError(ReelmError):
+    """Frames a metric cannot compare: different shapes, or smaller than the SSIM window."""
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
@@ -33,7 +39,8 @@ def ssim(reference: np.ndarray, test: np.ndarray, *, window: int = 11, sigma: fl
     if ref.ndim == 3:
         ref, out = ref[None], out[None]
     if min(ref.shape[1:3]) < window:
-        raise ValueError(f"frames of {ref.shape[1]}x{ref.shape[2]} are smaller than the {window}x{window} SSIM window")
+        raise MetricInputError(f"frames of {ref.shape[1]}x{ref.shape[2]} are smaller than the {window}x{window} "
+                               "SSIM window")
     x = torch.from_numpy(ref).permute(0, 3, 1, 2).reshape(-1, 1, *ref.shape[1:3])  # (T*3, 1, H, W)
     y = torch.from_numpy(out).permute(0, 3, 1, 2).reshape(-1, 1, *out.shape[1:3])
     coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
@@ -57,5 +64,5 @@ def _pair(reference: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarr
     ref = np.asarray(reference, dtype=np.float64)
     out = np.asarray(test, dtype=np.float64)
     if ref.shape != out.shape:
-        raise ValueError(f"shapes differ: {ref.shape} vs {out.shape}")
+        raise MetricInputError(f"cannot compare frames of shape {ref.shape} with frames of shape {out.shape}")
     return ref, out

@@ -1,19 +1,28 @@
-"""LM checkpoints: a Hugging Face model folder that is also a reelm step folder with trainer state.
+"""LM checkpoints: a model folder that stands alone (Hugging Face files, token layout, video tokenizer,
+clip spec) and is also a reelm step folder with the trainer state.
 
-Every ``RUN/step-000123/`` is a complete export, loadable on its own::
+Every ``RUN/step-000123/`` is a complete export, loadable on its own (copied anywhere)::
 
-    config.json              Hugging Face model config; its ``reelm`` entry names the video
-                             tokenizer, codebook size, latent grid, LMConfig and token layout
+    reelm.json               kind "lm", the LMConfig, the clip spec (fps, frames, size, crop) of the
+                             data, training and DeepSpeed settings, world size, schedule plans
+    config.json              Hugging Face model config, written from reelm.json's LMConfig and the
+                             layout's vocabulary, and checked against them on load
     model.safetensors        weights: AutoModelForCausalLM.from_pretrained(folder)
     generation_config.json
     tokenizer.json           text + special tokens: PreTrainedTokenizerFast.from_pretrained(folder)
     tokenizer_config.json
-    token_layout.json        the id plan: TokenLayout.load(folder)
-    reelm.json               kind "lm", the LMConfig, training and DeepSpeed configs, world size, data
+    token_layout.json        the id plan and the identity of the video tokenizer: TokenLayout.load(folder)
+    video_tokenizer/         the video tokenizer the codes came from (its model.safetensors + reelm.json),
+                             checked against token_layout.json's identity on load
     trainer_state.*          step and LR schedule (.json + .safetensors, as every state file)
     trainer-rankNNNNN.*      per rank: data position and RNG
     optimizer-rankNNNNN.*    per rank: DeepSpeed's optimizer state (ZeRO partition: fp32 master
                              weights and Adam moments)
+
+Each fact has one home: the model shape in reelm.json (config.json is its Hugging Face copy),
+the vocabulary and tokenizer identity in token_layout.json, the clip spec in reelm.json. This
+module never imports the video tokenizer (``reelm.lm`` handles token ids only): it copies its
+files and compares identities as JSON; the generation pipeline above both loads it.
 
 Under DeepSpeed every rank writes its own files into the staging folder, rank 0 writes the
 model (gathered from the ZeRO-3 partitions with ``deepspeed.zero.GatheredParameters``)
@@ -25,6 +34,9 @@ JSON + safetensors; it loads back through the optimizer's ``load_state_dict`` wi
 fp32 master weights, so a resumed run continues bit for bit. Resuming needs the same
 world size and ZeRO stage: each rank reads only its own partition.
 
+Checkpoints written before reelm 0.2 (a ``reelm`` entry in config.json, no ``video_tokenizer/``)
+still load; generation then asks for ``--video-tokenizer`` with a message saying why.
+
 Follows: nanochat's checkpoint_manager (model / meta / per-rank optimizer files) and the
 Hugging Face ``save_pretrained`` folder.
 """
@@ -32,6 +44,7 @@ Hugging Face ``save_pretrained`` folder.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -40,6 +53,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from reelm.checkpoint import (
+    META_FILE,
+    CheckpointError,
     commit,
     load_state,
     read_meta,
@@ -49,44 +64,52 @@ from reelm.checkpoint import (
     step_dir_name,
     write_meta,
 )
-from reelm.config import to_dict
-from reelm.data.token_layout import TokenLayout
-from reelm.errors import ReelmError
-from reelm.lm.model import LMConfig, select_attention
+from reelm.config import from_dict, to_dict
+from reelm.data.token_layout import LayoutError, TokenLayout
+from reelm.lm.model import LMConfig, hf_config, select_attention
 
 KIND = "lm"
 TRAINER_STATE = "trainer_state"
+VIDEO_TOKENIZER_DIR = "video_tokenizer"
 UNSTORED_OPTIMIZER_KEYS = ("loss_scaler", "param_slice_mappings")
+HF_SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "tie_word_embeddings")
 
 
 def rank_file(name: str, rank: int) -> str:
     return f"{name}-rank{rank:05d}"
 
 
-def reelm_metadata(layout: TokenLayout, lm_cfg: LMConfig) -> dict[str, Any]:
-    """What later stages need to use the model without extra flags (kept in config.json as ``reelm``)."""
-    return {
-        "video_tokenizer": dict(layout.video_tokenizer),
-        "codebook_size": layout.codebook_size,
-        "latent_hw": list(layout.latent_hw),
-        "lm": to_dict(lm_cfg),
-        "layout": layout.to_dict(),
-    }
-
-
-def write_model_files(folder: Path, model, layout: TokenLayout, lm_cfg: LMConfig) -> None:
-    """The Hugging Face files (safetensors only) and the token layout of ``model``, whole on this process."""
-    model.config.reelm = reelm_metadata(layout, lm_cfg)
+def write_model_files(folder: Path, model, layout: TokenLayout, *, video_tokenizer: Path | None = None) -> None:
+    """The Hugging Face files (safetensors only), the token layout and the video tokenizer, whole on this process."""
+    if hasattr(model.config, "reelm"):  # a model loaded from a pre-0.2 checkpoint: that copy is not written again
+        del model.config.reelm
     model.save_pretrained(folder)
     layout.save(folder)
+    if video_tokenizer is not None:
+        copy_video_tokenizer(video_tokenizer, folder / VIDEO_TOKENIZER_DIR)
 
 
-def export_lm(folder: str | Path, model, layout: TokenLayout, lm_cfg: LMConfig, **metadata: Any) -> Path:
-    """A single-process export of a whole (not ZeRO-partitioned) model: HF files + layout + ``reelm.json``."""
+def copy_video_tokenizer(source: str | Path, target: Path) -> Path:
+    """The files of a video tokenizer checkpoint folder into ``target`` (hard links where the disk allows)."""
+    source = Path(source)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.iterdir()):
+        if path.is_file():
+            try:
+                os.link(path, target / path.name)
+            except OSError:
+                shutil.copy2(path, target / path.name)
+    return target
+
+
+def export_lm(folder: str | Path, model, layout: TokenLayout, lm_cfg: LMConfig, *,
+              video_tokenizer: str | Path | None = None, clip: dict | None = None, **metadata: Any) -> Path:
+    """A single-process export of a whole (not ZeRO-partitioned) model: the files above, without trainer state."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_model_files(folder, model, layout, lm_cfg)
-    write_meta(folder, KIND, to_dict(lm_cfg), **metadata)
+    write_model_files(folder, model, layout, video_tokenizer=Path(video_tokenizer) if video_tokenizer else None)
+    write_meta(folder, KIND, to_dict(lm_cfg), clip=clip, **metadata)
     return folder
 
 
@@ -95,7 +118,8 @@ def load_lm(path: str | Path, *, device: torch.device | str = "cpu", dtype: torc
     """``(model, layout, meta)`` from a checkpoint folder or a run folder (its latest checkpoint).
 
     The attention backend is chosen for ``device`` (a checkpoint never forces flash-attention);
-    ``dtype`` defaults to the dtype the weights were saved in.
+    ``dtype`` defaults to the dtype the weights were saved in. config.json is checked against
+    reelm.json's LMConfig and the layout's vocabulary.
     """
     folder = resolve_checkpoint(path)
     meta = read_meta(folder, KIND)
@@ -103,10 +127,40 @@ def load_lm(path: str | Path, *, device: torch.device | str = "cpu", dtype: torc
     model = AutoModelForCausalLM.from_pretrained(
         folder, dtype=dtype or "auto", attn_implementation=attn_implementation or select_attention(device)
     ).to(device)
-    if model.config.vocab_size < layout.vocab_size:
-        raise ReelmError(f"{folder}: the model's vocabulary ({model.config.vocab_size}) is smaller than "
-                         f"the token layout's ({layout.vocab_size})")
+    check_hf_config(folder, model.config, from_dict(LMConfig, meta["config"], where=f"{folder}/{META_FILE} config"),
+                    layout)
     return model.eval(), layout, meta
+
+
+def check_hf_config(folder: Path, config, lm_cfg: LMConfig, layout: TokenLayout) -> None:
+    """Raise unless config.json is the Hugging Face copy of ``lm_cfg`` over ``layout``'s vocabulary."""
+    want = hf_config(lm_cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id, pad_id=layout.pad_id)
+    differ = [f"{key} {getattr(config, key, None)!r} (reelm.json and the layout give {getattr(want, key)!r})"
+              for key in HF_SHAPE_KEYS if getattr(config, key, None) != getattr(want, key)]
+    if differ:
+        raise CheckpointError(f"{folder}/config.json disagrees with {META_FILE}: {', '.join(differ)}")
+
+
+def video_tokenizer_dir(folder: str | Path, layout: TokenLayout) -> Path:
+    """The model folder's ``video_tokenizer/``, its identity checked against the layout's; a clear error otherwise."""
+    folder = Path(folder)
+    found = folder / VIDEO_TOKENIZER_DIR
+    if not (found / META_FILE).is_file():
+        raise CheckpointError(f"{folder}: holds no video tokenizer (models trained before reelm 0.2 do not); "
+                              "pass --video-tokenizer DIR with the tokenizer its shards were made with")
+    check_video_tokenizer_identity(found, layout, source=str(found))
+    return found
+
+
+def check_video_tokenizer_identity(tokenizer_dir: str | Path, layout: TokenLayout, *, source: str) -> None:
+    """Raise unless the video tokenizer checkpoint in ``tokenizer_dir`` is the one ``layout`` was built for."""
+    meta = read_meta(resolve_checkpoint(tokenizer_dir), "video_tokenizer")
+    identity = {key: meta[key] for key in ("codebook_size", "temporal_downsample", "spatial_downsample",
+                                           "fingerprint") if key in meta}
+    try:
+        layout.check_video_tokenizer(identity)
+    except LayoutError as exc:
+        raise CheckpointError(f"{source}: not the video tokenizer this model was trained on ({exc})") from None
 
 
 # --- training checkpoints under DeepSpeed -----------------------------------------------------
@@ -142,7 +196,8 @@ def load_optimizer_state(engine, state: dict) -> None:
 
 
 def save_training_checkpoint(run_dir: str | Path, step: int, engine, *, layout: TokenLayout, lm_cfg: LMConfig,
-                             trainer_state: dict, rank_state: dict, metadata: dict, keep_last: int | None) -> Path:
+                             video_tokenizer: Path | None, trainer_state: dict, rank_state: dict, metadata: dict,
+                             keep_last: int | None) -> Path:
     """Stage, write (every rank its own files), barrier, commit on rank 0. Collective: call on every rank."""
     dist = torch.distributed
     rank = dist.get_rank()
@@ -153,7 +208,7 @@ def save_training_checkpoint(run_dir: str | Path, step: int, engine, *, layout: 
     dist.barrier()
     with _whole_parameters(engine):
         if rank == 0:
-            write_model_files(staged, engine.module, layout, lm_cfg)
+            write_model_files(staged, engine.module, layout, video_tokenizer=video_tokenizer)
     save_state(staged, rank_file("optimizer", rank), optimizer_state(engine))
     save_state(staged, rank_file("trainer", rank), rank_state)
     if rank == 0:

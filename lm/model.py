@@ -152,23 +152,3 @@ def cxx_compiler() -> str | None:
     from torch._inductor import config as inductor_config
 
     return shutil.which(inductor_config.cpp.cxx[-1])
-
-
-def non_embedding_parameters(model: LlamaForCausalLM) -> int:
-    embed = model.get_input_embeddings().weight
-    head = model.get_output_embeddings().weight
-    total = sum(p.numel() for p in model.parameters())
-    return total - embed.numel() - (0 if head is embed else head.numel())
-
-
-def flops_per_token(model: LlamaForCausalLM, seq_len: int) -> float:
-    """Training FLOPs per token: 6 N (non-embedding) + the LM head + causal attention.
-
-    Follows: Kaplan et al. / PaLM appendix B (MFU accounting); attention counts the
-    QK^T and AV matmuls over an average causal context of ``seq_len / 2``, times 3 for
-    forward + backward.
-    """
-    c = model.config
-    head = 6 * c.hidden_size * c.vocab_size
-    attention = 3 * 2 * 2 * c.num_hidden_layers * c.hidden_size * (seq_len / 2)
-    return 6 * non_embedding_parameters(model) + head + attention

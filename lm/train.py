@@ -1,4 +1,4 @@
-"""LM pretraining under DeepSpeed: the training config and the loop, read top to bottom in :func:`train`.
+"""LM pretraining under DeepSpeed: the training config and the loop, read top to bottom in :class:`LMTrainer`.
 
 One step takes ``grad_accum_steps`` micro-batches of packed blocks per rank from the task
 mixture (:mod:`reelm.data.lm_data`), runs forward / backward through the DeepSpeed engine
@@ -6,17 +6,21 @@ mixture (:mod:`reelm.data.lm_data`), runs forward / backward through the DeepSpe
 the warm-up + cosine schedule. Every ``log_every`` steps the loss (overall, per modality,
 per task), tokens/s and MFU go to the progress bar and ``RUN/metrics.jsonl``; every
 ``val_every`` steps the held-out loss too; every ``checkpoint_every`` steps (and at the
-end) a step folder that is also the exported model (:mod:`reelm.lm.checkpoint`).
+end) a step folder that is also the exported model, standing alone with its video
+tokenizer and clip spec (:mod:`reelm.lm.checkpoint`).
 
 ``resume=True`` continues from the latest complete checkpoint exactly: same weights,
-optimizer moments, LR, data position and RNG, so 5 + 5 steps give the weights of 10. The
-run's configs (model, training, world size, data layout) must equal the checkpoint's.
+optimizer moments, LR, data position and RNG, so 5 + 5 steps give the weights of 10. It
+follows the one resume rule of :mod:`reelm.resume`: logging, validation and checkpoint
+intervals may change, nothing else; a finished run may be continued to more steps, with
+the schedule re-planned (said in one line, recorded in the checkpoint).
 
 Follows: nanoGPT / nanochat's train loop; VideoPoet's multi-task pretraining mixture.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,36 +29,24 @@ from typing import Sequence
 import torch
 
 from reelm.checkpoint import capture_rng, list_checkpoints, read_meta, restore_rng
-from reelm.config import apply_overrides, from_dict, to_dict
+from reelm.config import ConfigError, apply_overrides, from_dict, split_overrides, to_dict
 from reelm.cpu_allocator import keep_freed_memory
 from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader, split_indices
-from reelm.data.packing import IGNORE_INDEX
-from reelm.data.shards import load_shards
-from reelm.data.token_layout import TokenLayout
+from reelm.data.shards import ShardSet, load_shards
+from reelm.data.token_layout import IGNORE_INDEX, TokenLayout
+from reelm.device import use_bf16
+from reelm.distributed import DistInfo, init_distributed
 from reelm.errors import ReelmError
 from reelm.lm.checkpoint import KIND, load_training_state, remove_stale_staging, save_training_checkpoint
-from reelm.distributed import init_distributed
 from reelm.lm.deepspeed_setup import build_engine
 from reelm.lm.ds_config import config_zero_stage, load_deepspeed_config, resolve_deepspeed_config
-from reelm.lm.metrics import (
-    PLOT_FILE,
-    LossMeter,
-    MetricsLog,
-    measure_peak_flops,
-    plot_losses,
-    shift_left,
-    target_modality,
-    token_losses,
-)
-from reelm.lm.model import (
-    LMConfig,
-    build_model,
-    compile_layers,
-    cxx_compiler,
-    flops_per_token,
-    preset as lm_preset,
-    select_attention,
-)
+from reelm.lm.flops import flops_per_token, measure_peak_flops
+from reelm.lm.loss_meter import LossMeter, shift_left, target_modality, token_losses
+from reelm.lm.model import LMConfig, build_model, compile_layers, cxx_compiler, preset as lm_preset, select_attention
+from reelm.lm.plots import PLOT_FILE, plot_losses
+from reelm.metrics_log import MetricsLog
+from reelm.resume import ResumePlan, plan_resume
+from reelm.schedule import replanned_message
 
 
 @dataclass(kw_only=True)
@@ -87,6 +79,10 @@ class TrainConfig:
                             val_fraction=self.val_fraction, mixture=self.mixture)
 
 
+# What a resumed run may change without losing exactness: what is logged, validated and kept, never what is computed.
+SAFE_TO_CHANGE = frozenset({"log_every", "val_every", "val_batches", "checkpoint_every", "keep_last"})
+
+
 @dataclass
 class TrainResult:
     rank: int
@@ -101,40 +97,38 @@ def resolve_configs(preset: str | None, overrides: list[str], deepspeed_config: 
     """``(model config, training config, DeepSpeed config as given)`` from a preset or a checkpoint.
 
     ``overrides`` are ``key=value`` for the training config and ``model.key=value`` for the
-    model; without a preset the checkpoint's configs are the base. A shipped DeepSpeed config
-    (``zero0`` .. ``zero3``) or a file's explicit ZeRO stage sets ``zero_stage``.
+    model (:func:`reelm.config.split_overrides`); without a preset the checkpoint's configs are
+    the base. A shipped DeepSpeed config (``zero0`` .. ``zero3``) or a file's explicit ZeRO
+    stage sets ``zero_stage``.
     """
     if preset is None and saved is None:
         raise ReelmError("--preset is required to start a run (choose tiny, small, base or large)")
     lm_cfg = lm_preset(preset) if preset else from_dict(LMConfig, saved["config"])
     cfg = TrainConfig() if preset else from_dict(TrainConfig, saved["train"])
-    lm_cfg = apply_overrides(lm_cfg, [o.removeprefix("model.") for o in overrides if o.startswith("model.")])
-    cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("model.")])
+    model_sets, train_sets = split_overrides(list(overrides))
+    lm_cfg = apply_overrides(lm_cfg, model_sets, prefix="model.")
+    cfg = apply_overrides(cfg, train_sets)
     ds_raw = load_deepspeed_config(deepspeed_config or f"zero{cfg.zero_stage}")
     stage = config_zero_stage(ds_raw)
     if stage is not None:
         cfg = apply_overrides(cfg, [f"zero_stage={stage}"])
-    _check(cfg, lm_cfg)
+    check_config(cfg, lm_cfg)
     return lm_cfg, cfg, ds_raw
 
 
-def _check(cfg: TrainConfig, lm_cfg: LMConfig) -> None:
+def check_config(cfg: TrainConfig, lm_cfg: LMConfig) -> None:
     positive = ("steps", "micro_batch_size", "grad_accum_steps", "block_size", "log_every", "checkpoint_every")
     bad = [name for name in positive if getattr(cfg, name) < 1]
     if bad:
-        raise ReelmError(f"training config: {bad} must be at least 1")
+        raise ConfigError(f"training config: {bad} must be at least 1")
     if cfg.zero_stage not in range(4):
-        raise ReelmError(f"training config: zero_stage {cfg.zero_stage} is not one of 0, 1, 2, 3")
-    if not isinstance(cfg.activation_checkpointing, bool):
-        raise ReelmError("training config: activation_checkpointing must be true or false")
-    if cfg.compile is not None and not isinstance(cfg.compile, bool):
-        raise ReelmError("training config: compile must be true, false or null (null: on for CPU training)")
+        raise ConfigError(f"training config: zero_stage {cfg.zero_stage} is not one of 0, 1, 2, 3")
     if cfg.compile and cfg.zero_stage == 3:
-        raise ReelmError("training config: compile=true is supported with ZeRO stages 0-2; ZeRO-3 gathers each "
-                         "layer's parameters in hooks, which needs DeepSpeed's own compile support (not used yet)")
+        raise ConfigError("training config: compile=true is supported with ZeRO stages 0-2; ZeRO-3 gathers each "
+                          "layer's parameters in hooks, which needs DeepSpeed's own compile support (not used yet)")
     if cfg.block_size > lm_cfg.max_position_embeddings:
-        raise ReelmError(f"block_size {cfg.block_size} exceeds the model's max_position_embeddings "
-                         f"{lm_cfg.max_position_embeddings}")
+        raise ConfigError(f"block_size {cfg.block_size} exceeds the model's max_position_embeddings "
+                          f"{lm_cfg.max_position_embeddings}")
 
 
 def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
@@ -147,29 +141,6 @@ def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.compile is not None:
         return cfg.compile
     return device.type == "cpu" and cfg.zero_stage != 3 and cxx_compiler() is not None
-
-
-def _check_resume(saved: dict, folder: Path, lm_cfg: LMConfig, cfg: TrainConfig, world_size: int,
-                  layout: TokenLayout) -> None:
-    if saved["world_size"] != world_size:
-        raise ReelmError(f"{folder} was trained by {saved['world_size']} processes, this run has {world_size}; "
-                         "resume with the same number of processes")
-    differ = _differences("model.", saved["config"], to_dict(lm_cfg)) + _differences("", saved["train"], to_dict(cfg))
-    if differ:
-        raise ReelmError(f"{folder} was trained with {', '.join(differ)}; resume with the same settings "
-                         "or start a new --out")
-    if TokenLayout.load(folder) != layout:
-        raise ReelmError(f"{folder}: the data's token layout differs from the checkpoint's; resume on the same shards")
-
-
-def _differences(prefix: str, saved: dict, now: dict) -> list[str]:
-    out = []
-    for key in sorted(set(saved) | set(now)):
-        if isinstance(saved.get(key), dict) and isinstance(now.get(key), dict):
-            out += _differences(f"{prefix}{key}.", saved[key], now[key])
-        elif saved.get(key) != now.get(key):
-            out.append(f"{prefix}{key}={saved.get(key)!r} (now {now.get(key)!r})")
-    return out
 
 
 def prepare_batch(batch: dict[str, torch.Tensor], layout: TokenLayout, device: torch.device) -> dict[str, torch.Tensor]:
@@ -208,136 +179,211 @@ def evaluate(engine, loader: PackedLoader, batches: int, layout: TokenLayout, de
     return meter.reduce()
 
 
-def _latest(run_dir: Path, resume: bool) -> Path | None:
-    found = list_checkpoints(run_dir)
-    if found and not resume:
-        raise ReelmError(f"{run_dir} already holds checkpoints (latest {found[-1][1].name}); "
-                         "pass --resume to continue it, or choose a new --out")
-    return found[-1][1] if found else None
+class LMTrainer:
+    """One run: built from the shards and configs (``__init__``), restored (``restore``), trained (``run``)."""
+
+    def __init__(self, dist: DistInfo, shards: ShardSet, run_dir: Path, lm_cfg: LMConfig, cfg: TrainConfig,
+                 ds_raw: dict, *, saved: dict | None, preset: str | None, peak_flops: float | None,
+                 tensorboard: bool, progress: bool):
+        from transformers import AutoModelForCausalLM
+
+        self.dist, self.shards, self.layout, self.run_dir = dist, shards, shards.layout, run_dir
+        self.lm_cfg, self.cfg, self.saved, self.progress = lm_cfg, cfg, saved, progress
+        bf16 = use_bf16(dist.device)
+        ds_config = resolve_deepspeed_config(ds_raw, cfg, world_size=dist.world_size, bf16=bf16)
+        self.train_ids, self.val_ids = split_indices(len(shards.dataset), cfg.val_fraction, cfg.seed)
+        self.loader = PackedLoader(shards.dataset, self.layout, cfg.loader(), indices=self.train_ids,
+                                   rank=dist.rank, world_size=dist.world_size)
+        attn = select_attention(dist.device)
+        if saved:
+            model = AutoModelForCausalLM.from_pretrained(saved["folder"], dtype=torch.float32, attn_implementation=attn)
+        else:
+            torch.manual_seed(cfg.seed)
+            model = build_model(lm_cfg, self.layout.vocab_size, bos_id=self.layout.bos_id, eos_id=self.layout.eos_id,
+                                pad_id=self.layout.pad_id, device=dist.device, attn_implementation=attn)
+        if cfg.activation_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.compiled = use_compile(cfg, dist.device)
+        if self.compiled:
+            compile_layers(model)
+        self.model_flops = flops_per_token(model, cfg.block_size)
+        self.engine, self.scheduler = build_engine(model, cfg, ds_config)
+        self.step = 0
+        self.tokens_per_step = cfg.micro_batch_size * cfg.block_size * cfg.grad_accum_steps * dist.world_size
+        self.schedule_plans = list((saved or {}).get("schedule_plans") or [{"from_step": 0, "steps": cfg.steps}])
+        self.metadata = {
+            "train": to_dict(cfg),
+            "preset": preset or (saved or {}).get("preset"),
+            "world_size": dist.world_size,
+            "compiled": self.compiled,
+            "deepspeed": ds_config,
+            "clip": shards.info.get("clip"),
+            "data": {"source": shards.info.get("source"), "clips": len(shards.dataset)},
+        }
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_staging(run_dir)
+        self.log = MetricsLog(run_dir, enabled=dist.is_main, tensorboard=tensorboard)
+        self.peak = _total_peak_flops(peak_flops, dist.device, torch.bfloat16 if bf16 else torch.float32)
+        self.checkpoint: Path | None = saved["folder"] if saved else None
+        self.last: dict = {}
+
+    def restore(self, plan: ResumePlan) -> None:
+        """Load the checkpoint's optimizer, schedule, data position and RNG; re-plan a continued finished run."""
+        trainer_state, rank_state = load_training_state(self.saved["folder"], self.engine)
+        self.step = int(trainer_state["step"])
+        self.scheduler.load_state_dict(trainer_state["scheduler"])
+        self.loader.load_state_dict(rank_state["loader"])
+        restore_rng(rank_state["rng"])
+        self.engine.global_steps, self.engine.global_samples = self.step, self.step * self.engine.train_batch_size()
+        if plan.continues_finished:
+            self.scheduler.last_epoch = self.step - 1
+            self.scheduler.step()  # the LR of the next step under the new plan
+            self.schedule_plans.append({"from_step": self.step, "steps": self.cfg.steps})
+            if self.dist.is_main:
+                print(replanned_message("reelm lm train", self.step, self.saved["train"]["steps"], self.cfg.steps,
+                                        self.scheduler.get_last_lr()[0]))
+        self.log.truncate_after(self.step)
+
+    def run(self, stop_at: int | None = None) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        cfg, end = self.cfg, min(self.cfg.steps, stop_at or self.cfg.steps)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and self.dist.is_main),
+                   unit="step", dynamic_ncols=True)
+        meter = LossMeter(self.dist.device)
+        window = _Window()
+        self.engine.train()
+        for step in range(self.step + 1, end + 1):
+            lr = self.scheduler.get_last_lr()[0]
+            micro_batches = [prepare_batch(self.loader.next_batch(), self.layout, self.dist.device)
+                             for _ in range(cfg.grad_accum_steps)]
+            train_step(self.engine, micro_batches, meter)
+            self.step = step
+            window.steps += 1
+            bar.update()
+            if step % cfg.log_every == 0 or step == end:
+                self._log(meter, window, lr, bar)
+            with window.paused():
+                if cfg.val_every and len(self.val_ids) and (step % cfg.val_every == 0 or step == cfg.steps):
+                    self._validate(bar)
+                if step % cfg.checkpoint_every == 0 or step == end:
+                    self._save()
+        bar.close()
+        self.log.close()
+        if self.dist.is_main:
+            plot_losses(self.log.path, self.run_dir / PLOT_FILE)
+        return TrainResult(rank=self.dist.rank, step=self.step, checkpoint=self.checkpoint, model=self.engine.module,
+                           metrics=self.last)
+
+    def _log(self, meter: LossMeter, window: _Window, lr: float, bar) -> None:
+        losses = meter.reduce()
+        tokens_per_s = window.steps * self.tokens_per_step / window.seconds()
+        self.last = {"step": self.step, "split": "train", **losses, "lr": lr, "tokens": self.step * self.tokens_per_step,
+                     "tokens_per_s": tokens_per_s, "mfu": self.model_flops * tokens_per_s / self.peak}
+        grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is not None:
+            self.last["grad_norm"] = float(grad_norm)
+        self.log.write(self.last)
+        bar.set_postfix(loss=f"{losses['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", mfu=f"{self.last['mfu']:.1%}")
+        window.restart()
+
+    def _validate(self, bar) -> None:
+        rank, world = (self.dist.rank, self.dist.world_size) if len(self.val_ids) >= self.dist.world_size else (0, 1)
+        loader = PackedLoader(self.shards.dataset, self.layout, self.cfg.loader(), indices=self.val_ids, rank=rank,
+                              world_size=world, shuffle=False)  # the same blocks every time
+        val = evaluate(self.engine, loader, self.cfg.val_batches, self.layout, self.dist.device)
+        self.log.write({"step": self.step, "split": "val", **val})
+        if self.dist.is_main:
+            bar.write(f"step {self.step}: val loss {val['loss']:.4f}")
+
+    def _save(self) -> None:
+        self.checkpoint = save_training_checkpoint(
+            self.run_dir, self.step, self.engine, layout=self.layout, lm_cfg=self.lm_cfg,
+            video_tokenizer=self.shards.video_tokenizer,
+            trainer_state={"step": self.step, "scheduler": self.scheduler.state_dict()},
+            rank_state={"loader": self.loader.state_dict(), "rng": capture_rng()},
+            metadata={**self.metadata, "step": self.step, "tokens_seen": self.step * self.tokens_per_step,
+                      "skipped": dict(self.loader.skipped), "metrics": self.last,
+                      "schedule_plans": self.schedule_plans},
+            keep_last=self.cfg.keep_last or None,
+        )
+
+
+class _Window:
+    """Wall time of the steps since the last log line, less the time spent validating and saving."""
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self) -> None:
+        self.start, self.paused_seconds, self.steps = time.perf_counter(), 0.0, 0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.paused_seconds
+
+    @contextlib.contextmanager
+    def paused(self):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_seconds += time.perf_counter() - began
 
 
 def train(data: str | Path, out: str | Path, *, preset: str | None = None, overrides: Sequence[str] = (),
           deepspeed_config: str | None = None, resume: bool = False, peak_flops: float | None = None,
-          tensorboard: bool = False, stop_at: int | None = None, progress: bool = True) -> TrainResult:
+          tensorboard: bool = False, stop_at: int | None = None, progress: bool = True,
+          device: str = "auto") -> TrainResult:
     """Pretrain on the shards in ``data`` into the run folder ``out``; call on every rank.
 
     ``peak_flops`` is one device's peak FLOP/s for MFU (measured when None). ``stop_at``
     ends this invocation after that step, with a checkpoint, as if interrupted.
     """
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    dist = init_distributed(need_group=True)
+    dist = init_distributed(device, need_group=True)
     if dist.device.type == "cpu":
         keep_freed_memory()  # large activations reuse warm pages instead of page-faulting every step
-    is_main = dist.rank == 0
     run_dir = Path(out)
     shards = load_shards(data)
-    layout = shards.layout
-    latest = _latest(run_dir, resume)
-    saved = read_meta(latest, KIND) if latest else None
+    if shards.video_tokenizer is None and dist.is_main:
+        print(f"reelm lm train: {data} carries no video tokenizer (shards made before reelm 0.2): checkpoints will "
+              "need --video-tokenizer for generation; re-run 'reelm data tokenize' to embed it")
+    saved = _saved(run_dir, resume)
     lm_cfg, cfg, ds_raw = resolve_configs(preset, list(overrides), deepspeed_config, saved)
+    plan = None
     if saved:
-        _check_resume(saved, latest, lm_cfg, cfg, dist.world_size, layout)
-    bf16 = dist.device.type == "cuda" and torch.cuda.is_bf16_supported()
-    ds_config = resolve_deepspeed_config(ds_raw, cfg, world_size=dist.world_size, bf16=bf16)
+        plan = _check_resume(saved, lm_cfg, cfg, dist.world_size, shards.layout)
+    trainer = LMTrainer(dist, shards, run_dir, lm_cfg, cfg, ds_raw, saved=saved, preset=preset,
+                        peak_flops=peak_flops, tensorboard=tensorboard, progress=progress)
+    if plan is not None:
+        trainer.restore(plan)
+    return trainer.run(stop_at)
 
-    train_ids, val_ids = split_indices(len(shards.dataset), cfg.val_fraction, cfg.seed)
-    loader = PackedLoader(shards.dataset, layout, cfg.loader(), indices=train_ids, rank=dist.rank,
-                          world_size=dist.world_size)
 
-    attn = select_attention(dist.device)
-    if latest:
-        model = AutoModelForCausalLM.from_pretrained(latest, dtype=torch.float32, attn_implementation=attn)
-    else:
-        torch.manual_seed(cfg.seed)
-        model = build_model(lm_cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
-                            pad_id=layout.pad_id, device=dist.device, attn_implementation=attn)
-    if cfg.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    compiled = use_compile(cfg, dist.device)
-    if compiled:
-        compile_layers(model)
-    model_flops = flops_per_token(model, cfg.block_size)
-    engine, scheduler = build_engine(model, cfg, ds_config)
+def _saved(run_dir: Path, resume: bool) -> dict | None:
+    """The latest checkpoint's ``reelm.json`` (with its ``folder``), or None for a new run."""
+    found = list_checkpoints(run_dir)
+    if found and not resume:
+        raise ReelmError(f"{run_dir} already holds checkpoints (latest {found[-1][1].name}); "
+                         "pass --resume to continue it, or choose a new --out")
+    if not found:
+        return None
+    return {**read_meta(found[-1][1], KIND), "folder": found[-1][1]}
 
-    start = 0
-    if latest:
-        trainer_state, rank_state = load_training_state(latest, engine)
-        start = int(trainer_state["step"])
-        scheduler.load_state_dict(trainer_state["scheduler"])
-        loader.load_state_dict(rank_state["loader"])
-        restore_rng(rank_state["rng"])
-        engine.global_steps, engine.global_samples = start, start * engine.train_batch_size()
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(run_dir)
-    log = MetricsLog(run_dir, enabled=is_main, tensorboard=tensorboard)
-    log.truncate_after(start)
-    peak = _total_peak_flops(peak_flops, dist.device, torch.bfloat16 if bf16 else torch.float32)
 
-    tokens_per_step = cfg.micro_batch_size * cfg.block_size * cfg.grad_accum_steps * dist.world_size
-    end = min(cfg.steps, stop_at or cfg.steps)
-    metadata = {
-        "train": to_dict(cfg),
-        "preset": preset or (saved or {}).get("preset"),
-        "world_size": dist.world_size,
-        "compiled": compiled,
-        "deepspeed": ds_config,
-        "data": str(Path(data).resolve()),
-    }
-    val_rank, val_world = (dist.rank, dist.world_size) if len(val_ids) >= dist.world_size else (0, 1)
-    meter = LossMeter(dist.device)
-    last: dict = {}
-    checkpoint = latest
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and is_main), unit="step", dynamic_ncols=True)
-    window_start, paused, window_steps = time.perf_counter(), 0.0, 0
-    engine.train()
-    for step in range(start + 1, end + 1):
-        lr = scheduler.get_last_lr()[0]
-        micro_batches = [prepare_batch(loader.next_batch(), layout, dist.device) for _ in range(cfg.grad_accum_steps)]
-        train_step(engine, micro_batches, meter)
-        window_steps += 1
-        bar.update()
-
-        if step % cfg.log_every == 0 or step == end:
-            losses = meter.reduce()
-            seconds = time.perf_counter() - window_start - paused
-            tokens_per_s = window_steps * tokens_per_step / seconds
-            grad_norm = engine.get_global_grad_norm()
-            last = {"step": step, "split": "train", **losses, "lr": lr, "tokens": step * tokens_per_step,
-                    "tokens_per_s": tokens_per_s, "mfu": model_flops * tokens_per_s / peak}
-            if grad_norm is not None:
-                last["grad_norm"] = float(grad_norm)
-            log.write(last)
-            bar.set_postfix(loss=f"{losses['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", mfu=f"{last['mfu']:.1%}")
-            window_start, paused, window_steps = time.perf_counter(), 0.0, 0
-
-        pause_start = time.perf_counter()
-        if cfg.val_every and len(val_ids) and (step % cfg.val_every == 0 or step == cfg.steps):
-            val_loader = PackedLoader(shards.dataset, layout, cfg.loader(), indices=val_ids, rank=val_rank,
-                                      world_size=val_world, shuffle=False)  # the same blocks every time
-            val = evaluate(engine, val_loader, cfg.val_batches, layout, dist.device)
-            log.write({"step": step, "split": "val", **val})
-            if is_main:
-                bar.write(f"step {step}: val loss {val['loss']:.4f}")
-        if step % cfg.checkpoint_every == 0 or step == end:
-            checkpoint = save_training_checkpoint(
-                run_dir, step, engine, layout=layout, lm_cfg=lm_cfg,
-                trainer_state={"step": step, "scheduler": scheduler.state_dict()},
-                rank_state={"loader": loader.state_dict(), "rng": capture_rng()},
-                metadata={**metadata, "step": step, "tokens_seen": step * tokens_per_step,
-                          "skipped": dict(loader.skipped), "metrics": last},
-                keep_last=cfg.keep_last or None,
-            )
-        paused += time.perf_counter() - pause_start
-    bar.close()
-    log.close()
-    if is_main:
-        plot_losses(log.path, run_dir / PLOT_FILE)
-    return TrainResult(rank=dist.rank, step=max(start, end), checkpoint=checkpoint, model=engine.module, metrics=last)
+def _check_resume(saved: dict, lm_cfg: LMConfig, cfg: TrainConfig, world_size: int, layout: TokenLayout) -> ResumePlan:
+    folder = saved["folder"]
+    if saved["world_size"] != world_size:
+        raise ReelmError(f"{folder} was trained by {saved['world_size']} processes, this run has {world_size}; "
+                         "resume with the same number of processes")
+    if TokenLayout.load(folder) != layout:
+        raise ReelmError(f"{folder}: the data's token layout differs from the checkpoint's; resume on the same shards")
+    return plan_resume(str(folder), step=int(saved["step"]), safe=SAFE_TO_CHANGE,
+                       saved={"": saved["train"], "model.": saved["config"]},
+                       now={"": to_dict(cfg), "model.": to_dict(lm_cfg)})
 
 
 def _total_peak_flops(per_device: float | None, device: torch.device, dtype: torch.dtype) -> float:

@@ -23,7 +23,6 @@ one strict loader) and torchtitan's "trainer state saved and restored as one".
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reelm import __version__
+from reelm.atomic import publish_dir, staging_path, write_json, write_text
 from reelm.errors import ReelmError
 
 FORMAT_VERSION = 1
@@ -101,7 +101,7 @@ def write_meta(ckpt_dir: str | Path, kind: str, config: dict, **metadata: Any) -
         "config": config,
         **metadata,
     }
-    (Path(ckpt_dir) / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(Path(ckpt_dir) / META_FILE, meta, error=CheckpointError)
 
 
 # --- atomic writing -------------------------------------------------------------------
@@ -112,7 +112,7 @@ def staging_dir(run_dir: str | Path, step: int) -> Path:
 
     The name is deterministic so that every rank of a distributed job writes into the same one.
     """
-    return Path(run_dir) / f".{step_dir_name(step)}.partial"
+    return staging_path(Path(run_dir) / step_dir_name(step))
 
 
 def commit(run_dir: str | Path, step: int, keep_last: int | None = None) -> Path:
@@ -121,17 +121,7 @@ def commit(run_dir: str | Path, step: int, keep_last: int | None = None) -> Path
     staged = staging_dir(run_dir, step)
     if not (staged / META_FILE).is_file():
         raise CheckpointError(f"{staged}: nothing staged to commit (no {META_FILE})")
-    _fsync_tree(staged)
-    final = run_dir / step_dir_name(step)
-    if final.exists():
-        trash = run_dir / f".{final.name}.old"
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(final, trash)
-        os.replace(staged, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staged, final)
-    _fsync_dir(run_dir)
+    final = publish_dir(staged, run_dir / step_dir_name(step))
     if keep_last is not None and keep_last > 0:
         for _, old in list_checkpoints(run_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
@@ -152,22 +142,6 @@ def save_checkpoint(
     return commit(run_dir, step, keep_last=keep_last)
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # --- nested state (optimizer, scheduler, RNG, data position) without pickle ---------------
 
 
@@ -177,7 +151,7 @@ def save_state(folder: str | Path, name: str, state: Any) -> None:
     skeleton = _flatten(state, tensors, prefix="")
     folder = Path(folder)
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / f"{name}.safetensors"))
-    (folder / f"{name}.json").write_text(json.dumps(skeleton, indent=1) + "\n")
+    write_text(folder / f"{name}.json", json.dumps(skeleton, indent=1) + "\n", error=CheckpointError)
 
 
 def load_state(folder: str | Path, name: str) -> Any:

@@ -46,11 +46,11 @@ def init_distributed(device: str | torch.device = "auto", *, need_group: bool = 
         local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", "1")))
         if local_procs > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_procs))
+    if need_group and not launched:  # what a launcher would have set (DeepSpeed reads LOCAL_RANK)
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if (world_size > 1 or need_group) and not dist.is_initialized():
-        if not launched:
-            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, chosen)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from reelm.data.lm_data import TASKS, LoaderConfig, MixtureConfig, PackedLoader, split_indices
-from reelm.data.packing import IGNORE_INDEX, pack
+from reelm.data.packing import pack
+from reelm.data.token_layout import IGNORE_INDEX
 from reelm.data.text_tokenizer import train_text_tokenizer
 from reelm.data.token_layout import Task, TokenLayout
 

@@ -6,15 +6,8 @@ import pytest
 import torch
 
 from reelm.errors import ReelmError
-from reelm.lm.model import (
-    PRESETS,
-    build_model,
-    compile_layers,
-    flops_per_token,
-    non_embedding_parameters,
-    preset,
-    select_attention,
-)
+from reelm.lm.flops import flops_per_token, non_embedding_parameters
+from reelm.lm.model import PRESETS, build_model, compile_layers, preset, select_attention
 
 VOCAB = 1000
 

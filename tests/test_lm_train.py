@@ -15,22 +15,25 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reelm.checkpoint import list_checkpoints, read_meta, staging_dir
+from reelm.checkpoint import CheckpointError, list_checkpoints, read_meta, staging_dir, write_meta
 from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader
-from reelm.data.packing import IGNORE_INDEX
-from reelm.data.shards import LAYOUT_DIR, chunk_name, load_shards, part_dir, write_chunk, write_info
+from reelm.data.shards import LAYOUT_DIR, VIDEO_TOKENIZER_DIR, chunk_name, load_shards, part_dir, write_chunk, write_info
 from reelm.data.text_tokenizer import train_text_tokenizer
 from reelm.data.token_layout import TokenLayout
 from reelm.errors import ReelmError
-from reelm.lm.checkpoint import export_lm, load_lm
+from reelm.lm.checkpoint import export_lm, load_lm, video_tokenizer_dir
 from reelm.lm.ds_config import SHIPPED_CONFIGS, load_deepspeed_config, resolve_deepspeed_config
-from reelm.lm.metrics import MetricsLog, shift_left, token_losses
+from reelm.data.token_layout import IGNORE_INDEX
+from reelm.lm.loss_meter import shift_left, token_losses
+from reelm.metrics_log import MetricsLog
 from reelm.lm.model import cxx_compiler, preset
 from reelm.lm.train import TrainConfig, train, use_compile
 
 CAPTIONS = [f"a {c} {s} moves {m}" for c in ("red", "blue", "green", "yellow")
             for s in ("circle", "square", "triangle") for m in ("left", "right", "up", "down")]
 HW, FRAMES, CODEBOOK = (4, 4), 3, 64
+CLIP = {"num_frames": 9, "fps": 8.0, "size": 32, "temporal_crop": "center", "clips_per_video": 1}
+VIDEO_TOKENIZER = {"codebook_size": CODEBOOK, "latent_hw": list(HW), "fingerprint": "test-video-tokenizer"}
 COMMON = ["block_size=128", "micro_batch_size=2", "log_every=1", "val_every=5", "val_batches=2",
           "checkpoint_every=5", "warmup_steps=2", "lr=2e-3", "keep_last=0"]
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE", "LOCAL_SIZE")
@@ -39,10 +42,14 @@ LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", 
 def make_shards(out: Path, num_clips: int, seed: int = 0) -> TokenLayout:
     """A shard folder as ``reelm data tokenize`` writes it, with random codes and real captions."""
     text = train_text_tokenizer(CAPTIONS * 3, vocab_size=300)
-    identity = {"codebook_size": CODEBOOK, "latent_hw": list(HW), "fingerprint": "test-video-tokenizer"}
-    layout = TokenLayout.build(text, codebook_size=CODEBOOK, latent_hw=HW, video_tokenizer=identity)
+    layout = TokenLayout.build(text, codebook_size=CODEBOOK, latent_hw=HW, video_tokenizer=VIDEO_TOKENIZER)
     layout.save(out / LAYOUT_DIR)
-    write_info(out, {"video_tokenizer": identity, "source": "test"})
+    write_info(out, {"video_tokenizer": VIDEO_TOKENIZER, "source": "test", "clip": CLIP})
+    # The video tokenizer a real shard folder carries: only its identity matters to the LM side.
+    (out / VIDEO_TOKENIZER_DIR).mkdir()
+    write_meta(out / VIDEO_TOKENIZER_DIR, "video_tokenizer", {}, codebook_size=CODEBOOK, temporal_downsample=4,
+               spatial_downsample=8, fingerprint=VIDEO_TOKENIZER["fingerprint"])
+    (out / VIDEO_TOKENIZER_DIR / "model.safetensors").write_bytes(b"weights")
     rng = np.random.default_rng(seed)
     records = [{
         "codes": rng.integers(0, CODEBOOK, size=FRAMES * HW[0] * HW[1]).tolist(), "grid": [FRAMES, *HW],
@@ -173,7 +180,7 @@ def test_resume_refuses_another_config_and_fresh_runs_refuse_a_used_folder(shard
     reference, _ = straight
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    with pytest.raises(ReelmError, match=r"lr=0\.002 \(now 0\.001\)"):
+    with pytest.raises(ReelmError, match=r"lr=0\.001 \(was 0\.002\)"):
         run(shards, out, 10, "lr=1e-3", resume=True)
     with pytest.raises(ReelmError, match="model.num_layers"):
         run(shards, out, 10, "model.num_layers=2", resume=True)
@@ -212,7 +219,7 @@ def test_compile_is_on_by_default_only_for_cpu_training_under_zero_0_to_2_with_a
 def test_training_config_rejects_compile_under_zero3_and_flags_that_are_not_booleans(shards, tmp_path):
     with pytest.raises(ReelmError, match="ZeRO stages 0-2"):
         run(shards, tmp_path / "a", 2, "compile=true", "zero_stage=3")
-    with pytest.raises(ReelmError, match="compile must be true, false or null"):
+    with pytest.raises(ReelmError, match="--set compile=yes: expected true or false or null"):
         run(shards, tmp_path / "b", 2, "compile=yes")
 
 
@@ -253,12 +260,10 @@ def test_checkpoint_loads_with_transformers_and_gives_the_trained_logits(shards,
     assert tokenizer("a red circle moves left")["input_ids"] == layout.encode_text("a red circle moves left").tolist()
     assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == \
         (layout.bos_id, layout.eos_id, layout.pad_id)
-    reelm = model.config.reelm
-    assert reelm["video_tokenizer"] == layout.video_tokenizer and reelm["codebook_size"] == CODEBOOK
-    assert reelm["latent_hw"] == list(HW) and reelm["lm"]["hidden_size"] == preset("tiny").hidden_size
+    assert not hasattr(model.config, "reelm")  # each fact has one home: token_layout.json and reelm.json
     loaded, loaded_layout, meta = load_lm(out)  # a run folder: its latest checkpoint
     assert loaded_layout == layout and meta["step"] == 10 and meta["world_size"] == 1
-    assert meta["train"]["steps"] == 10 and meta["config"] == reelm["lm"]
+    assert meta["train"]["steps"] == 10 and meta["config"]["hidden_size"] == preset("tiny").hidden_size
     assert not [p for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
     # A model trained with flash-attention exports no backend: a CPU loader picks its own.
     model.config._attn_implementation = "flash_attention_2"
@@ -266,6 +271,72 @@ def test_checkpoint_loads_with_transformers_and_gives_the_trained_logits(shards,
     assert "flash" not in (tmp_path / "export" / "config.json").read_text()
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
     assert again.config._attn_implementation == "sdpa"
+
+
+def test_a_step_folder_copied_alone_loads_with_its_video_tokenizer_and_clip_spec(straight, tmp_path):
+    out, _ = straight
+    alone = tmp_path / "somewhere" / "model"
+    shutil.copytree(out / "step-000010", alone)
+    model, layout, meta = load_lm(alone)
+    assert meta["clip"] == CLIP and layout.latent_hw == HW
+    found = video_tokenizer_dir(alone, layout)
+    assert found == alone / VIDEO_TOKENIZER_DIR and read_meta(found, "video_tokenizer")["fingerprint"] == \
+        VIDEO_TOKENIZER["fingerprint"]
+    assert meta["data"] == {"source": "test", "clips": 40}  # where the data came from, not a path training needs
+    # The tokenizer's identity is checked against the layout's.
+    write_meta(found, "video_tokenizer", {}, codebook_size=CODEBOOK, temporal_downsample=4, spatial_downsample=8,
+               fingerprint="another-tokenizer")
+    with pytest.raises(CheckpointError, match="not the video tokenizer this model was trained on"):
+        video_tokenizer_dir(alone, layout)
+    # config.json is a checked copy of reelm.json's model config: a drifted one is refused.
+    config = json.loads((alone / "config.json").read_text())
+    (alone / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 7}))
+    with pytest.raises(CheckpointError, match="num_hidden_layers 7"):
+        load_lm(alone)
+
+
+def test_a_checkpoint_from_before_the_consolidation_still_loads_and_says_what_generation_needs(straight, tmp_path):
+    out, _ = straight
+    old = tmp_path / "old"
+    shutil.copytree(out / "step-000010", old)
+    shutil.rmtree(old / VIDEO_TOKENIZER_DIR)
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**config, "reelm": {"video_tokenizer": VIDEO_TOKENIZER}}))
+    meta = json.loads((old / "reelm.json").read_text())
+    del meta["clip"]
+    (old / "reelm.json").write_text(json.dumps(meta))
+    model, layout, meta = load_lm(old)
+    assert model.config.vocab_size >= layout.vocab_size and "clip" not in meta
+    with pytest.raises(CheckpointError, match="before reelm 0.2.*--video-tokenizer"):
+        video_tokenizer_dir(old, layout)
+
+
+def test_a_finished_run_continues_to_more_steps_with_a_replanned_schedule(shards, straight, tmp_path, capsys):
+    reference, _ = straight
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    with pytest.raises(ReelmError, match="already ended at step 10"):
+        run(shards, out, 8, resume=True)
+    with pytest.raises(ReelmError, match=r"lr=0\.001 \(was 0\.002\); warmup_steps=3 \(was 2\)"):
+        run(shards, out, 14, "lr=1e-3", "warmup_steps=3", resume=True)  # every difference is listed
+    result = run(shards, out, 14, "log_every=2", resume=True)  # a logging interval is safe to change
+    assert result.step == 14
+    assert "continuing a finished run from step 10 (planned for 10) to 14" in capsys.readouterr().out
+    meta = read_meta(out / "step-000014", "lm")
+    assert meta["schedule_plans"] == [{"from_step": 0, "steps": 10}, {"from_step": 10, "steps": 14}]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lr_12 = next(r["lr"] for r in records if r["step"] == 12 and r["split"] == "train")
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-3)
+    plan = get_cosine_with_min_lr_schedule_with_warmup(probe, 2, 14, min_lr_rate=0.1)
+    for _ in range(11):
+        plan.step()
+    assert lr_12 == pytest.approx(plan.get_last_lr()[0], rel=1e-6)  # the LR of step 12 under the 14-step plan
+    with pytest.raises(ReelmError, match="an unfinished run resumes on its own schedule"):
+        shutil.copytree(reference, tmp_path / "half")
+        shutil.rmtree(tmp_path / "half" / "step-000010")
+        run(shards, tmp_path / "half", 14, resume=True)
 
 
 def test_deepspeed_configs_fill_auto_values_and_reject_disagreements():

@@ -1,6 +1,5 @@
 """Packaging: one namespace (`reelm`), nothing generic top-level, no bare imports, a working CLI."""
 
-import argparse
 import ast
 import json
 import subprocess
@@ -71,24 +70,3 @@ def test_no_bare_imports_of_card_folders():
                 names = [node.module]
             offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.split(".")[0] in GENERIC_NAMES]
     assert not offenders, offenders
-
-
-def _all_parsers(parser, prefix=()):
-    yield prefix, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _all_parsers(sub, prefix + (name,))
-
-
-def test_every_subcommand_has_help(capsys):
-    from reelm.cli import build_parser
-
-    commands = list(_all_parsers(build_parser()))
-    assert len(commands) > 1
-    for prefix, parser in commands:
-        help_text = parser.format_help()
-        assert help_text.startswith("usage: reelm"), prefix
-    # The console script itself answers --help quickly and without error.
-    out = subprocess.run([Path(sys.executable).parent / "reelm", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "COMMAND" in out.stdout

@@ -1,5 +1,6 @@
 """Tokenizer training, resume, and the encode / decode / reconstruct commands."""
 
+import json
 import re
 
 import numpy as np
@@ -31,10 +32,11 @@ def _raw(run):
 def test_resume_continues_exactly(tmp_path):
     model_cfg = PRESETS["tiny"]()
     train(model_cfg, _cfg(4, ema_decay=0.9), tmp_path / "straight", progress=False)
-    train(model_cfg, _cfg(2, ema_decay=0.9), tmp_path / "resumed", progress=False)
+    train(model_cfg, _cfg(4, ema_decay=0.9), tmp_path / "resumed", progress=False, stop_at=2)
+    assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [2]
     # A save killed mid-way leaves a staging folder: resume must ignore it.
     (tmp_path / "resumed" / ".step-000004.partial").mkdir()
-    train(None, _cfg(4), tmp_path / "resumed", resume=True, progress=False)
+    train(None, None, tmp_path / "resumed", resume=True, progress=False)
     a, b = _raw(tmp_path / "straight"), _raw(tmp_path / "resumed")
     assert a.keys() == b.keys()
     for key in a:
@@ -108,3 +110,38 @@ def test_tiny_overfits_one_clip_to_28db(clip_video, tmp_path):
     model = load_tokenizer(last)
     codes, _ = encode_video(model, clip_video)
     assert psnr(read_video(clip_video), decode_codes(model, codes)) >= 28.0
+
+
+def test_resume_refuses_changed_settings_and_continues_a_finished_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["tokenizer", "train", "--preset", "tiny", "--steps", "2", "--out", str(run), "--no-progress",
+                 *[a for s in SMALL_CLIPS for a in ("--set", s)]]) == 0
+    # Every difference that would break exactness is listed; the checkpoint is left as it was.
+    assert main(["tokenizer", "train", "--resume", "--out", str(run), "--steps", "2", "--set", "lr=3e-3",
+                 "--set", "model.res_blocks=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lr=0.003 (was 0.001)" in err and "model.res_blocks=2 (was 1)" in err and "\n" not in err
+    assert [s for s, _ in list_checkpoints(run)] == [2]
+    # A finished run continues to more steps: the schedule is re-planned, said in one line and recorded.
+    assert main(["tokenizer", "train", "--resume", "--out", str(run), "--steps", "4", "--no-progress",
+                 "--set", "log_every=2"]) == 0
+    assert "continuing a finished run from step 2 (planned for 2) to 4" in capsys.readouterr().out
+    from reelm.checkpoint import load_state
+
+    state = load_state(list_checkpoints(run)[-1][1], "trainer_state")
+    assert state["step"] == 4 and state["schedule_plans"] == [{"from_step": 0, "steps": 2},
+                                                              {"from_step": 2, "steps": 4}]
+    logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged == sorted(set(logged))  # no step logged twice
+
+
+def test_set_values_are_checked_against_their_types(tmp_path, capsys):
+    for bad, expected in (("lr=abc", 'lr=abc: expected a number, got "abc"'),
+                          ("steps=1.5", "expected an integer"),
+                          ("model.quantizer.nope=1", "unknown key 'nope'"),
+                          ("clip=3", "'clip' is a section")):
+        assert main(["tokenizer", "train", "--preset", "tiny", "--steps", "2", "--out", str(tmp_path / "x"),
+                     "--set", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and err.startswith("reelm: error:") and "\n" not in err, (bad, err)
+    assert not (tmp_path / "x").exists()

@@ -47,3 +47,23 @@ def test_streamed_encode_of_a_file_equals_whole_clip_encode(tmp_path, chunk_late
     assert meta["frames"] == 37 and codes.shape == (10, 4, 4)
     np.testing.assert_array_equal(codes, whole.numpy())
     assert decode_codes(model, codes, chunk_latents=chunk_latents).shape == (37, 32, 32, 3)
+
+
+@pytest.mark.parametrize("time_downsample_at, factor", [((1,), 2), ((1, 2), 4), ((1, 2, 3), 8)])
+def test_streamed_encode_uses_the_tokenizers_own_temporal_factor(tmp_path, time_downsample_at, factor):
+    """A video of any length is cut to 1 + f k frames for the model's f (it once assumed f = 4)."""
+    from dataclasses import replace
+
+    cfg = replace(PRESETS["tiny"](), channels=(8, 8, 8, 8), time_downsample_at=time_downsample_at, patch_size=1)
+    torch.manual_seed(0)
+    model = VideoTokenizer(cfg).eval()
+    assert model.temporal_downsample == factor
+    num_frames = 1 + 3 * factor + factor // 2 + 1  # not 1 + f k: the tail must be cut to whole latent frames
+    clip = SyntheticWorld(WorldConfig(height=32, width=32, num_frames=num_frames, seed=2)).clip(0)
+    path = write_mp4(tmp_path / "clip.mp4", clip.frames, fps=8)
+    codes, meta = encode_video(model, path, chunk_latents=1)
+    kept = 1 + (num_frames - 1) // factor * factor
+    with torch.no_grad():
+        whole = model.encode(frames_to_tensor(read_video(path)[:kept])[None]).indices[0]
+    assert meta["frames"] == kept and codes.shape[0] == 1 + (num_frames - 1) // factor
+    np.testing.assert_array_equal(codes, whole.numpy())

@@ -5,11 +5,13 @@ Modules, one job each:
 - ``layers``: causal (2+1)D / 3D convolutions with streaming caches, per-frame GroupNorm, resampling
 - ``model``: ``TokenizerConfig``, encoder, decoder, ``VideoTokenizer`` (encode / decode / streams), presets
 - ``quantizer``: LFQ, FSQ and VQ behind one adapter returning ``QuantizeResult``
-- ``losses``: ``LossConfig`` and ``TokenizerLoss`` (reconstruction, quantizer, LPIPS, hinge GAN + LeCam)
+- ``losses``: the training objective: ``LossConfig``, its presets and ``TokenizerLoss`` (reconstruction,
+  quantizer, LPIPS, hinge GAN + LeCam); imported by training only, never by loading or encoding
 - ``discriminator``: the space-time patch discriminator
 - ``perceptual``: LPIPS-VGG16 from a local safetensors file
 - ``checkpoint``: ``save_tokenizer`` / ``load_tokenizer`` and the identity stamped on codes files
-- ``weights``: state-dict comparison and fingerprints
+- ``train``: the training loop; ``video_codec``: video files <-> code grids; ``codes_file``: the ``.npz`` format
+- ``pretokenize``: a video-text source -> LM-ready shards
 
 Example::
 
@@ -22,17 +24,14 @@ Example::
 """
 
 from reelm.tokenizer.checkpoint import check_identity, load_tokenizer, save_tokenizer, tokenizer_identity
-from reelm.tokenizer.losses import LossConfig, TokenizerLoss
 from reelm.tokenizer.model import PRESETS, TokenizerConfig, VideoTokenizer
 from reelm.tokenizer.quantizer import QuantizeResult, QuantizerConfig
 
 __all__ = [
     "PRESETS",
-    "LossConfig",
     "QuantizeResult",
     "QuantizerConfig",
     "TokenizerConfig",
-    "TokenizerLoss",
     "VideoTokenizer",
     "check_identity",
     "load_tokenizer",

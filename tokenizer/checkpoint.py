@@ -1,10 +1,15 @@
 """Tokenizer checkpoints (reelm's one format) and the tokenizer identity stamped on codes files.
 
 A tokenizer checkpoint folder holds ``model.safetensors`` and ``reelm.json`` (kind
-``video_tokenizer``, the full config, codebook size, latent factors and a fingerprint of the
-weights). :func:`load_tokenizer` rebuilds the model from the saved config alone and loads
-strictly. :func:`tokenizer_identity` / :func:`check_identity` let a codes file record which
-tokenizer made it and refuse to decode it with another.
+``video_tokenizer``, the model config — no training settings, no local paths — codebook
+size, latent factors and a fingerprint of the weights). :func:`load_tokenizer` rebuilds the
+model from the saved config alone and loads strictly. :func:`tokenizer_identity` /
+:func:`check_identity` let a codes file (or a token layout) record which tokenizer made it
+and refuse to decode it with another. The fingerprint is computed once, when the weights
+are loaded or saved, and kept on the model (:meth:`VideoTokenizer.weights_fingerprint`).
+
+Checkpoints written before reelm 0.2 also saved the training objective (``loss``) in the
+model config; loading ignores it.
 
 Follows: nanochat's checkpoint_manager (one strict loader, config saved with the weights).
 """
@@ -14,18 +19,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from reelm.checkpoint import CheckpointError, read_meta, resolve_checkpoint, write_meta
 from reelm.config import from_dict, to_dict
-from reelm.errors import ReelmError, one_line_reason
+from reelm.errors import ReelmError
 from reelm.tokenizer.model import TokenizerConfig, VideoTokenizer
-from reelm.tokenizer.weights import fingerprint, state_mismatch
+from reelm.weights import fingerprint, read_weights, state_mismatch
 
 KIND = "video_tokenizer"
 WEIGHTS_FILE = "model.safetensors"
 IDENTITY_VERSION = 1
 IDENTITY_FIELDS = ("codebook_size", "temporal_downsample", "spatial_downsample", "fingerprint")
+LEGACY_TRAINING_KEY = "loss"  # pre-0.2 checkpoints kept the training objective in the model config
 
 
 class TokenizerMismatchError(ReelmError):
@@ -39,7 +45,7 @@ def tokenizer_identity(model: VideoTokenizer) -> dict[str, Any]:
         "codebook_size": model.codebook_size,
         "temporal_downsample": model.temporal_downsample,
         "spatial_downsample": model.spatial_downsample,
-        "fingerprint": fingerprint(model.state_dict()),
+        "fingerprint": model.weights_fingerprint(),
     }
 
 
@@ -58,6 +64,7 @@ def save_tokenizer(model: VideoTokenizer, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE))
+    model._fingerprint = fingerprint(state)
     identity = tokenizer_identity(model)
     write_meta(folder, kind=KIND, config=to_dict(model.cfg), **{k: identity[k] for k in IDENTITY_FIELDS})
     return folder
@@ -67,26 +74,25 @@ def load_tokenizer(path: str | Path) -> VideoTokenizer:
     """A tokenizer (in eval mode, on CPU) from a checkpoint folder or a run folder's latest checkpoint."""
     ckpt = resolve_checkpoint(path)
     meta = read_meta(ckpt, kind=KIND)
+    config = {k: v for k, v in meta.get("config", {}).items() if k != LEGACY_TRAINING_KEY}
     try:
-        model = VideoTokenizer(from_dict(TokenizerConfig, meta.get("config", {})))
+        model = VideoTokenizer(from_dict(TokenizerConfig, config, where=f"{ckpt}/reelm.json config"))
     except (ReelmError, TypeError) as exc:
         raise CheckpointError(f"{ckpt}: saved tokenizer config is unusable ({exc})") from None
     weights = ckpt / WEIGHTS_FILE
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing")
-    try:
-        state = load_file(str(weights))
-    except Exception as exc:  # safetensors raises several types for a damaged file
-        raise CheckpointError(f"{weights}: corrupt ({one_line_reason(exc)})") from None
+    state = read_weights(weights, error=CheckpointError, what="tokenizer weights")
     problem = state_mismatch(model.state_dict(), state)
     if problem:
         raise CheckpointError(f"{weights}: weights do not match the saved config ({problem})")
-    if meta.get("fingerprint") != fingerprint(state):
+    loaded = fingerprint(state)
+    if meta.get("fingerprint") != loaded:
         raise CheckpointError(f"{weights}: weights differ from those recorded in reelm.json (fingerprint mismatch)")
     model.load_state_dict(state, strict=True)
+    model._fingerprint = loaded
     for key in IDENTITY_FIELDS[:-1]:
         if meta.get(key) != getattr(model, key):
             raise CheckpointError(
                 f"{ckpt}: reelm.json says {key} {meta.get(key)!r}, its config gives {getattr(model, key)!r}"
             )
-    return model.eval()
+    model.eval()
+    return model

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reelm.data.video_write import atomic_write
+from reelm.atomic import atomic_write
 from reelm.errors import ReelmError
 
 CODES_VERSION = 1
@@ -34,7 +34,7 @@ def save_codes(path: str | Path, codes: np.ndarray, meta: dict) -> Path:
         with open(tmp, "wb") as fh:
             np.savez(fh, codes=codes.astype(np.int32), meta=np.array(payload))
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, error=CodesFileError)
 
 
 def load_codes(path: str | Path) -> tuple[np.ndarray, dict]:

@@ -27,7 +27,7 @@ from reelm.config import ConfigError
 from reelm.tokenizer.discriminator import Discriminator, DiscriminatorConfig
 from reelm.tokenizer.perceptual import load_lpips
 from reelm.tokenizer.quantizer import QuantizeResult
-from reelm.tokenizer.weights import state_mismatch
+from reelm.weights import state_mismatch
 
 
 @dataclass(kw_only=True)
@@ -44,6 +44,26 @@ class LossConfig:
     lecam_weight: float = 0.001
     lecam_decay: float = 0.999
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+
+
+def tiny_objective() -> LossConfig:
+    """The ``tiny`` preset's objective: reconstruction and quantizer terms, no discriminator."""
+    return LossConfig(adversarial_weight=0.0)
+
+
+def small_objective() -> LossConfig:
+    """The ``small`` preset's objective: adversarial loss after 5k steps."""
+    return LossConfig(adversarial_weight=0.1, adversarial_start=5_000,
+                      discriminator=DiscriminatorConfig(channels=(64, 128, 256)))
+
+
+def base_objective() -> LossConfig:
+    """The ``base`` preset's objective: perceptual (with a weights file) and adversarial after 20k steps."""
+    return LossConfig(perceptual_weight=0.1, adversarial_weight=0.1, adversarial_start=20_000,
+                      discriminator=DiscriminatorConfig(channels=(128, 256, 512, 512), norm_groups=32))
+
+
+LOSS_PRESETS = {"tiny": tiny_objective, "small": small_objective, "base": base_objective}
 
 
 class LeCamEMA(nn.Module):

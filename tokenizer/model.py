@@ -17,7 +17,8 @@ Throughput comes from cheap blocks rather than fewer of them: (2+1)D factorized 
 no attention, few channels at high resolution (the space-to-depth stem).
 
 Presets are plain functions (``tiny`` for CPU tests and the demo, ``small``, ``base``) in
-the ``PRESETS`` registry at the end of this file.
+the ``PRESETS`` registry at the end of this file; each has a training objective of the same
+name in :data:`reelm.tokenizer.losses.LOSS_PRESETS` (the model config holds the model only).
 
 Follows: MAGVIT-v2 (Yu et al. 2023, "Language Model Beats Diffusion: Tokenizer is Key"),
 with R(2+1)D-factorized convolutions and no attention for throughput; the
@@ -37,7 +38,6 @@ from torch import nn
 
 from reelm.config import ConfigError
 from reelm.errors import ReelmError
-from reelm.tokenizer.discriminator import DiscriminatorConfig
 from reelm.tokenizer.layers import (
     CausalConv,
     CausalConv3d,
@@ -47,8 +47,8 @@ from reelm.tokenizer.layers import (
     Upsample,
     memory_format_of,
 )
-from reelm.tokenizer.losses import LossConfig
 from reelm.tokenizer.quantizer import Quantizer, QuantizeResult, QuantizerConfig, latent_dim
+from reelm.weights import fingerprint
 
 CONV_KINDS = ("2+1d", "3d")
 
@@ -64,7 +64,6 @@ class TokenizerConfig:
     channels_last: bool = False  # channels-last-3d memory: helped full 3D convs at 64x64 on CPU, not (2+1)D ones
     in_channels: int = 3
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
 
     @property
     def spatial_downsample(self) -> int:
@@ -157,6 +156,28 @@ class VideoTokenizer(nn.Module):
         self.memory_format = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
         self._streaming = False
+        self._fingerprint: str | None = None
+
+    # --- identity -----------------------------------------------------------------------
+
+    def weights_fingerprint(self) -> str:
+        """A hash of the weights (:func:`reelm.weights.fingerprint`), computed once and kept.
+
+        Loading and saving set it; it is forgotten when the model enters training mode or loads
+        other weights, the two ways reelm changes weights.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.state_dict())
+        return self._fingerprint
+
+    def train(self, mode: bool = True) -> VideoTokenizer:
+        if mode:
+            self._fingerprint = None
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._fingerprint = None
+        return super().load_state_dict(*args, **kwargs)
 
     # --- shapes -------------------------------------------------------------------------
 
@@ -284,12 +305,11 @@ def tiny() -> TokenizerConfig:
         patch_size=2,
         res_blocks=1,
         quantizer=QuantizerConfig(kind="lfq", codebook_size=2**10, entropy_loss_weight=0.01, commitment_weight=0.0),
-        loss=LossConfig(adversarial_weight=0.0),
     )
 
 
 def small() -> TokenizerConfig:
-    """One GPU, small data (~11M parameters, 16k codes); adversarial loss after 5k steps.
+    """One GPU, small data (~11M parameters, 16k codes).
 
     The full-resolution level is kept narrow (32 channels): it holds few weights but most of the
     FLOPs, and halving it made a CPU training step 1.56x faster (BENCHMARKS.md, Tokenizer).
@@ -299,11 +319,6 @@ def small() -> TokenizerConfig:
         patch_size=2,
         res_blocks=2,
         quantizer=QuantizerConfig(kind="lfq", codebook_size=2**14, lfq_groups=2),
-        loss=LossConfig(
-            adversarial_weight=0.1,
-            adversarial_start=5_000,
-            discriminator=DiscriminatorConfig(channels=(64, 128, 256)),
-        ),
     )
 
 
@@ -315,12 +330,6 @@ def base() -> TokenizerConfig:
         res_blocks=4,
         norm_groups=32,
         quantizer=QuantizerConfig(kind="lfq", codebook_size=2**18, lfq_groups=2),
-        loss=LossConfig(
-            perceptual_weight=0.1,
-            adversarial_weight=0.1,
-            adversarial_start=20_000,
-            discriminator=DiscriminatorConfig(channels=(128, 256, 512, 512), norm_groups=32),
-        ),
     )
 
 

@@ -20,11 +20,10 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from reelm.errors import ReelmError, one_line_reason
-from reelm.tokenizer.weights import state_mismatch
+from reelm.errors import ReelmError
+from reelm.weights import read_weights, state_mismatch
 
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in vgg16().features
@@ -89,13 +88,7 @@ class LPIPS(nn.Module):
 
 def load_lpips(path: str | Path) -> LPIPS:
     """An :class:`LPIPS` with weights from a local safetensors file; one-line errors otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise PerceptualWeightsError(f"{path}: perceptual weights not found (loss.perceptual_path)")
-    try:
-        raw = load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for a bad header
-        raise PerceptualWeightsError(f"{path}: not a readable safetensors file ({one_line_reason(exc)})") from None
+    raw = read_weights(path, error=PerceptualWeightsError, what="perceptual weights")  # loss.perceptual_path
     state = {}
     for key, value in raw.items():
         if key.startswith(IGNORED_PREFIXES):

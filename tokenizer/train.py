@@ -3,24 +3,26 @@
 Each step draws a batch of clips (:class:`reelm.data.clip_stream.ClipStream`: the synthetic
 world by default, or a folder / manifest of videos and images), reconstructs it, and takes an
 AdamW step on :meth:`TokenizerLoss.generator_loss` (plus a discriminator step once the
-adversarial loss is active). The learning rate warms up linearly and decays on a cosine to
-``min_lr_ratio``; gradients are clipped; an EMA of the weights is kept and is what the
-checkpoint's ``model.safetensors`` holds when enabled. bf16 autocast on GPU.
+adversarial loss is active). The training objective (loss weights, LPIPS file,
+discriminator) is part of the training config, not of the model. The learning rate warms
+up linearly and decays on a cosine to ``min_lr_ratio`` (:mod:`reelm.schedule`, shared with
+the LM); gradients are clipped; an EMA of the weights is kept and is what the
+checkpoint's ``model.safetensors`` holds when enabled. bf16 autocast on GPUs
+(:mod:`reelm.device`).
 
 A checkpoint is a ``step-NNNNNN/`` folder of the reelm format: the loadable tokenizer
 (``model.safetensors`` + ``reelm.json``), ``train_config.json``, and the trainer state —
 raw weights, optimizer, scheduler, discriminator, data position and RNG — as JSON +
-safetensors. ``resume=True`` restores all of it, so N steps straight and N/2 + N/2 with a
-resume in between give the same weights.
+safetensors. Resuming follows :mod:`reelm.resume`'s rule: it restores all of it, so N
+steps straight and N/2 + N/2 with a resume in between give the same weights; only the
+logging and checkpoint intervals may change, and a finished run may be continued to more
+steps with its schedule re-planned.
 
 Follows: MAGVIT-v2's training recipe (Yu et al. 2023) at small scale; nanoGPT's loop.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +33,24 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from reelm import checkpoint as ckpt
-from reelm.config import from_dict, load_json, save_json, to_dict
+from reelm.config import ConfigError, apply_overrides, from_dict, load_json, resolve_preset, save_json, to_dict
 from reelm.data.clip_stream import ClipStream
 from reelm.data.clips import ClipSpec, SkipLog
 from reelm.data.sources import open_source
+from reelm.device import autocast
+from reelm.distributed import barrier, init_distributed
 from reelm.errors import ReelmError
-from reelm.tokenizer.checkpoint import save_tokenizer
-from reelm.tokenizer.losses import TokenizerLoss
-from reelm.tokenizer.model import TokenizerConfig, VideoTokenizer
+from reelm.metrics_log import MetricsLog
+from reelm.resume import ResumePlan, plan_resume
+from reelm.schedule import replanned_message, warmup_cosine
+from reelm.tokenizer.checkpoint import KIND, LEGACY_TRAINING_KEY, save_tokenizer
+from reelm.tokenizer.losses import LOSS_PRESETS, LossConfig, TokenizerLoss
+from reelm.tokenizer.model import PRESETS, TokenizerConfig, VideoTokenizer
 
 TRAIN_CONFIG_FILE = "train_config.json"
 SYNTHETIC_CLIPS = 10**9  # the synthetic world is endless; this only bounds the index
+# What a resumed run may change without losing exactness: what is logged and kept, never what is computed.
+SAFE_TO_CHANGE = frozenset({"log_every", "checkpoint_every", "keep_last"})
 
 
 @dataclass(kw_only=True)
@@ -62,14 +71,39 @@ class TrainConfig:
     seed: int = 0
     data: str = "synthetic"  # "synthetic", a folder, or a manifest
     clip: ClipSpec = field(default_factory=lambda: ClipSpec(num_frames=17, size=64, fps=8.0, temporal_crop="random"))
+    loss: LossConfig = field(default_factory=LossConfig)  # the training objective
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``steps``."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+def resolve_configs(preset: str | None, overrides: list[str], saved: tuple[TokenizerConfig, TrainConfig] | None = None
+                    ) -> tuple[TokenizerConfig, TrainConfig]:
+    """``(model config, training config)`` from a preset (model and objective) or a checkpoint, plus overrides.
+
+    Overrides follow :func:`reelm.config.split_overrides`: ``model.KEY=V`` for the model, ``KEY=V``
+    (or ``train.KEY=V``) for training, e.g. ``loss.recon_weight=2``.
+    """
+    from reelm.config import split_overrides
+
+    if preset is None and saved is None:
+        raise ConfigError("--preset is required for a new run (choose tiny, small or base)")
+    if preset is not None:
+        model_cfg = resolve_preset(PRESETS, preset, "tokenizer")
+        cfg = TrainConfig(loss=LOSS_PRESETS[preset]())
+    else:
+        model_cfg, cfg = saved
+    model_sets, train_sets = split_overrides(list(overrides))
+    model_cfg = apply_overrides(model_cfg, model_sets, prefix="model.")
+    cfg = apply_overrides(cfg, train_sets)
+    check_config(cfg)
+    return model_cfg, cfg
+
+
+def check_config(cfg: TrainConfig) -> None:
+    bad = [name for name in ("steps", "batch_size", "checkpoint_every", "log_every") if getattr(cfg, name) < 1]
+    if bad:
+        raise ConfigError(f"tokenizer training config: {bad} must be at least 1")
+    if cfg.clip.num_frames < 1 or cfg.clip.size < 1:
+        raise ConfigError(f"tokenizer training config: clip.num_frames and clip.size must be at least 1, got "
+                          f"{cfg.clip.num_frames} and {cfg.clip.size}")
 
 
 def batch_psnr(video: torch.Tensor, recon: torch.Tensor) -> float:
@@ -81,17 +115,19 @@ def batch_psnr(video: torch.Tensor, recon: torch.Tensor) -> float:
 class Trainer:
     """Everything one training run holds; ``run()`` trains to ``cfg.steps``."""
 
-    def __init__(self, model_cfg: TokenizerConfig, cfg: TrainConfig, out: str | Path, *, progress: bool = True):
+    def __init__(self, model_cfg: TokenizerConfig, cfg: TrainConfig, out: str | Path, *, progress: bool = True,
+                 device: str = "auto"):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.rank, self.world_size = _init_distributed()
-        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+        self.dist = init_distributed(device)
+        self.rank, self.world_size, self.device = self.dist.rank, self.dist.world_size, self.dist.device
         torch.manual_seed(cfg.seed)
         self.model = VideoTokenizer(model_cfg).to(self.device)
-        self.loss = TokenizerLoss(model_cfg.loss).to(self.device)
+        self.loss = TokenizerLoss(cfg.loss).to(self.device)
         self.ddp = DistributedDataParallel(self.model) if self.world_size > 1 else self.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                            weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
+        self.scheduler = warmup_cosine(self.optimizer, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+                                       min_lr_ratio=cfg.min_lr_ratio)
         self.disc_optimizer = (torch.optim.AdamW(self.loss.discriminator.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
                                if self.loss.discriminator is not None else None)
         self.ema = (torch.optim.swa_utils.AveragedModel(
@@ -104,22 +140,23 @@ class Trainer:
         self.skips = SkipLog(self.out / f"errors-rank{self.rank}.jsonl")
         self.stream = ClipStream(source, cfg.clip, cfg.batch_size, seed=cfg.seed,
                                  rank=self.rank, world_size=self.world_size, skip_log=self.skips)
+        self.log = MetricsLog(self.out, enabled=self.rank == 0)
+        self.schedule_plans = [{"from_step": 0, "steps": cfg.steps}]
         self.step = 0
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else \
-            torch.autocast("cpu", enabled=False)
 
     # --- one step -----------------------------------------------------------------------
 
     def train_step(self) -> dict[str, float]:
         video = self.stream.next_batch().to(self.device)  # (B, 3, T, H, W)
         self.model.train()
-        with self.autocast:
+        with autocast(self.device):
             recon, quant = self.ddp(video)
             terms = self.loss.generator_loss(video, recon.float(), quant, step=self.step,
                                              last_layer=self.model.last_layer)
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
@@ -131,31 +168,32 @@ class Trainer:
             d_terms["loss"].backward()
             self.disc_optimizer.step()
             logs.update({f"d_{k}": float(v) for k, v in d_terms.items()})
-        logs.update(psnr=batch_psnr(video, recon), grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
+        logs.update(psnr=batch_psnr(video, recon), grad_norm=float(grad_norm), lr=lr)
         logs.update({k: float(v) for k, v in quant.metrics.items()})
         self.step += 1
         return logs
 
-    def run(self) -> Path | None:
+    def run(self, stop_at: int | None = None) -> Path | None:
+        """Train to ``cfg.steps`` (or to ``stop_at``, with a checkpoint there); the last checkpoint written."""
         from tqdm import tqdm
 
+        end = min(self.cfg.steps, stop_at or self.cfg.steps)
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc="tokenizer", unit="step",
                    disable=not (self.progress and self.rank == 0))
-        log_path = self.out / "metrics.jsonl"
         last = None
-        while self.step < self.cfg.steps:
+        while self.step < end:
             began = time.perf_counter()
             logs = self.train_step()
             logs["seconds"] = time.perf_counter() - began
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}", psnr=f"{logs['psnr']:.1f}",
                             usage=f"{logs.get('codebook_usage', float('nan')):.2f}")
-            if self.rank == 0 and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps):
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps({"step": self.step, **logs}) + "\n")
-            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+            if self.step % self.cfg.log_every == 0 or self.step == end:
+                self.log.write({"step": self.step, "split": "train", **logs})
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == end:
                 last = self.save()
         bar.close()
+        self.log.close()
         if self.skips.total:
             print(f"reelm tokenizer train: skipped rows: {self.skips.summary(0)} (see {self.skips.path})")
         return last
@@ -173,8 +211,7 @@ class Trainer:
         if self.rank == 0:
             path = ckpt.save_checkpoint(self.out, self.step, lambda folder: self._write(folder, gathered),
                                         keep_last=self.cfg.keep_last)
-        if self.world_size > 1:
-            dist.barrier()
+        barrier()
         return path
 
     def _write(self, folder: Path, per_rank: list[dict]) -> None:
@@ -186,6 +223,7 @@ class Trainer:
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "schedule_plans": self.schedule_plans,
             "loss": self.loss.training_state(),
             "disc_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -194,11 +232,8 @@ class Trainer:
         }
         ckpt.save_state(folder, "trainer_state", state)
 
-    def resume(self) -> bool:
-        """Restore the latest complete checkpoint in ``out``; False when there is none."""
-        if not ckpt.list_checkpoints(self.out):
-            return False
-        folder = ckpt.resolve_checkpoint(self.out)
+    def resume(self, folder: Path, plan: ResumePlan, saved_steps: int) -> None:
+        """Restore the checkpoint in ``folder``; re-plan the schedule of a continued finished run."""
         state = ckpt.load_state(folder, "trainer_state")
         if state["world_size"] != self.world_size:
             raise ReelmError(f"{folder}: saved by {state['world_size']} processes, resuming with {self.world_size}")
@@ -213,46 +248,60 @@ class Trainer:
         self.stream.load_state_dict(state["ranks"][self.rank]["stream"])
         ckpt.restore_rng(state["ranks"][self.rank]["rng"])
         self.step = int(state["step"])
-        return True
+        self.schedule_plans = list(state.get("schedule_plans") or [{"from_step": 0, "steps": saved_steps}])
+        if plan.continues_finished:
+            self.scheduler.last_epoch = self.step - 1
+            self.scheduler.step()  # the LR of the next step under the new plan
+            self.schedule_plans.append({"from_step": self.step, "steps": self.cfg.steps})
+            if self.rank == 0:
+                print(replanned_message("reelm tokenizer train", self.step, saved_steps, self.cfg.steps,
+                                        self.scheduler.get_last_lr()[0]))
+        self.log.truncate_after(self.step)
 
 
-def train(model_cfg: TokenizerConfig | None, cfg: TrainConfig, out: str | Path, *, resume: bool = False,
-          progress: bool = True) -> Path | None:
-    """Train (or resume) a tokenizer run in ``out``; returns the last checkpoint folder."""
+def train(model_cfg: TokenizerConfig | None, cfg: TrainConfig | None, out: str | Path, *, resume: bool = False,
+          progress: bool = True, device: str = "auto", stop_at: int | None = None) -> Path | None:
+    """Train (or resume) a tokenizer run in ``out``; returns the last checkpoint folder.
+
+    On resume, ``None`` configs mean the checkpoint's; given ones must agree with it
+    (:func:`reelm.resume.plan_resume`). ``stop_at`` ends this invocation after that step, with
+    a checkpoint, as if interrupted.
+    """
     out = Path(out)
-    if resume and ckpt.list_checkpoints(out):
-        saved_model, saved_train = saved_configs(out)
-        if model_cfg is not None and to_dict(model_cfg) != to_dict(saved_model):
-            raise ReelmError(f"{out}: was trained with another tokenizer config; drop --preset/--set to resume it")
-        model_cfg = saved_model
-        cfg = from_dict(TrainConfig, {**to_dict(saved_train), "steps": cfg.steps})
-    elif not resume and ckpt.list_checkpoints(out):
+    found = ckpt.list_checkpoints(out)
+    if found and not resume:
         raise ReelmError(f"{out}: already holds checkpoints; pass --resume to continue, or use a new --out")
-    if model_cfg is None:
-        raise ReelmError("no tokenizer config: pass --preset")
-    trainer = Trainer(model_cfg, cfg, out, progress=progress)
-    if resume:
-        trainer.resume()
-    return trainer.run()
+    plan, saved_steps = None, 0
+    if resume and found:
+        folder = found[-1][1]
+        saved_model, saved_train = saved_configs(folder)
+        model_cfg, cfg = model_cfg or saved_model, cfg or saved_train
+        saved_steps = saved_train.steps
+        step = int(ckpt.load_state(folder, "trainer_state")["step"])
+        plan = plan_resume(str(folder), step=step, safe=SAFE_TO_CHANGE,
+                           saved={"": to_dict(saved_train), "model.": to_dict(saved_model)},
+                           now={"": to_dict(cfg), "model.": to_dict(model_cfg)})
+    if model_cfg is None or cfg is None:
+        raise ConfigError("no tokenizer config: pass --preset")
+    trainer = Trainer(model_cfg, cfg, out, progress=progress, device=device)
+    if plan is not None:
+        trainer.resume(found[-1][1], plan, saved_steps)
+    return trainer.run(stop_at)
 
 
 def saved_configs(run: str | Path) -> tuple[TokenizerConfig, TrainConfig]:
+    """The model and training configs of a run's latest checkpoint (or of a checkpoint folder)."""
     folder = ckpt.resolve_checkpoint(run)
-    meta = ckpt.read_meta(folder, "video_tokenizer")
-    return from_dict(TokenizerConfig, meta["config"]), from_dict(TrainConfig, load_json(folder / TRAIN_CONFIG_FILE))
+    model = dict(ckpt.read_meta(folder, KIND)["config"])
+    legacy_loss = model.pop(LEGACY_TRAINING_KEY, None)  # pre-0.2: the objective lived in the model config
+    train = load_json(folder / TRAIN_CONFIG_FILE)
+    if legacy_loss is not None and "loss" not in train:
+        train = {**train, "loss": legacy_loss}
+    return (from_dict(TokenizerConfig, model, where=f"{folder}/reelm.json config"),
+            from_dict(TrainConfig, train, where=f"{folder}/{TRAIN_CONFIG_FILE}"))
 
 
 def _world_cfg(spec: ClipSpec, seed: int):
     from reelm.data.synthetic import WorldConfig
 
     return WorldConfig(height=spec.size, width=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=seed)
-
-
-def _init_distributed() -> tuple[int, int]:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-

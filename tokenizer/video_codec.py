@@ -1,10 +1,10 @@
 """Video files <-> code grids with a trained tokenizer, streaming in causal chunks.
 
 Encoding reads frames one at a time (:func:`reelm.data.video_read.iter_frames`) and feeds
-the tokenizer's causal stream chunk by chunk (a first chunk of ``1 + 4k`` frames, then
-``4k``-frame chunks), so memory is bounded by the chunk size, not the video's length. A
-video whose length is not ``1 + 4k`` frames loses its last few frames (at most 3), which
-the returned metadata reports. Decoding streams the code grid back the same way.
+the tokenizer's causal stream chunk by chunk (with temporal compression ``f``: a first
+chunk of ``1 + f k`` frames, then ``f k``-frame chunks), so memory is bounded by the chunk
+size, not the video's length. A video whose length is not ``1 + f k`` frames loses its
+last few frames (at most ``f - 1``), which the returned metadata reports. Decoding streams the code grid back the same way.
 
 The growing code grid lives in an anonymous memory map, not on the malloc heap: small
 long-lived arrays placed between each chunk's large temporaries fragment glibc's heap, and a
@@ -38,8 +38,9 @@ def frame_geometry(path: str | Path, size: int | None, spatial: int) -> tuple[in
     return size, crop
 
 
-def _chunks(frames: Iterator[np.ndarray], first: int, rest: int) -> Iterator[np.ndarray]:
-    """Stacks of ``first`` then ``rest`` frames; the tail is cut to a multiple of 4 (or 1 + 4k at the start)."""
+def _chunks(frames: Iterator[np.ndarray], first: int, rest: int, factor: int) -> Iterator[np.ndarray]:
+    """Stacks of ``first`` then ``rest`` frames; the tail is cut to ``1 + factor * k`` frames (the first chunk)
+    or a multiple of ``factor`` (later ones), ``factor`` being the tokenizer's temporal compression."""
     want, buf = first, []
     for frame in frames:
         buf.append(frame)
@@ -47,7 +48,7 @@ def _chunks(frames: Iterator[np.ndarray], first: int, rest: int) -> Iterator[np.
             yield np.stack(buf)
             want, buf = rest, []
     if buf:
-        keep = (len(buf) - 1) // 4 * 4 + 1 if want == first else len(buf) // 4 * 4
+        keep = (len(buf) - 1) // factor * factor + 1 if want == first else len(buf) // factor * factor
         if keep > 0:
             yield np.stack(buf[:keep])
 
@@ -106,7 +107,7 @@ def encode_video(model: VideoTokenizer, path: str | Path, *, fps: float | None =
 
     def tensors():
         nonlocal used
-        for chunk in _chunks(frames, 1 + ft * chunk_latents, ft * chunk_latents):
+        for chunk in _chunks(frames, 1 + ft * chunk_latents, ft * chunk_latents, ft):
             used += len(chunk)
             yield frames_to_tensor(chunk)[None].to(device)  # (1, 3, T_i, H, W)
 

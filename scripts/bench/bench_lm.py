@@ -100,8 +100,9 @@ def bench_preset(name: str, args) -> dict:
 
     from reelm.lm.deepspeed_setup import build_engine
     from reelm.lm.ds_config import load_deepspeed_config, resolve_deepspeed_config
-    from reelm.lm.metrics import LossMeter
-    from reelm.lm.model import build_model, compile_layers, flops_per_token, non_embedding_parameters, preset
+    from reelm.lm.flops import flops_per_token, non_embedding_parameters
+    from reelm.lm.loss_meter import LossMeter
+    from reelm.lm.model import build_model, compile_layers, preset
     from reelm.lm.train import TrainConfig, prepare_batch, train_step
 
     lm_cfg = preset(name)
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from reelm.cpu_allocator import keep_freed_memory, user_chose_allocator
     from reelm.distributed import init_distributed
-    from reelm.lm.metrics import measure_peak_flops
+    from reelm.lm.flops import measure_peak_flops
 
     malloc = "glibc defaults"
     if args.malloc == "caching":
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return measure_peak_flops("cpu", torch.float32, size=args.peak_size, repeats=args.peak_repeats)
 
     peak_start = measure_peak()
-    presets = {name: bench_preset(name, args) for name in args.presets.split(",")}
+    with contextlib.redirect_stdout(sys.stderr):  # deepspeed.initialize builds its comm op (and says so) too
+        presets = {name: bench_preset(name, args) for name in args.presets.split(",")}
     peak_end = measure_peak()
     # The machine showed it can do the higher of the two readings: divide by that (the stricter fraction).
     peak = max(peak_start, peak_end)

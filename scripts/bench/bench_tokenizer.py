@@ -330,13 +330,13 @@ def ensure_peer_venv(path: Path) -> Path:
 def reelm_side(preset: str, sched: Schedule, train: np.ndarray, folder: Path) -> tuple[Side, dict]:
     """reelm's tokenizer as a :class:`Side` whose step is ``Trainer.train_step``, and what it is."""
     from reelm.data.clips import ClipSpec
+    from reelm.tokenizer.losses import LOSS_PRESETS
     from reelm.tokenizer.model import PRESETS
     from reelm.tokenizer.train import Trainer, TrainConfig
 
     model_cfg = PRESETS[preset]()
-    model_cfg = replace(model_cfg, loss=replace(model_cfg.loss, recon="l2", perceptual_path=None,
-                                                adversarial_weight=0.0))
-    cfg = TrainConfig(steps=10**9, batch_size=sched.batch, lr=sched.lr, betas=sched.betas,
+    loss = replace(LOSS_PRESETS[preset](), recon="l2", perceptual_path=None, adversarial_weight=0.0)
+    cfg = TrainConfig(steps=10**9, loss=loss, batch_size=sched.batch, lr=sched.lr, betas=sched.betas,
                       weight_decay=sched.weight_decay, warmup_steps=sched.lr_warmup_steps, min_lr_ratio=1.0,
                       grad_clip=sched.grad_clip, seed=sched.seed,
                       clip=ClipSpec(num_frames=sched.frames, size=sched.size, fps=8.0, temporal_crop="random"))

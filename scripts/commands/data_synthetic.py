@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-SPLITS = ("train", "val", "heldout")  # reelm.data.synthetic.SPLITS, spelled out so --help imports no numpy
+from reelm.data.synthetic_scene import SPLITS
 
 
 def register(group) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from reelm.commands import add_device_flag, add_progress_flag
+
 
 def register(group) -> None:
     p = group.add_parser(
@@ -20,17 +22,20 @@ def register(group) -> None:
     p.add_argument("--num-frames", type=int, default=17, help="frames per clip (1 + 4k; default 17)")
     p.add_argument("--fps", type=float, default=8.0, help="clip frame rate (default 8)")
     p.add_argument("--size", type=int, default=64, help="square clip side after resize + center crop (default 64)")
-    p.add_argument("--temporal-crop", choices=("center", "random"), default="center")
-    p.add_argument("--clips-per-video", type=int, default=1)
+    p.add_argument("--temporal-crop", choices=("center", "random"), default="center",
+                   help="where a clip's window sits in a longer video (default: center)")
+    p.add_argument("--clips-per-video", type=int, default=1, help="clips cut from each video (default: 1)")
     p.add_argument("--text-tokenizer", help="a tokenizer.json to use (default: fit a BPE on the captions)")
-    p.add_argument("--text-vocab-size", type=int, default=4096)
+    p.add_argument("--text-vocab-size", type=int, default=4096,
+                   help="largest vocabulary of the fitted BPE (default: 4096)")
     p.add_argument("--chunk-rows", type=int, default=256, help="source rows per written chunk")
     p.add_argument("--num-shards", type=int, default=1, help="split the job into this many parts")
     p.add_argument("--shard-index", type=int, default=0, help="the part this process writes")
     p.add_argument("--workers", type=int, default=0, help="processes decoding videos (0: in this process)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per tokenizer forward")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="'auto' (GPU when present), 'cpu', 'cuda', ...")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world and the clip windows")
+    add_device_flag(p)
+    add_progress_flag(p)
     p.set_defaults(func=main)
 
 
@@ -44,9 +49,9 @@ def main(args: argparse.Namespace) -> int:
         num_clips=args.num_clips, chunk_rows=args.chunk_rows, num_shards=args.num_shards,
         shard_index=args.shard_index, workers=args.workers, batch_size=args.batch_size,
         text_tokenizer=args.text_tokenizer, text_vocab_size=args.text_vocab_size, seed=args.seed,
-        device=args.device,
     )
-    summary = tokenize_dataset(args.data, args.video_tokenizer, args.out, cfg)
+    summary = tokenize_dataset(args.data, args.video_tokenizer, args.out, cfg, progress=args.progress,
+                               device=args.device)
     print(f"reelm data tokenize: {summary['part']}: {summary['line']} -> {args.out} "
           f"(errors: {args.out}/errors.jsonl)")
     return 0

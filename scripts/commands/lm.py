@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_group
+from reelm.commands import add_device_flag, add_group, add_progress_flag, add_set_flag
 from reelm.lm.ds_config import SHIPPED_CONFIGS
 
 
@@ -23,21 +23,22 @@ def register(subparsers) -> None:
                         "(required for a new run; on --resume the checkpoint's)")
     parser.add_argument("--data", required=True, metavar="SHARDS", help="shard folder from 'reelm data tokenize'")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints and metrics")
-    parser.add_argument("--steps", type=int, metavar="N", help="optimizer steps in all (same as --set steps=N)")
+    parser.add_argument("--steps", type=int, metavar="N", help="optimizer steps in all (same as --set steps=N); "
+                        "with --resume on a finished run: continue it to N steps")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from RUN's latest complete checkpoint (same settings and process count)")
+                        help="continue from RUN's latest complete checkpoint exactly (same settings and process "
+                        "count; logging and checkpoint intervals may change)")
     parser.add_argument("--deepspeed-config", metavar="zeroN|PATH",
                         help=f"one of {', '.join(SHIPPED_CONFIGS)} (shipped; default zero<zero_stage>, "
                         "i.e. zero2) or a DeepSpeed JSON file whose \"auto\" values reelm fills in")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override a training setting (lr=1e-3, micro_batch_size=4, mixture.t2v=1) "
-                        "or a model setting (model.num_layers=2); repeatable")
+    add_set_flag(parser, "lr=1e-3, micro_batch_size=4, mixture.t2v=1, model.num_layers=2")
     parser.add_argument("--peak-flops", type=float, metavar="FLOPS",
                         help="one device's peak FLOP/s for MFU (default: measured at start with large matmuls)")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to RUN/tensorboard")
     parser.add_argument("--stop-at", type=int, metavar="STEP",
                         help="end this invocation after STEP with a checkpoint; --resume continues")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_flag(parser)
+    add_progress_flag(parser)
     parser.set_defaults(func=train_main)
 
 
@@ -49,7 +50,8 @@ def train_main(args: argparse.Namespace) -> int:
     try:
         result = train(args.data, args.out, preset=args.preset, overrides=overrides,
                        deepspeed_config=args.deepspeed_config, resume=args.resume, peak_flops=args.peak_flops,
-                       tensorboard=args.tensorboard, stop_at=args.stop_at, progress=not args.no_progress)
+                       tensorboard=args.tensorboard, stop_at=args.stop_at, progress=args.progress,
+                       device=args.device)
     finally:
         shutdown_distributed()
     if result.rank == 0:

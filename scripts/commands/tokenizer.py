@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_group
+from reelm.commands import add_device_flag, add_group, add_progress_flag, add_set_flag
 
 
 def register(subparsers) -> None:
@@ -13,15 +13,18 @@ def register(subparsers) -> None:
     p = group.add_parser("train", help="Train a tokenizer (synthetic world by default).",
                          description="Train the causal video tokenizer; checkpoints go to OUT/step-NNNNNN/.")
     p.add_argument("--preset", help="tiny | small | base (not needed with --resume)")
-    p.add_argument("--steps", type=int, required=True, help="total training steps")
+    p.add_argument("--steps", type=int, help="total training steps (on --resume: the checkpoint's, or more to "
+                   "continue a finished run)")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--data", default="synthetic", help="'synthetic' (default), a folder of videos/images, or a manifest")
+    p.add_argument("--data", help="'synthetic' (default), a folder of videos/images, or a manifest")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its latest checkpoint")
     p.add_argument("--batch-size", type=int, help="clips per step (default 4)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                   help="override a config value: model.quantizer.kind=fsq, train.lr=3e-4, train.clip.size=128 ...")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--stop-at", type=int, metavar="STEP",
+                   help="end this invocation after STEP with a checkpoint; --resume continues")
+    add_set_flag(p, "model.quantizer.kind=fsq, lr=3e-4, clip.size=128, loss.recon_weight=2")
+    add_device_flag(p)
+    add_progress_flag(p)
     p.set_defaults(func=train_main)
 
     p = group.add_parser("encode", help="Encode a video (or image) into a codes file.",
@@ -35,6 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", required=True, help="run folder or checkpoint folder")
     p.add_argument("-o", "--output", required=True, help="video to write (.mp4 or .gif)")
     p.add_argument("--fps", type=float, help="frame rate of the output (default: the codes file's)")
+    add_device_flag(p)
     p.set_defaults(func=decode_main)
 
     p = group.add_parser("reconstruct", help="Encode + decode a video; print PSNR and SSIM.",
@@ -51,33 +55,23 @@ def _common(p: argparse.ArgumentParser, what: str, output_help: str) -> None:
     p.add_argument("--fps", type=float, help="resample to this frame rate (default: native)")
     p.add_argument("--size", type=int, help="resize the shorter side to this (default: native)")
     p.add_argument("--max-frames", type=int, help="read at most this many frames")
-    p.add_argument("--device", default="auto", help="'auto' (GPU when present), 'cpu', 'cuda'")
-
-
-def _device(name: str):
-    import torch
-
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+    add_device_flag(p)
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from reelm.config import ConfigError, apply_overrides, resolve_preset
-    from reelm.tokenizer.model import PRESETS
-    from reelm.tokenizer.train import TrainConfig, train
+    from reelm.checkpoint import list_checkpoints
+    from reelm.tokenizer.train import resolve_configs, saved_configs, train
 
-    model_sets = [s.split(".", 1)[1] for s in args.set if s.startswith("model.")]
-    train_sets = [s.split(".", 1)[1] for s in args.set if s.startswith("train.")]
-    if len(model_sets) + len(train_sets) != len(args.set):
-        raise ConfigError("--set keys start with 'model.' or 'train.'")
-    model_cfg = apply_overrides(resolve_preset(PRESETS, args.preset, "tokenizer"), model_sets) if args.preset else None
-    if model_cfg is None and not args.resume:
-        raise ConfigError("--preset is required for a new run")
-    train_cfg = TrainConfig(steps=args.steps, data=args.data)
-    for name in ("batch_size", "checkpoint_every"):
-        if getattr(args, name) is not None:
-            train_sets.append(f"{name}={getattr(args, name)}")
-    train_cfg = apply_overrides(train_cfg, train_sets)
-    last = train(model_cfg, train_cfg, args.out, resume=args.resume, progress=not args.quiet)
+    overrides = list(args.overrides)
+    for flag, key in (("steps", "steps"), ("batch_size", "batch_size"), ("checkpoint_every", "checkpoint_every")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if args.data is not None:
+        overrides.append(f"data={args.data}")
+    saved = saved_configs(args.out) if args.resume and list_checkpoints(args.out) else None
+    model_cfg, train_cfg = resolve_configs(args.preset, overrides, saved)
+    last = train(model_cfg, train_cfg, args.out, resume=args.resume, progress=args.progress, device=args.device,
+                 stop_at=args.stop_at)
     if last is not None:
         print(f"reelm tokenizer train: checkpoint {last}")
     return 0
@@ -85,10 +79,11 @@ def train_main(args: argparse.Namespace) -> int:
 
 def _encode(args: argparse.Namespace):
     """The tokenizer of ``--tokenizer`` on its device, and the codes + metadata of ``args.video``."""
+    from reelm.device import resolve_device
     from reelm.tokenizer.checkpoint import load_tokenizer
     from reelm.tokenizer.video_codec import encode_video
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model = load_tokenizer(args.tokenizer).to(device)
     codes, meta = encode_video(model, args.video, fps=args.fps, size=args.size, max_frames=args.max_frames,
                                device=device)
@@ -108,14 +103,16 @@ def encode_main(args: argparse.Namespace) -> int:
 
 def decode_main(args: argparse.Namespace) -> int:
     from reelm.data.video_write import write_video
+    from reelm.device import resolve_device
     from reelm.tokenizer.checkpoint import check_identity, load_tokenizer
     from reelm.tokenizer.codes_file import load_codes
     from reelm.tokenizer.video_codec import decode_codes
 
     codes, meta = load_codes(args.codes)
-    model = load_tokenizer(args.tokenizer)
+    device = resolve_device(args.device)
+    model = load_tokenizer(args.tokenizer).to(device)
     check_identity(meta["tokenizer"], model, source=str(args.codes))
-    frames = decode_codes(model, codes)
+    frames = decode_codes(model, codes, device=device)
     fps = args.fps or meta.get("fps") or 8.0
     write_video(args.output, frames, fps)
     print(f"reelm tokenizer decode: codes {'x'.join(map(str, codes.shape))} -> {len(frames)} frames -> {args.output}")

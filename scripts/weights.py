@@ -1,0 +1,65 @@
+"""Weight files and weight dicts (state dicts): reading them safely, comparing, fingerprinting.
+
+:func:`read_weights` is the one way reelm reads a weights file a user gives: safetensors, or a
+PyTorch ``.pt`` / ``.pth`` state dict through ``torch.load(weights_only=True)`` (plain tensors
+only: a pickle carrying code is refused, never run). Every failure is one line naming the
+file. Shared by tokenizer checkpoints, the LPIPS loader and the eval detectors.
+
+Follows: nanochat's strict loader (refuse, and say why, rather than load a partial model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from reelm.errors import ReelmError, one_line_reason
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def read_weights(path: str | Path, *, error: type[ReelmError] = ReelmError, what: str = "weights") -> dict:
+    """The tensors of a ``.safetensors`` file, or of a plain PyTorch state dict (``weights_only`` loading)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} not found")
+    try:
+        if path.suffix.lower() in TORCH_SUFFIXES:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+    except Exception as exc:  # safetensors and torch.load raise several types for damaged or unsafe files
+        raise error(f"{path}: not a readable {what} file ({one_line_reason(exc)})") from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise error(f"{path}: not a {what} file (expected a mapping of names to tensors)")
+    return dict(state)
+
+
+def state_mismatch(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> str | None:
+    """A one-line description of how ``got`` differs from ``expected`` (keys, shapes), or None."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if tuple(got[k].shape) != tuple(expected[k].shape))
+    parts = [
+        f"{len(keys)} {name} e.g. {keys[:3]}"
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("with another shape", wrong))
+        if keys
+    ]
+    return "; ".join(parts) or None
+
+
+def fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """A short hash of names, dtypes, shapes and values: equal iff the weights are."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
