@@ -5,6 +5,7 @@ subsets, seeds, resolution). Input: clips as a uint8 array ``(N, T, H, W, 3)`` o
 of clip arrays, or a precomputed :class:`FeatureSet` (``extract`` makes one, to cache a
 reference set). Output: a JSON-ready dict ``{metric, computed, value, values, per_sample,
 protocol}`` (or ``reason`` instead of a value when it could not be computed, e.g. no weights).
+``device`` takes what ``--device`` takes (``auto``, ``cpu``, ``cuda:N``).
 A setting passed to ``compute`` that differs from the protocol's is applied and listed under
 ``protocol["overrides"]``, so such a number is never mistaken for the named protocol's.
 
@@ -30,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from reelm.device import resolve_device
 from reelm.errors import ReelmError
 from reelm.eval import clip_score, frame_metrics, video_metrics
 from reelm.eval.features import FeatureSet
@@ -91,6 +93,7 @@ def compute(name: str, generated, reference=None, *, prompts=None, i3d_path: str
             device: str | torch.device = "cpu", batch_size: int | None = None, **overrides) -> dict:
     """Run protocol ``name`` on ``generated`` (and ``reference`` / ``prompts`` where it needs them)."""
     protocol = get_protocol(name)
+    device = resolve_device(device)
     accepted = set(inspect.signature(protocol.function).parameters)
     unknown = sorted(set(overrides) - accepted - set(RESOURCES))
     if unknown:
@@ -118,6 +121,7 @@ def extract(name: str, clips, *, i3d_path: str | Path | None = None, inception_p
             device: str | torch.device = "cpu", batch_size: int | None = None, **overrides) -> FeatureSet:
     """The features protocol ``name`` compares, of one clip set: save them to reuse a reference set."""
     protocol = get_protocol(name)
+    device = resolve_device(device)
     settings = dict(protocol.settings) | overrides
     batch = {} if batch_size is None else {"batch_size": batch_size}
     if protocol.metric in ("fvd", "kvd"):

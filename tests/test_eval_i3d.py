@@ -108,3 +108,12 @@ def test_strict_loading_errors(tmp_path):
         load_i3d(tmp_path / "pickled.pt")
     with pytest.raises(I3DWeightsError, match="not found"):
         load_i3d(tmp_path / "absent.pt")
+
+
+def test_a_2018_style_state_dict_loads(tmp_path):
+    """pytorch-i3d's rgb_imagenet.pt predates zip serialization and BatchNorm's num_batches_tracked."""
+    state = {k: v for k, v in random_i3d(3).state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "rgb_imagenet.pt", _use_new_zipfile_serialization=False)
+    detector = load_i3d(tmp_path / "rgb_imagenet.pt", size=SIZE)
+    assert detector.format == "pytorch-i3d-state-dict"
+    torch.testing.assert_close(detector.module.Mixed_5c.b0.conv3d.weight, state["Mixed_5c.b0.conv3d.weight"])
