@@ -50,7 +50,8 @@ class ClipScorer:
             self.model = CLIPModel.from_pretrained(self.folder, local_files_only=True).to(self.device).eval()
             self.processor = CLIPProcessor.from_pretrained(self.folder, local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - one line naming the folder
-            raise ClipModelError(f"{self.folder}: cannot load a CLIP model and processor ({one_line_reason(exc)})") from exc
+            reason = one_line_reason(exc)
+            raise ClipModelError(f"{self.folder}: cannot load a CLIP model and processor ({reason})") from exc
         self.max_tokens = self.model.config.text_config.max_position_embeddings
 
     @torch.no_grad()
@@ -114,7 +115,8 @@ def clipsim(generated, prompts: Iterable[str] | None, *, clip_path: str | Path |
         "model": scorer.describe(),
         "counts": {"generated": {"clips": len(per_sample), "frames": frames_seen}},
         "statistics": {"frame_score": "100 * max(cos(image, text), 0)", "clip_score": "mean over the clip's frames",
-                       "value": "mean over clips", "frames": "every frame of every clip", "dtype": "float32 embeddings"},
+                       "value": "mean over clips", "frames": "every frame of every clip",
+                       "dtype": "float32 embeddings"},
         "environment": environment(torch.device(device)),
     }
     values = {"clipsim": value, "clipsim_std": float(np.std(scores))}

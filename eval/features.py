@@ -58,7 +58,8 @@ class FeatureSet:
         except Exception as exc:  # noqa: BLE001 - one line naming the file
             raise FeatureSetError(f"{path}: not a reelm features file ({one_line_reason(exc)})") from exc
         if meta.get("format_version") != FORMAT_VERSION:
-            raise FeatureSetError(f"{path}: features format {meta.get('format_version')}, this reelm reads {FORMAT_VERSION}")
+            raise FeatureSetError(f"{path}: features format {meta.get('format_version')}, "
+                                  f"this reelm reads {FORMAT_VERSION}")
         return cls(features=features, kind=meta["kind"], extractor=meta["extractor"], counts=meta["counts"])
 
 

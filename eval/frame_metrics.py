@@ -30,7 +30,7 @@ from torch import nn
 
 from reelm.eval.clips import ClipCounts, ClipInputError, frame_batches
 from reelm.eval.features import FeatureSet, FeatureSetError, check_same_extractor
-from reelm.eval.inception import INCEPTION_SIZE, InceptionDetector, load_inception
+from reelm.eval.inception import INCEPTION_SIZE, WEIGHTS_NAME, InceptionDetector, load_inception
 from reelm.eval.provenance import deterministic, environment, metric_result, not_computed
 
 FID_VERSION = "reelm.eval fid_frames 1"
@@ -77,11 +77,25 @@ def _features(clips, output: str, name: str, *, inception_path, device, batch_si
         return clips
     if "detector" not in loaded:
         if inception_path is None:
-            return "no Inception weights given (inception_path: torch-fidelity's weights-inception-2015-12-05-6726825d.pth)"
+            return f"no Inception weights given (inception_path: torch-fidelity's {WEIGHTS_NAME})"
         if not Path(inception_path).is_file():
             return f"Inception weights file not found: {inception_path}"
         loaded["detector"] = load_inception(inception_path, device=device, resize_to=resize_to)
     return inception_features(clips, loaded["detector"], name=name, outputs=(output,), batch_size=batch_size)[output]
+
+
+def _pool_pair(generated, reference, **extraction) -> tuple[FeatureSet, FeatureSet] | str:
+    """Both sides' ``pool`` features from one loaded Inception, or why they cannot be had."""
+    loaded: dict = {}
+    gen = _features(generated, "pool", "generated", loaded=loaded, **extraction)
+    ref = _features(reference, "pool", "reference", loaded=loaded, **extraction)
+    for side in (gen, ref):
+        if isinstance(side, str):
+            return side
+    check_same_extractor(gen, ref, names=("generated", "reference"))
+    if len(gen) < 2 or len(ref) < 2:
+        return f"needs at least 2 frames per side, got {len(gen)} generated and {len(ref)} reference"
+    return gen, ref
 
 
 def _update(metric, features: FeatureSet, **kwargs) -> None:
@@ -101,21 +115,17 @@ def fid_frames(generated, reference, *, inception_path: str | Path | None = None
     """FID between the frames of ``generated`` and ``reference`` (clips or ``pool`` FeatureSets)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    loaded: dict = {}
-    common = dict(inception_path=inception_path, device=device, batch_size=batch_size, resize_to=resize_to, loaded=loaded)
-    gen = _features(generated, "pool", "generated", **common)
-    ref = _features(reference, "pool", "reference", **common)
-    for side in (gen, ref):
-        if isinstance(side, str):
-            return not_computed("fid", protocol, FID_VERSION, side)
-    check_same_extractor(gen, ref, names=("generated", "reference"))
-    if len(gen) < 2 or len(ref) < 2:
-        return not_computed("fid", protocol, FID_VERSION, f"FID needs at least 2 frames per side, got {len(gen)} and {len(ref)}")
+    pair = _pool_pair(generated, reference, inception_path=inception_path, device=device, batch_size=batch_size,
+                      resize_to=resize_to)
+    if isinstance(pair, str):
+        return not_computed("fid", protocol, FID_VERSION, pair)
+    gen, ref = pair
     metric = FrechetInceptionDistance(feature=Precomputed(gen.features.shape[1]))
     _update(metric, ref, real=True)
     _update(metric, gen, real=False)
     value = float(metric.compute())
-    stats = {"dtype": "float64", "covariance": "sample (divide by N - 1)", "computed_by": "torchmetrics FrechetInceptionDistance"}
+    stats = {"dtype": "float64", "covariance": "sample (divide by N - 1)",
+             "computed_by": "torchmetrics FrechetInceptionDistance"}
     return metric_result("fid", protocol, FID_VERSION, value, {"fid": value}, _record(gen, ref, stats, device))
 
 
@@ -125,17 +135,12 @@ def kid_frames(generated, reference, *, inception_path: str | Path | None = None
     """KID between the frames of ``generated`` and ``reference`` (clips or ``pool`` FeatureSets)."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    loaded: dict = {}
-    common = dict(inception_path=inception_path, device=device, batch_size=batch_size, resize_to=resize_to, loaded=loaded)
-    gen = _features(generated, "pool", "generated", **common)
-    ref = _features(reference, "pool", "reference", **common)
-    for side in (gen, ref):
-        if isinstance(side, str):
-            return not_computed("kid", protocol, KID_VERSION, side)
-    check_same_extractor(gen, ref, names=("generated", "reference"))
+    pair = _pool_pair(generated, reference, inception_path=inception_path, device=device, batch_size=batch_size,
+                      resize_to=resize_to)
+    if isinstance(pair, str):
+        return not_computed("kid", protocol, KID_VERSION, pair)
+    gen, ref = pair
     subset_size = min(len(gen), len(ref), max_subset_size)
-    if subset_size < 2:
-        return not_computed("kid", protocol, KID_VERSION, f"KID needs at least 2 frames per side, got {len(gen)} and {len(ref)}")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         metric = KernelInceptionDistance(feature=Precomputed(gen.features.shape[1]), subsets=num_subsets,
@@ -145,9 +150,10 @@ def kid_frames(generated, reference, *, inception_path: str | Path | None = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         mean, std = (float(v) for v in metric.compute())
-    stats = {"dtype": "float64", "kernel": "(x.y / d + 1)^3", "estimator": "unbiased MMD^2", "scale": "raw MMD^2 (not x1000)",
-             "num_subsets": num_subsets, "max_subset_size": max_subset_size, "subset_size": subset_size, "seed": seed,
-             "sampling": "torch.randperm under torch.manual_seed(seed)", "computed_by": "torchmetrics KernelInceptionDistance"}
+    stats = {"dtype": "float64", "kernel": "(x.y / d + 1)^3", "estimator": "unbiased MMD^2",
+             "scale": "raw MMD^2 (not x1000)", "num_subsets": num_subsets, "max_subset_size": max_subset_size,
+             "subset_size": subset_size, "seed": seed, "sampling": "torch.randperm under torch.manual_seed(seed)",
+             "computed_by": "torchmetrics KernelInceptionDistance"}
     return metric_result("kid", protocol, KID_VERSION, mean, {"kid": mean, "kid_std": std},
                          _record(gen, ref, stats, device))
 
@@ -163,7 +169,8 @@ def is_frames(generated, *, inception_path: str | Path | None = None, protocol: 
     if isinstance(gen, str):
         return not_computed("is", protocol, IS_VERSION, gen)
     if len(gen) < splits:
-        return not_computed("is", protocol, IS_VERSION, f"IS with {splits} splits needs at least {splits} frames, got {len(gen)}")
+        return not_computed("is", protocol, IS_VERSION,
+                            f"IS with {splits} splits needs at least {splits} frames, got {len(gen)}")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         metric = InceptionScore(feature=Precomputed(gen.features.shape[1]), splits=splits)
@@ -176,4 +183,5 @@ def is_frames(generated, *, inception_path: str | Path | None = None, protocol: 
     stats = {"dtype": "float64", "input": "logits_unbiased (as torch-fidelity and torchmetrics)", "splits": splits,
              "seed": seed, "shuffle": "torch.randperm under torch.manual_seed(seed)", "std": "ddof 1 over splits",
              "computed_by": "torchmetrics InceptionScore"}
-    return metric_result("is", protocol, IS_VERSION, mean, {"is": mean, "is_std": std}, _record(gen, None, stats, device))
+    values = {"is": mean, "is_std": std}
+    return metric_result("is", protocol, IS_VERSION, mean, values, _record(gen, None, stats, device))

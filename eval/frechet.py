@@ -51,7 +51,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(f"statistics do not match: mu {mu1.shape} / {mu2.shape}, sigma {sigma1.shape} / {sigma2.shape}")
+        raise ValueError(f"statistics do not match: mu {mu1.shape} / {mu2.shape}, "
+                         f"sigma {sigma1.shape} / {sigma2.shape}")
     eps_used = False
     with warnings.catch_warnings():  # singular products (fewer samples than features) are the rule; guarded below
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
@@ -64,7 +65,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         imag = np.abs(np.diagonal(covmean).imag).max()
         scale = max(1.0, abs(float(np.trace(covmean.real))))
         if imag > IMAG_TOLERANCE * scale:
-            raise ValueError(f"sqrtm(S1 S2) has a non-negligible imaginary part ({imag:.3g}); the covariances are ill-conditioned")
+            raise ValueError(f"sqrtm(S1 S2) has a non-negligible imaginary part ({imag:.3g}); "
+                             "the covariances are ill-conditioned")
         covmean = covmean.real
     diff = mu1 - mu2
     distance = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))

@@ -180,7 +180,8 @@ class I3DDetector:
         else:
             out = self.module.features(clips_to_i3d_input(clips.to(self.device), self.size))
         if out.ndim != 2 or out.shape[0] != clips.shape[0]:
-            raise I3DWeightsError(f"{self.path}: the detector returned shape {tuple(out.shape)}, expected (batch, features)")
+            raise I3DWeightsError(f"{self.path}: the detector returned shape {tuple(out.shape)}, "
+                                  "expected (batch, features)")
         return out.float().cpu()
 
     def describe(self) -> dict:
@@ -215,7 +216,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise I3DWeightsError(f"{path}: not a state dict of tensors (a pytorch-i3d InceptionI3d state dict is expected)")
+        raise I3DWeightsError(f"{path}: not a state dict of tensors "
+                              "(a pytorch-i3d InceptionI3d state dict is expected)")
     return state
 
 
@@ -242,7 +244,8 @@ def load_i3d(path: str | Path, *, device: str | torch.device = "cpu", size: int 
             f"{path}: not a pytorch-i3d InceptionI3d state dict ({len(result.missing_keys)} missing keys, e.g. "
             f"{result.missing_keys[:2]}; {len(result.unexpected_keys)} unexpected, e.g. {result.unexpected_keys[:2]})")
     if model.logits.conv3d.out_channels != NUM_CLASSES:
-        raise I3DWeightsError(f"{path}: {model.logits.conv3d.out_channels} classes; the Kinetics-400 I3D has {NUM_CLASSES}")
+        raise I3DWeightsError(f"{path}: {model.logits.conv3d.out_channels} classes; "
+                              f"the Kinetics-400 I3D has {NUM_CLASSES}")
     return I3DDetector(path, "pytorch-i3d-state-dict", model.to(device).eval(), device, size)
 
 

@@ -40,7 +40,8 @@ def resize_bilinear_tf1(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """TF 1.x ``resize_bilinear(align_corners=False)`` of float ``(N, C, H, W)``: source = out * in / out."""
 
     def axis(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        src = torch.arange(out_size, dtype=x.dtype, device=x.device) * torch.tensor(in_size / out_size, dtype=torch.float32)
+        scale = torch.tensor(in_size / out_size, dtype=torch.float32)
+        src = torch.arange(out_size, dtype=x.dtype, device=x.device) * scale
         lo = src.long()
         return lo, (lo + 1).clamp_max(in_size - 1), src - lo.to(x.dtype)
 
@@ -264,6 +265,7 @@ def load_inception(path: str | Path, *, device: str | torch.device = "cpu",
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise InceptionWeightsError(f"{path}: not torch-fidelity's Inception-v3 state dict ({one_line_reason(exc)})") from exc
+        reason = one_line_reason(exc)
+        raise InceptionWeightsError(f"{path}: not torch-fidelity's Inception-v3 state dict ({reason})") from exc
     device = torch.device(device)
     return InceptionDetector(path, model.to(device).eval(), device)

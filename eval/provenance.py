@@ -31,8 +31,8 @@ def library_versions() -> dict[str, str | None]:
 
 
 def environment(device: torch.device) -> dict:
-    return {"device": str(device), "torch_threads": torch.get_num_threads(), "deterministic_algorithms": "on (warn_only)",
-            "versions": library_versions()}
+    return {"device": str(device), "torch_threads": torch.get_num_threads(),
+            "deterministic_algorithms": "on (warn_only)", "versions": library_versions()}
 
 
 @contextlib.contextmanager

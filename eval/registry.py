@@ -11,7 +11,7 @@ A setting passed to ``compute`` that differs from the protocol's is applied and 
 
 | name | metric | needs |
 |---|---|---|
-| ``fvd_16f`` / ``fvd_16f_padlast`` | FVD, first 16 frames (padlast: short clips padded by their last frame) | reference, ``i3d_path`` |
+| ``fvd_16f`` / ``fvd_16f_padlast`` | FVD, first 16 frames (padlast: short clips padded) | reference, ``i3d_path`` |
 | ``kvd_16f`` / ``kvd_16f_padlast`` | KVD, 100 subsets of <= 1000, seed 0 | reference, ``i3d_path`` |
 | ``fid_frames`` | FID over all frames | reference, ``inception_path`` |
 | ``kid_frames`` | KID over all frames, 100 subsets of <= 1000, seed 0 | reference, ``inception_path`` |
@@ -128,7 +128,8 @@ def extract(name: str, clips, *, i3d_path: str | Path | None = None, inception_p
         if i3d_path is None:
             raise ReelmError(f"{name}: extracting features needs i3d_path")
         detector = load_i3d(i3d_path, device=device, size=settings.get("resolution", video_metrics.I3D_SIZE))
-        return video_metrics.i3d_features(clips, detector, name="clips", short=settings["short"], protocol=name, **batch)
+        return video_metrics.i3d_features(clips, detector, name="clips", short=settings["short"], protocol=name,
+                                          **batch)
     if protocol.metric in ("fid", "kid", "is"):
         if inception_path is None:
             raise ReelmError(f"{name}: extracting features needs inception_path")

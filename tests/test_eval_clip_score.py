@@ -63,7 +63,7 @@ def test_frame_scores_equal_torchmetrics_clip_score(clip_folder, clips):
     for clip, prompt, embedding in zip(clips, PROMPTS, text):
         for frame in clip:
             cosine = float(ours.image_embeddings(frame[None])[0] @ embedding)
-            metric.update(torch.from_numpy(frame).permute(2, 0, 1), [prompt])  # one pair: torchmetrics' clamp is per frame
+            metric.update(torch.from_numpy(frame).permute(2, 0, 1), [prompt])  # one pair: its clamp is per frame
             assert float(metric.compute()) == pytest.approx(100 * max(cosine, 0.0), abs=1e-3)
             metric.reset()
             cosines.append(cosine)

@@ -112,7 +112,8 @@ def test_subsets_are_seeded_and_the_full_set_equals_torchmetrics_kid():
     assert first == subset_mmd2(real, gen, num_subsets=7, max_subset_size=8, seed=3)
     assert first != subset_mmd2(real, gen, num_subsets=7, max_subset_size=8, seed=4)
     assert first.subset_size == 8 and len(first.per_subset) == 7
-    assert first.mean == pytest.approx(np.mean(first.per_subset)) and first.std == pytest.approx(np.std(first.per_subset))
+    assert first.mean == pytest.approx(np.mean(first.per_subset))
+    assert first.std == pytest.approx(np.std(first.per_subset))
     whole = subset_mmd2(real[:12], gen, num_subsets=2, max_subset_size=1000, seed=0)  # every subset: all rows
     assert whole.subset_size == 12 and whole.std == pytest.approx(0.0, abs=1e-12)
     assert whole.mean == pytest.approx(mmd2_unbiased(gen, real[:12]), rel=1e-12)
