@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reelm.weights import read_weights
 from reelm.errors import ReelmError, one_line_reason
 
 I3D_SIZE = 224
@@ -210,15 +211,7 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise I3DWeightsError(f"{path}: not a state dict of tensors "
-                              "(a pytorch-i3d InceptionI3d state dict is expected)")
-    return state
+    return read_weights(path, error=I3DWeightsError, what="I3D weights")
 
 
 def load_i3d(path: str | Path, *, device: str | torch.device = "cpu", size: int = I3D_SIZE) -> I3DDetector:

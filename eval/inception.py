@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reelm.weights import read_weights
 from reelm.errors import ReelmError, one_line_reason
 from reelm.eval.i3d import file_sha256
 
@@ -253,15 +254,8 @@ def load_inception(path: str | Path, *, device: str | torch.device = "cpu",
                    resize_to: int = INCEPTION_SIZE) -> InceptionDetector:
     """Load torch-fidelity's Inception weights strictly (``weights_only=True``)."""
     path = Path(path)
-    if not path.is_file():
-        raise InceptionWeightsError(f"{path}: Inception weights file not found (torch-fidelity's {WEIGHTS_NAME})")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - one line naming the file
-        raise InceptionWeightsError(f"{path}: cannot read Inception weights ({one_line_reason(exc)})") from exc
+    state = read_weights(path, error=InceptionWeightsError, what=f"Inception weights (torch-fidelity's {WEIGHTS_NAME})")
     model = InceptionV3(resize_to=resize_to)
-    if not isinstance(state, dict):
-        raise InceptionWeightsError(f"{path}: not a state dict (torch-fidelity's {WEIGHTS_NAME} is expected)")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

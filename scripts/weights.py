@@ -11,6 +11,7 @@ Follows: nanochat's strict loader (refuse, and say why, rather than load a parti
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Mapping
 
@@ -18,23 +19,29 @@ import torch
 
 from reelm.errors import ReelmError, one_line_reason
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-
-
 def read_weights(path: str | Path, *, error: type[ReelmError] = ReelmError, what: str = "weights") -> dict:
-    """The tensors of a ``.safetensors`` file, or of a plain PyTorch state dict (``weights_only`` loading)."""
+    """The tensors of a safetensors file, or of a plain PyTorch state dict (``weights_only`` loading).
+
+    The format is told from the bytes, not the name: a safetensors file starts with its
+    8-byte header length and then ``{``; anything else goes to ``torch.load(weights_only=True)``.
+    """
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: {what} not found")
     try:
-        if path.suffix.lower() in TORCH_SUFFIXES:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        else:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        if head[8:9] == b"{":
             from safetensors.torch import load_file
 
             state = load_file(str(path))
-    except Exception as exc:  # safetensors and torch.load raise several types for damaged or unsafe files
-        raise error(f"{path}: not a readable {what} file ({one_line_reason(exc)})") from None
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise error(f"{path}: refused: it holds pickled Python objects, not plain tensors (reelm never "
+                    f"unpickles code from a file; save the {what} as a plain state dict or safetensors)") from None
+    except Exception as exc:  # safetensors and torch.load raise several types for damaged files
+        raise error(f"{path}: cannot read {what} ({one_line_reason(exc)})") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):

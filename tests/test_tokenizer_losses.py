@@ -155,7 +155,7 @@ def test_lpips_file_errors_are_one_line(lpips_file, tmp_path):
     }
     patterns = {
         "missing.safetensors": "perceptual weights not found",
-        "garbage.safetensors": "not a readable perceptual weights file",
+        "garbage.safetensors": "cannot read perceptual weights",
         "partial.safetensors": r"not LPIPS-VGG16 weights \(1 missing e.g. \['lin2.model.1.weight'\]\)",
         "shape.safetensors": r"1 with another shape e.g. \['features.0.weight'\]",
     }

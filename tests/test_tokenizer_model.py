@@ -305,7 +305,7 @@ def test_mismatched_and_corrupt_checkpoints_are_clear_errors(tmp_path):
     _one_line_error(folder, "fingerprint mismatch")
 
     weights.write_bytes(good_weights[: len(good_weights) // 2])
-    _one_line_error(folder, "model.safetensors: not a readable tokenizer weights file")
+    _one_line_error(folder, "model.safetensors: cannot read tokenizer weights")
 
     weights.write_bytes(good_weights)
     meta_path.write_text(good_meta.replace('"video_tokenizer"', '"lm"'))
