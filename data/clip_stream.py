@@ -3,8 +3,9 @@
 Rows of a source are visited in a per-epoch permutation drawn from ``(seed, epoch)`` (the
 synthetic world needs none: every index is a fresh random clip), split across ranks, and
 cut into clips by :func:`reelm.data.clips.load_clips` with a generator seeded by
-``(seed, epoch, row)``. Clips are batched by frame count, so images (1-frame clips) and
-videos train jointly in separate batches. Unusable rows are recorded in a :class:`SkipLog`.
+``(seed, epoch, row)``. Captions are not needed: a folder of raw videos trains a tokenizer as it
+is. Clips are batched by frame count, so images (1-frame clips) and videos train jointly in
+separate batches. Unusable rows are recorded in a :class:`SkipLog`.
 
 The state is ``(epoch, cursor)`` plus the rows whose clips wait in a partly filled batch;
 they are re-read on resume, which gives the same clips, so a resumed run sees exactly the
@@ -67,7 +68,7 @@ class ClipStream:
     def _clips(self, epoch: int, row_index: int) -> list[Clip]:
         row = self.source.row(int(row_index))
         rng = np.random.default_rng([self.seed, epoch, int(row_index)])
-        return load_clips(self.source, row, self.spec, rng)
+        return load_clips(self.source, row, self.spec, rng, need_caption=False)  # pixels are all a tokenizer needs
 
     def next_batch(self) -> torch.Tensor:
         """``(B, 3, T, H, W)`` in [-1, 1]."""

@@ -50,12 +50,14 @@ class SkipRow(Exception):
         self.detail = detail
 
 
-def load_clips(source: Source, row: SourceRow, spec: ClipSpec, rng: np.random.Generator) -> list[Clip]:
-    """The clips of one row, or :class:`SkipRow`."""
-    if not row.caption:
+def load_clips(source: Source, row: SourceRow, spec: ClipSpec, rng: np.random.Generator, *,
+               need_caption: bool = True) -> list[Clip]:
+    """The clips of one row, or :class:`SkipRow`. ``need_caption=False`` takes uncaptioned videos too
+    (a video tokenizer learns from pixels alone)."""
+    if need_caption and not row.caption:
         raise SkipRow(SKIP_EMPTY_CAPTION, row.video)
     if isinstance(source, SyntheticSource):
-        return [Clip(frames=source.world.clip(row.index).frames, start=0.0, is_image=False)]
+        return [Clip(frames=source.world.clip(source.world_index(row.index)).frames, start=0.0, is_image=False)]
     from reelm.data.video_read import VideoReadError, probe, read_video
 
     path = Path(row.video)

@@ -111,31 +111,35 @@ class FolderSource(Source):
 
 
 class SyntheticSource(Source):
-    """The first ``num_clips`` clips of a synthetic world split (rendered on demand)."""
+    """Clips ``start .. start + num_clips - 1`` of a synthetic world split (rendered on demand)."""
 
-    def __init__(self, num_clips: int, world_cfg=None):
+    def __init__(self, num_clips: int, world_cfg=None, start: int = 0):
         from reelm.data.synthetic import SyntheticWorld, WorldConfig
 
         self.world = SyntheticWorld(world_cfg or WorldConfig())
-        self.num_clips = int(num_clips)
+        self.num_clips, self.start = int(num_clips), int(start)
         self.name = f"{SYNTHETIC}:{self.world.cfg.split}"
 
     def __len__(self) -> int:
         return self.num_clips
 
+    def world_index(self, index: int) -> int:
+        return self.start + int(index)
+
     def row(self, index: int) -> SourceRow:
-        attributes = self.world.attributes(index)
+        attributes = self.world.attributes(self.world_index(index))
         return SourceRow(
             index=int(index),
-            video=f"{self.name}:{index}",
-            caption=self.world.caption(index, attributes),
+            video=f"{self.name}:{self.world_index(index)}",
+            caption=self.world.caption(self.world_index(index), attributes),
             attributes=attributes,
         )
 
 
-def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None,
+def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None, start: int = 0,
                 video_column: str | None = None, caption_column: str | None = None) -> Source:
-    """A source from ``"synthetic"``, a manifest path, a folder path, or a ``datasets.Dataset``."""
+    """A source from ``"synthetic"`` (``world_cfg``, clips ``start`` on), a manifest path, a folder path,
+    or a ``datasets.Dataset``."""
     import datasets
 
     if isinstance(spec, Source):
@@ -145,7 +149,7 @@ def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None,
     if spec is None or str(spec) == SYNTHETIC:
         if not num_clips:
             raise SourceError("the synthetic source needs a number of clips (--num-clips N)")
-        return SyntheticSource(num_clips, world_cfg)
+        return SyntheticSource(num_clips, world_cfg, start)
     path = Path(spec)
     if not path.exists():
         raise SourceError(f"{path}: not found")

@@ -35,6 +35,7 @@ from reelm.data.synthetic_render import render_frames
 from reelm.data.synthetic_scene import HELD_OUT, SPLITS, held_out_matches, is_held_out, sample_scene
 
 __all__ = [
+    "WorldOptions",
     "HELD_OUT",
     "SPLITS",
     "SyntheticClip",
@@ -80,6 +81,27 @@ class WorldConfig:
             raise ConfigError(f"world max_objects must be in 1..{MAX_OBJECTS}, got {self.max_objects!r}")
         if self.split not in SPLITS:
             raise ConfigError(f"world split must be one of {list(SPLITS)}, got {self.split!r}")
+
+
+@dataclass(kw_only=True)
+class WorldOptions:
+    """What a ``--data synthetic`` source draws, besides the clip geometry its clip spec gives.
+
+    The same options as ``reelm data synthetic``: the split, objects per clip, textured or plain
+    backgrounds, and the first clip index. The world's seed is the job's seed.
+    """
+
+    split: str = "train"
+    max_objects: int = 2
+    textured_backgrounds: bool = True
+    start: int = 0  # first clip index, to shard a world between jobs
+
+    def world_config(self, *, size: int, num_frames: int, fps: float, seed: int) -> WorldConfig:
+        """The world of square ``size`` x ``size`` clips of ``num_frames`` at ``fps`` these options describe."""
+        if not _is_int(self.start) or self.start < 0:
+            raise ConfigError(f"world start must be a non-negative integer, got {self.start!r}")
+        return WorldConfig(height=size, width=size, num_frames=num_frames, fps=fps, seed=seed, split=self.split,
+                           max_objects=self.max_objects, textured_backgrounds=self.textured_backgrounds)
 
 
 def _is_int(value) -> bool:

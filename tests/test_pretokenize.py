@@ -81,3 +81,21 @@ def test_parallel_parts_cover_the_source_once(tmp_path, video_tokenizer):
                          progress=False)
     rows = load_shards(tmp_path).dataset["row"]
     assert sorted(rows) == list(range(6))
+
+
+def test_the_synthetic_worlds_options_reach_pre_tokenization(tmp_path, video_tokenizer, capsys):
+    from reelm.cli import main
+
+    out = tmp_path / "shards"
+    assert main(["data", "tokenize", "--video-tokenizer", str(video_tokenizer), "--data", "synthetic",
+                 "--num-clips", "4", "--out", str(out), "--num-frames", "5", "--size", "32", "--no-progress",
+                 "--text-vocab-size", "300", "--max-objects", "1", "--plain-backgrounds", "--split", "heldout",
+                 "--start", "10"]) == 0
+    shards = load_shards(out)
+    info = json.loads((out / "shards.json").read_text())
+    assert info["world"] == {"split": "heldout", "max_objects": 1, "textured_backgrounds": False, "start": 10}
+    for record in shards.dataset:
+        attributes = json.loads(record["attributes"])
+        assert attributes["index"] == 10 + record["row"] and attributes["split"] == "heldout"
+        assert len(attributes["objects"]) == 1 and attributes["background"]["kind"] == "plain"
+    assert shards.video_tokenizer is not None and (shards.video_tokenizer / "model.safetensors").is_file()

@@ -145,3 +145,32 @@ def test_set_values_are_checked_against_their_types(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert expected in err and err.startswith("reelm: error:") and "\n" not in err, (bad, err)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_of_raw_videos_without_captions_trains_a_tokenizer(tmp_path):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    world = SyntheticWorld(WorldConfig(height=32, width=32, num_frames=9, seed=4))
+    for i in range(2):
+        write_mp4(folder / f"video{i}.mp4", world.clip(i).frames, fps=8)  # no .txt beside them
+    run = tmp_path / "run"
+    assert main(["tokenizer", "train", "--preset", "tiny", "--steps", "2", "--out", str(run), "--no-progress",
+                 "--data", str(folder), "--size", "32", "--num-frames", "5", "--batch-size", "2"]) == 0
+    assert [s for s, _ in list_checkpoints(run)] == [2] and not (run / "errors-rank0.jsonl").exists()
+
+
+def test_the_synthetic_worlds_options_reach_tokenizer_training(tmp_path):
+    run = tmp_path / "run"
+    assert main(["tokenizer", "train", "--preset", "tiny", "--steps", "1", "--out", str(run), "--no-progress",
+                 "--size", "32", "--num-frames", "5", "--batch-size", "1", "--max-objects", "1",
+                 "--plain-backgrounds", "--split", "val"]) == 0
+    from reelm.tokenizer.train import Trainer, saved_configs
+
+    _, cfg = saved_configs(run)
+    assert (cfg.world.max_objects, cfg.world.textured_backgrounds, cfg.world.split) == (1, False, "val")
+    assert (cfg.clip.size, cfg.clip.num_frames) == (32, 5)
+    stream = Trainer(PRESETS["tiny"](), cfg, tmp_path / "probe", progress=False).stream
+    for index in range(6):
+        attributes = stream.source.row(index).attributes
+        assert len(attributes["objects"]) == 1 and attributes["background"]["kind"] == "plain"
+        assert attributes["split"] == "val" and attributes["height"] == 32

@@ -36,7 +36,8 @@ from reelm.data.shards import (
     write_info,
     write_summary,
 )
-from reelm.data.sources import SourceRow, open_source
+from reelm.data.sources import SourceRow, SyntheticSource, open_source
+from reelm.data.synthetic import WorldOptions
 from reelm.data.token_layout import TokenLayout
 from reelm.data.video_read import frames_to_tensor
 from reelm.device import resolve_device
@@ -49,6 +50,7 @@ from reelm.tokenizer.model import VideoTokenizer
 class TokenizeConfig:
     clip: ClipSpec = field(default_factory=ClipSpec)
     num_clips: int | None = None  # the synthetic source's size
+    world: WorldOptions = field(default_factory=WorldOptions)  # what the synthetic source draws
     chunk_rows: int = 256  # source rows per written chunk
     num_shards: int = 1
     shard_index: int = 0
@@ -62,8 +64,6 @@ class TokenizeConfig:
 def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cfg: TokenizeConfig,
                      *, progress: bool = True, device: str = "auto") -> dict:
     """Write (or finish) the shards of ``data`` in ``out``; returns the summary of this part."""
-    from reelm.data.synthetic import WorldConfig
-
     out = Path(out)
     if not 0 <= cfg.shard_index < cfg.num_shards:
         raise ReelmError(f"--shard-index {cfg.shard_index} must be in 0..{cfg.num_shards - 1}")
@@ -71,8 +71,8 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     model = load_tokenizer(video_tokenizer).to(chosen).eval()
     spec = cfg.clip
     t, h, w = model.latent_shape(spec.num_frames, spec.size, spec.size)
-    world = WorldConfig(height=spec.size, width=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=cfg.seed)
-    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world)
+    world = cfg.world.world_config(size=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=cfg.seed)
+    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start)
     identity = tokenizer_identity(model)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +83,7 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
         "clip": to_dict(spec),
         "latent_grid": [t, h, w],
         "source": source.name,
+        **({"world": to_dict(cfg.world)} if isinstance(source, SyntheticSource) else {}),
         "num_rows": len(source),
         "num_shards": cfg.num_shards,
         "seed": cfg.seed,

@@ -37,6 +37,7 @@ from reelm.config import ConfigError, apply_overrides, from_dict, load_json, res
 from reelm.data.clip_stream import ClipStream
 from reelm.data.clips import ClipSpec, SkipLog
 from reelm.data.sources import open_source
+from reelm.data.synthetic import WorldOptions
 from reelm.device import autocast
 from reelm.distributed import barrier, init_distributed
 from reelm.errors import ReelmError
@@ -71,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     data: str = "synthetic"  # "synthetic", a folder, or a manifest
     clip: ClipSpec = field(default_factory=lambda: ClipSpec(num_frames=17, size=64, fps=8.0, temporal_crop="random"))
+    world: WorldOptions = field(default_factory=WorldOptions)  # what --data synthetic draws
     loss: LossConfig = field(default_factory=LossConfig)  # the training objective
 
 
@@ -134,8 +136,9 @@ class Trainer:
             self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
             use_buffers=True)  # buffers too: the VQ codebook is one
             if cfg.ema_decay > 0 else None)
-        world = _world_cfg(cfg.clip, cfg.seed)
-        source = open_source(cfg.data, num_clips=SYNTHETIC_CLIPS, world_cfg=world)
+        world = cfg.world.world_config(size=cfg.clip.size, num_frames=cfg.clip.num_frames, fps=cfg.clip.fps,
+                                       seed=cfg.seed)
+        source = open_source(cfg.data, num_clips=SYNTHETIC_CLIPS, world_cfg=world, start=cfg.world.start)
         self.out.mkdir(parents=True, exist_ok=True)
         self.skips = SkipLog(self.out / f"errors-rank{self.rank}.jsonl")
         self.stream = ClipStream(source, cfg.clip, cfg.batch_size, seed=cfg.seed,
@@ -299,9 +302,3 @@ def saved_configs(run: str | Path) -> tuple[TokenizerConfig, TrainConfig]:
         train = {**train, "loss": legacy_loss}
     return (from_dict(TokenizerConfig, model, where=f"{folder}/reelm.json config"),
             from_dict(TrainConfig, train, where=f"{folder}/{TRAIN_CONFIG_FILE}"))
-
-
-def _world_cfg(spec: ClipSpec, seed: int):
-    from reelm.data.synthetic import WorldConfig
-
-    return WorldConfig(height=spec.size, width=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=seed)

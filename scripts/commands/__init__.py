@@ -26,3 +26,31 @@ def add_progress_flag(parser: argparse.ArgumentParser) -> None:
     """``--no-progress``: the one flag that turns progress bars off (``args.progress``)."""
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--quiet", dest="progress", action="store_false", help=argparse.SUPPRESS)  # 0.1 spelling
+
+
+def add_world_flags(parser: argparse.ArgumentParser, *, scope: str = "") -> None:
+    """The synthetic world's options, the same flags wherever ``--data synthetic`` (or the world itself) is used."""
+    from reelm.data.synthetic_scene import SPLITS
+
+    parser.add_argument("--split", choices=SPLITS, help=f"world split to draw{scope} (default: train; heldout: "
+                        "only clips with a held-out attribute combination)")
+    parser.add_argument("--max-objects", type=int, metavar="N", help=f"at most N objects per clip{scope} (default: 2)")
+    parser.add_argument("--plain-backgrounds", action="store_const", const=True,
+                        help=f"plain backgrounds only, no textures{scope}")
+    parser.add_argument("--start", type=int, metavar="I", help=f"first world clip index, for sharding{scope} "
+                        "(default: 0)")
+
+
+def world_settings(args: argparse.Namespace) -> list[str]:
+    """The world flags given, as ``KEY=VALUE`` settings of :class:`reelm.data.synthetic.WorldOptions`."""
+    given = {"split": args.split, "max_objects": args.max_objects, "start": args.start,
+             "textured_backgrounds": False if args.plain_backgrounds else None}
+    return [f"{key}={'false' if value is False else value}" for key, value in given.items() if value is not None]
+
+
+def world_options(args: argparse.Namespace):
+    """:class:`reelm.data.synthetic.WorldOptions` from the world flags (defaults where not given)."""
+    from reelm.config import apply_overrides
+    from reelm.data.synthetic import WorldOptions
+
+    return apply_overrides(WorldOptions(), world_settings(args))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_device_flag, add_progress_flag
+from reelm.commands import add_device_flag, add_progress_flag, add_world_flags, world_options
 
 
 def register(group) -> None:
@@ -18,6 +18,7 @@ def register(group) -> None:
     p.add_argument("--video-tokenizer", required=True, help="tokenizer run folder or checkpoint folder")
     p.add_argument("--data", default="synthetic", help="manifest path, folder, or 'synthetic' (default)")
     p.add_argument("--num-clips", type=int, help="number of synthetic clips (with --data synthetic)")
+    add_world_flags(p, scope=" (with --data synthetic)")
     p.add_argument("--out", required=True, help="output shard folder")
     p.add_argument("--num-frames", type=int, default=17, help="frames per clip (1 + 4k; default 17)")
     p.add_argument("--fps", type=float, default=8.0, help="clip frame rate (default 8)")
@@ -46,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = TokenizeConfig(
         clip=ClipSpec(num_frames=args.num_frames, fps=args.fps, size=args.size,
                       temporal_crop=args.temporal_crop, clips_per_video=args.clips_per_video),
-        num_clips=args.num_clips, chunk_rows=args.chunk_rows, num_shards=args.num_shards,
+        num_clips=args.num_clips, world=world_options(args), chunk_rows=args.chunk_rows, num_shards=args.num_shards,
         shard_index=args.shard_index, workers=args.workers, batch_size=args.batch_size,
         text_tokenizer=args.text_tokenizer, text_vocab_size=args.text_vocab_size, seed=args.seed,
     )

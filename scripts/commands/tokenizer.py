@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_device_flag, add_group, add_progress_flag, add_set_flag
+from reelm.commands import add_device_flag, add_group, add_progress_flag, add_set_flag, add_world_flags, world_settings
 
 
 def register(subparsers) -> None:
@@ -20,6 +20,10 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its latest checkpoint")
     p.add_argument("--batch-size", type=int, help="clips per step (default 4)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
+    p.add_argument("--size", type=int, help="clip side in pixels (default: 64; same as --set clip.size=N)")
+    p.add_argument("--num-frames", type=int, help="frames per clip, 1 + 4k (default: 17; --set clip.num_frames=N)")
+    p.add_argument("--fps", type=float, help="clip frame rate (default: 8; --set clip.fps=R)")
+    add_world_flags(p, scope=" (with --data synthetic)")
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="end this invocation after STEP with a checkpoint; --resume continues")
     add_set_flag(p, "model.quantizer.kind=fsq, lr=3e-4, clip.size=128, loss.recon_weight=2")
@@ -66,6 +70,10 @@ def train_main(args: argparse.Namespace) -> int:
     for flag, key in (("steps", "steps"), ("batch_size", "batch_size"), ("checkpoint_every", "checkpoint_every")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
+    for flag in ("size", "num_frames", "fps"):
+        if getattr(args, flag) is not None:
+            overrides.append(f"clip.{flag}={getattr(args, flag)}")
+    overrides += [f"world.{setting}" for setting in world_settings(args)]
     if args.data is not None:
         overrides.append(f"data={args.data}")
     saved = saved_configs(args.out) if args.resume and list_checkpoints(args.out) else None
