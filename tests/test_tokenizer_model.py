@@ -322,3 +322,46 @@ def test_identity_check_refuses_codes_of_another_tokenizer():
         check_identity({**identity, "codebook_size": 7}, model)
     with pytest.raises(TokenizerMismatchError, match="identity_version"):
         check_identity({k: v for k, v in identity.items() if k != "identity_version"}, model)
+
+
+def test_the_weight_fingerprint_is_computed_once_on_load_not_on_every_identity_check(tmp_path, monkeypatch):
+    import reelm.tokenizer.checkpoint as checkpoint_module
+    import reelm.tokenizer.model as model_module
+
+    torch.manual_seed(0)
+    save_tokenizer(VideoTokenizer(PRESETS["tiny"]()).eval(), tmp_path / "tok")
+    calls = []
+    real = model_module.fingerprint
+
+    def counting(state):
+        calls.append(1)
+        return real(state)
+
+    monkeypatch.setattr(model_module, "fingerprint", counting)
+    monkeypatch.setattr(checkpoint_module, "fingerprint", counting)
+    model = load_tokenizer(tmp_path / "tok")
+    assert len(calls) == 1  # verifying the file against reelm.json
+    for _ in range(3):
+        identity = tokenizer_identity(model)
+        check_identity(identity, model)
+        with torch.no_grad():
+            model.encode(torch.zeros(1, 3, 5, 32, 32))
+    assert len(calls) == 1
+    model.train()  # the way reelm changes weights: the kept fingerprint is forgotten
+    tokenizer_identity(model)
+    assert len(calls) == 2
+    # The loaded model does not carry the training objective (pre-0.2 configs held it): no loss code loaded.
+    assert "loss" not in to_dict(model.cfg)
+
+
+def test_a_tokenizer_saved_before_the_objective_moved_out_still_loads(tmp_path):
+    from reelm.tokenizer.losses import LOSS_PRESETS
+
+    torch.manual_seed(0)
+    model = VideoTokenizer(PRESETS["tiny"]()).eval()
+    save_tokenizer(model, tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "reelm.json").read_text())
+    meta["config"]["loss"] = to_dict(LOSS_PRESETS["small"]())  # what 0.1 wrote into the model config
+    (tmp_path / "old" / "reelm.json").write_text(json.dumps(meta))
+    again = load_tokenizer(tmp_path / "old")
+    assert to_dict(again.cfg) == to_dict(model.cfg)
