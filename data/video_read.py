@@ -161,6 +161,17 @@ def read_video(
     return np.stack(list(frames))  # (T, H, W, 3)
 
 
+def fit_frames(frames: np.ndarray, size: int, *, what: str = "frames") -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 frames (or one ``(H, W, 3)`` image) resized and center-cropped to ``size`` x ``size``,
+    the way clips are cut for a model (:func:`iter_frames` with ``size`` and ``crop``)."""
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
+        raise ReelmError(f"{what}: expected (T, H, W, 3) or (H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
+    return np.stack([_resize_crop(frame, size, (size, size), Path(what)) for frame in frames])
+
+
 def frames_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``(..., T, H, W, 3)`` uint8 -> ``(..., 3, T, H, W)`` float32 in [-1, 1]."""
     video = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.asarray(frames))

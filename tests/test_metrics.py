@@ -40,3 +40,21 @@ def test_shape_errors():
         psnr(ref, out[:2])
     with pytest.raises(ValueError, match="smaller than"):
         ssim(ref[:, :8, :8], out[:, :8, :8])
+
+
+def test_chunked_accumulation_equals_the_whole_clip():
+    from reelm.eval.metrics import ClipMetrics, ssim_per_frame
+
+    ref, out = _pair(seed=3, shape=(13, 24, 20, 3))
+    acc = ClipMetrics()
+    for start in (0, 1, 6, 11):  # uneven chunks, as a streamed long video gives them
+        stop = {0: 1, 1: 6, 6: 11, 11: 13}[start]
+        acc.update(ref[start:stop], out[start:stop])
+    assert acc.frames == 13
+    assert acc.psnr() == pytest.approx(psnr(ref, out), abs=1e-9)
+    assert acc.ssim() == pytest.approx(ssim(ref, out), abs=1e-12)
+    per_frame = ssim_per_frame(ref, out)
+    assert len(acc.frame_psnr) == 13 and acc.frame_ssim == pytest.approx(per_frame.tolist(), abs=1e-12)
+    one = skimage_metrics.structural_similarity(ref[4], out[4], gaussian_weights=True, sigma=1.5,
+                                                use_sample_covariance=False, data_range=255, channel_axis=-1)
+    assert per_frame[4] == pytest.approx(one, abs=1e-6)
