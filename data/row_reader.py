@@ -25,15 +25,16 @@ IN_FLIGHT_PER_WORKER = 4
 
 
 class RowReader:
-    """``reader(index) -> (row, clips | SkipRow)`` for one source and clip spec."""
+    """``reader(index) -> (row, clips | SkipRow)`` for one source and clip spec (``need_caption``: see load_clips)."""
 
-    def __init__(self, source: Source, spec: ClipSpec, seed: int):
-        self.source, self.spec, self.seed = source, spec, seed
+    def __init__(self, source: Source, spec: ClipSpec, seed: int, *, need_caption: bool = True):
+        self.source, self.spec, self.seed, self.need_caption = source, spec, seed, need_caption
 
     def __call__(self, index: int) -> tuple[SourceRow, list[Clip] | SkipRow]:
         row = self.source.row(index)
         try:
-            return row, load_clips(self.source, row, self.spec, np.random.default_rng([self.seed, index]))
+            return row, load_clips(self.source, row, self.spec, np.random.default_rng([self.seed, index]),
+                                   need_caption=self.need_caption)
         except SkipRow as skip:
             return row, skip
 

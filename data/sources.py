@@ -93,12 +93,13 @@ class TableSource(Source):
 
 
 class FolderSource(Source):
-    """Videos and images in a folder (recursively), each captioned by a same-name ``.txt``."""
+    """Videos and images in a folder (recursively), each captioned by a same-name ``.txt``; or the given files."""
 
-    def __init__(self, folder: Path):
-        self.name = str(folder)
+    def __init__(self, folder: Path, files: list[Path] | None = None):
+        self.name = str(files[0]) if files and len(files) == 1 else str(folder)
         suffixes = VIDEO_SUFFIXES + IMAGE_SUFFIXES
-        self.files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        self.files = files if files is not None else \
+            sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -139,7 +140,7 @@ class SyntheticSource(Source):
 def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None, start: int = 0,
                 video_column: str | None = None, caption_column: str | None = None) -> Source:
     """A source from ``"synthetic"`` (``world_cfg``, clips ``start`` on), a manifest path, a folder path,
-    or a ``datasets.Dataset``."""
+    a single video or image file, or a ``datasets.Dataset``."""
     import datasets
 
     if isinstance(spec, Source):
@@ -156,6 +157,8 @@ def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None, star
     if path.is_dir():
         return FolderSource(path)
     suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
+        return FolderSource(path.parent, files=[path])
     if suffix not in MANIFEST_SUFFIXES:
         raise SourceError(f"{path}: not a manifest (expected one of {', '.join(MANIFEST_SUFFIXES)}) or a folder")
     loader = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[suffix]

@@ -1,0 +1,167 @@
+"""``reelm generate`` and ``reelm caption``: zero-shot generation from a model folder (thin mains over
+:class:`reelm.generation.VideoPipeline`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from reelm.commands import add_device_flag, add_progress_flag
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate", help="Generate videos from a prompt, a first frame (--image) or a clip (--video).",
+        description="Generate videos with a trained model folder: text-to-video from PROMPT (or --prompts FILE), "
+        "image-to-video with --image, continuation with --video. Writes each video (.mp4 or .gif), a contact-sheet "
+        "PNG and a JSON sidecar (prompt, seed, settings, model identity, token counts, timings) beside it.")
+    p.add_argument("prompt", nargs="?", help="the text prompt (optional with --image or --video)")
+    _model_flags(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="video to write (.mp4 or .gif); several "
+                   "videos are written as OUT-P-S.mp4 (prompt P, sample S)")
+    p.add_argument("--image", metavar="PATH", help="image-to-video: this image is the first frame")
+    p.add_argument("--video", metavar="PATH", help="continuation: the end of this clip is kept and extended")
+    p.add_argument("--context-frames", type=int, metavar="K", help="with --video: latent frames of context to keep "
+                   "(default: half the training length)")
+    p.add_argument("--prompts", metavar="FILE", help="one prompt per line (UTF-8), generated in batches")
+    p.add_argument("--num-samples", type=int, default=1, metavar="N", help="videos per prompt (default: 1)")
+    p.add_argument("--frames", type=int, metavar="N", help="frames per video (default: the training length; "
+                   "longer videos are made window by window)")
+    p.add_argument("--guidance-scale", type=float, metavar="G",
+                   help="classifier-free guidance scale; 1 = none (default: the pipeline's, see README)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per batch (default: 8)")
+    _sampling_flags(p, default="sampling (temperature 1)")
+    p.set_defaults(func=generate_main)
+
+    p = subparsers.add_parser(
+        "caption", help="Caption videos (video-to-text) with a trained model folder.",
+        description="Describe each VIDEO in text with a trained model folder (the first training-length window of "
+        "the clip, at the model's frame rate and size); prints one caption per video.")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video (or image) files")
+    _model_flags(p)
+    p.add_argument("--json", metavar="OUT", help="also write the captions with their settings to this JSON file")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="text ids at most per caption (default: 48)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="videos per batch (default: 8)")
+    _sampling_flags(p, default="greedy")
+    p.set_defaults(func=caption_main)
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="RUN", help="LM run folder (its latest checkpoint) or a "
+                   "step-NNNNNN folder; it carries its video tokenizer and clip spec")
+    p.add_argument("--video-tokenizer", metavar="DIR", help="use this video tokenizer instead of the folder's "
+                   "(its identity must match the model's)")
+    p.add_argument("--fps", type=float, help="frame rate (default: the model's training clips'); needed with --size "
+                   "only for folders made before reelm 0.2")
+    p.add_argument("--size", type=int, help="frame size of folders made before reelm 0.2 (others know theirs)")
+    p.add_argument("--seed", type=int, default=0, help="seed: the same seed and settings give the same output "
+                   "(default: 0)")
+    add_device_flag(p)
+    add_progress_flag(p)
+
+
+def _sampling_flags(p: argparse.ArgumentParser, *, default: str) -> None:
+    p.add_argument("--temperature", type=float, help=f"sampling temperature (default: {default})")
+    p.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely ids")
+    p.add_argument("--top-p", type=float, metavar="P", help="sample among the most likely ids holding P of the "
+                   "probability (nucleus)")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely id (deterministic)")
+
+
+def _sampling(args: argparse.Namespace, default):
+    from reelm.lm.sampling import Sampling
+
+    if not (args.greedy or args.temperature is not None or args.top_k is not None or args.top_p is not None):
+        return default
+    return Sampling(temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, greedy=args.greedy)
+
+
+def _pipeline(args: argparse.Namespace):
+    from reelm.data.clips import ClipSpec
+    from reelm.generation import VideoPipeline
+
+    clip = ClipSpec(num_frames=args.frames or 17, fps=args.fps, size=args.size) if args.size and args.fps else None
+    return VideoPipeline.from_pretrained(args.model, video_tokenizer=args.video_tokenizer, device=args.device,
+                                         clip=clip)
+
+
+def _bar(enabled: bool, total: int | None, what: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tok", unit_scale=True, desc=what, disable=not enabled, dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def generate_main(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reelm.errors import ReelmError
+    from reelm.generation.outputs import check_output, read_prompts, sample_paths, write_sample
+    from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
+
+    output = check_output(args.output)
+    if args.image and args.video:
+        raise ReelmError("give --image (image-to-video) or --video (continuation), not both")
+    if args.prompt is not None and args.prompts:
+        raise ReelmError("give a PROMPT or --prompts FILE, not both")
+    prompts = read_prompts(args.prompts) if args.prompts else [args.prompt]
+    if (args.image or args.video) and len(prompts) > 1:
+        raise ReelmError("--image and --video take one prompt (or none), not a prompts file")
+    if prompts == [None] and not (args.image or args.video):
+        raise ReelmError("nothing to generate from: give a PROMPT, --prompts FILE, --image or --video")
+    for name in ("num_samples", "batch_size", "frames", "context_frames"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ReelmError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+    pipe = _pipeline(args)
+    settings = dict(num_frames=args.frames, num_samples=args.num_samples, seed=args.seed,
+                    guidance_scale=DEFAULT_GUIDANCE if args.guidance_scale is None else args.guidance_scale,
+                    sampling=_sampling(args, DEFAULT_SAMPLING), batch_size=args.batch_size)
+    frames = args.frames or pipe.model.clip.num_frames
+    latents = 1 + -(-(frames - 1) // pipe.tokenizer.temporal_downsample)
+    expected = len(prompts) * args.num_samples * latents * pipe.layout.codes_per_frame
+    with _bar(args.progress, expected, "generate") as bar:
+        settings["progress"] = bar.update
+        if args.image:
+            out = pipe.image_to_video(args.image, prompts[0], **settings)
+        elif args.video:
+            out = pipe.continue_video(args.video, prompts[0], context_frames=args.context_frames, **settings)
+        else:
+            out = pipe.text_to_video(prompts, **settings)
+    fps = args.fps or pipe.model.clip.fps
+    info = {key: value for key, value in out.info.items() if key != "engine"}
+    conditioned = {"image": args.image, "video": args.video, "context_frames": args.context_frames}
+    paths = sample_paths(Path(output), len(prompts), args.num_samples)
+    for index, (path, video, prompt) in enumerate(zip(paths, out.videos, out.prompts)):
+        sidecar = {"prompt": prompt, "sample": index % args.num_samples, **conditioned, **info,
+                   "tokens_this_sample": int(len(out.codes[index].reshape(-1)))}
+        written = write_sample(path, video, fps, sidecar, label=prompt)
+        print(f"reelm generate: {written['video']} ({len(video)} frames {video.shape[1]}x{video.shape[2]}), "
+              f"{written['contact_sheet'].name}, {written['sidecar'].name}")
+    seconds = out.info["timings"]["total_s"]
+    print(f"reelm generate: {len(out.videos)} video(s), {out.info['tokens']['generated']} tokens in {seconds:.1f} s")
+    return 0
+
+
+def caption_main(args: argparse.Namespace) -> int:
+    from reelm.atomic import write_json
+    from reelm.generation.pipeline import DEFAULT_CAPTION_TOKENS
+    from reelm.lm.sampling import Sampling
+
+    if args.max_tokens is not None and args.max_tokens < 1:
+        from reelm.errors import ReelmError
+
+        raise ReelmError(f"--max-tokens {args.max_tokens}: must be at least 1")
+    pipe = _pipeline(args)
+    with _bar(args.progress, None, "caption") as bar:
+        out = pipe.caption(args.videos, max_tokens=args.max_tokens or DEFAULT_CAPTION_TOKENS, seed=args.seed,
+                           sampling=_sampling(args, Sampling(greedy=True)), batch_size=args.batch_size,
+                           progress=bar.update)
+    for video, caption in zip(args.videos, out.captions):
+        print(f"{video}: {caption}")
+    if args.json:
+        write_json(args.json, {"captions": [{"video": v, "caption": c} for v, c in zip(args.videos, out.captions)],
+                               **out.info})
+        print(f"reelm caption: wrote {args.json}", file=sys.stderr)
+    return 0

@@ -1,0 +1,87 @@
+"""A model folder opened for inference: the LM, its token layout, its video tokenizer and the clip spec, checked together.
+
+An LM step folder (:mod:`reelm.lm.checkpoint`) carries everything generation needs: the
+Hugging Face model, the token layout, the video tokenizer its codes came from
+(``video_tokenizer/``) and the clip spec of its data (frames, fps, size). :func:`load_model_folder`
+opens a run folder (its latest checkpoint) or a step folder, on the chosen device (bf16 on
+GPUs that support it), and checks that the pieces belong together: the tokenizer's weights
+against its own fingerprint, its identity against the layout's, its latent grid at the clip
+size against the layout's grid. ``video_tokenizer=DIR`` overrides the folder's tokenizer
+(with the same checks). No training config, DeepSpeed or GPU is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from reelm.checkpoint import CheckpointError, resolve_checkpoint
+from reelm.config import from_dict
+from reelm.data.clips import ClipSpec
+from reelm.data.token_layout import LayoutError, TokenLayout
+from reelm.device import compute_dtype, resolve_device
+from reelm.lm.checkpoint import check_video_tokenizer_identity, load_lm, video_tokenizer_dir
+from reelm.tokenizer.checkpoint import load_tokenizer, tokenizer_identity
+from reelm.tokenizer.model import VideoTokenizer
+
+
+@dataclass(frozen=True, eq=False)
+class ModelFolder:
+    path: Path  # the step folder
+    lm: torch.nn.Module  # a Hugging Face LlamaForCausalLM, in eval mode
+    layout: TokenLayout
+    video_tokenizer: VideoTokenizer
+    clip: ClipSpec  # how the training clips were cut: frames, fps, size (square center crop)
+    meta: dict  # the LM's reelm.json
+    device: torch.device
+
+    @property
+    def latent_frames(self) -> int:
+        """Latent frames of one training clip: the length the LM was trained to generate."""
+        return self.video_tokenizer.latent_shape(self.clip.num_frames, self.clip.size, self.clip.size)[0]
+
+    def identity(self) -> dict:
+        """What made a sample: the LM (folder, step, config) and the video tokenizer (its identity)."""
+        return {
+            "model": str(self.path),
+            "step": self.meta.get("step"),
+            "lm_config": self.meta.get("config"),
+            "reelm_version": self.meta.get("reelm_version"),
+            "video_tokenizer": tokenizer_identity(self.video_tokenizer),
+            "clip": {"num_frames": self.clip.num_frames, "fps": self.clip.fps, "size": self.clip.size},
+        }
+
+
+def load_model_folder(path: str | Path, *, video_tokenizer: str | Path | None = None, device: str = "auto",
+                      clip: ClipSpec | None = None) -> ModelFolder:
+    """Open the model folder ``path`` for generation; see the module docstring.
+
+    ``clip`` is needed only for folders made before reelm 0.2, which do not record their clip spec.
+    """
+    chosen = resolve_device(device)
+    folder = resolve_checkpoint(path)
+    lm, layout, meta = load_lm(folder, device=chosen, dtype=compute_dtype(chosen))
+    if video_tokenizer is not None:
+        tokenizer_dir = resolve_checkpoint(video_tokenizer)
+        check_video_tokenizer_identity(tokenizer_dir, layout, source=f"--video-tokenizer {video_tokenizer}")
+    else:
+        tokenizer_dir = video_tokenizer_dir(folder, layout)
+    tokenizer = load_tokenizer(tokenizer_dir).to(chosen)
+    try:
+        layout.check_video_tokenizer(tokenizer_identity(tokenizer))
+    except LayoutError as exc:
+        raise CheckpointError(f"{tokenizer_dir}: not the video tokenizer of {folder} ({exc})") from None
+    if meta.get("clip"):
+        clip = from_dict(ClipSpec, meta["clip"], where=f"{folder}/reelm.json clip")
+    elif clip is None:
+        raise CheckpointError(f"{folder}: records no clip spec (made before reelm 0.2); give the frame rate and size "
+                              "its shards were made with (--fps and --size)")
+    grid = tokenizer.latent_shape(clip.num_frames, clip.size, clip.size)[1:]
+    if tuple(grid) != tuple(layout.latent_hw):
+        raise CheckpointError(f"{folder}: the video tokenizer makes a {grid[0]}x{grid[1]} latent grid at "
+                              f"{clip.size}x{clip.size}, the model was trained on {layout.latent_hw[0]}x"
+                              f"{layout.latent_hw[1]}")
+    return ModelFolder(path=folder, lm=lm, layout=layout, video_tokenizer=tokenizer, clip=clip, meta=meta,
+                       device=chosen)

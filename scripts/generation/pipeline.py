@@ -1,0 +1,324 @@
+"""The generation pipeline: prompts, first frames and clips in; videos and captions out, from one model folder.
+
+Three lines, in the shape Hugging Face ``diffusers`` users know::
+
+    from reelm.generation import VideoPipeline
+    pipe = VideoPipeline.from_pretrained("runs/lm")                  # a run folder or a step folder
+    out = pipe("a red circle moves to the left", seed=0)             # out.videos[0]: (T, H, W, 3) uint8
+
+One :class:`VideoPipeline` does the four jobs of one pretrained model:
+
+- text-to-video: ``pipe(prompt)`` / :meth:`VideoPipeline.text_to_video` (a list of prompts is batched);
+- image-to-video: ``pipe(prompt, image=...)``: the image is encoded as the first latent frame
+  and kept, the model generates the frames after it;
+- continuation: ``pipe(prompt, video=...)``: the last ``context_frames`` latent frames of the
+  clip are kept and extended;
+- captioning: :meth:`VideoPipeline.caption`: a clip in, text out.
+
+The pipeline joins the video tokenizer (pixels <-> codes) and the LM's generation engine
+(:mod:`reelm.lm.engine`: token ids in and out, KV cache, batched classifier-free guidance,
+constrained decoding). Videos longer than the training clips (``num_frames``) are made by
+sliding-window continuation: the last latent frames' pixels are re-encoded as the context of
+the next window (so the context starts with an image latent, as in training), the model
+generates the frames after it, and only the new frames are kept; each window costs the same,
+whatever the length.
+
+Follows: the pipeline objects of Hugging Face diffusers (``from_pretrained``, call with a
+prompt and a generator/seed, frames out); Emu3's processor pairing a text and a visual
+tokenizer; VideoPoet's task prompts and its continuation of long videos window by window.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from reelm.data.token_layout import Task
+from reelm.data.video_read import fit_frames, frames_to_tensor, iter_frames, read_video, tensor_to_frames
+from reelm.errors import ReelmError
+from reelm.generation.model_folder import ModelFolder, load_model_folder
+from reelm.lm.engine import GenerationEngine, Progress, Request
+from reelm.lm.sampling import Sampling
+
+DEFAULT_GUIDANCE = 3.0  # classifier-free guidance scale (BENCHMARKS.md, generation: chosen by measurement)
+DEFAULT_SAMPLING = Sampling(temperature=1.0, top_k=None, top_p=None)
+DEFAULT_CAPTION_TOKENS = 48  # text ids at most in a caption
+DEFAULT_BATCH = 8  # prompts per engine call
+DECODE_BATCH = 8  # clips per tokenizer decode
+
+
+class PipelineInputError(ReelmError):
+    """A prompt, image, clip or setting the pipeline cannot use."""
+
+
+@dataclass(frozen=True, eq=False)
+class VideoPipelineOutput:
+    """Generated videos, sample after sample (each prompt's ``num_samples`` together), with their tokens."""
+
+    videos: list[np.ndarray]  # (T, H, W, 3) uint8 each
+    codes: list[np.ndarray]  # (t, h, w) latent code grid of each video
+    sequences: list[np.ndarray]  # token ids of each sample's first window: prompt + generated block
+    prompts: list[str | None]  # the prompt of each sample
+    info: dict = field(default_factory=dict)  # settings, model identity, token counts, timings
+
+
+@dataclass(frozen=True, eq=False)
+class CaptionOutput:
+    captions: list[str]
+    sequences: list[np.ndarray]  # prompt + generated text block of each
+    info: dict = field(default_factory=dict)
+
+
+class VideoPipeline:
+    """Generation from one model folder (see the module docstring). ``step`` picks the engine's decode step."""
+
+    def __init__(self, model: ModelFolder, *, step: str = "auto"):
+        self.model = model
+        self.layout = model.layout
+        self.tokenizer = model.video_tokenizer
+        self.engine = GenerationEngine(model.lm, model.layout, step=step)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, video_tokenizer: str | Path | None = None, device: str = "auto",
+                        clip=None, step: str = "auto") -> VideoPipeline:
+        """Open a run folder (its latest checkpoint) or a ``step-NNNNNN`` folder; see :func:`load_model_folder`."""
+        return cls(load_model_folder(path, video_tokenizer=video_tokenizer, device=device, clip=clip), step=step)
+
+    # --- the four jobs -----------------------------------------------------------------------
+
+    def __call__(self, prompt: str | Sequence[str] | None = None, *, image=None, video=None, **kwargs):
+        """Text-to-video, or image-to-video with ``image``, or continuation with ``video``."""
+        if image is not None and video is not None:
+            raise PipelineInputError("give an image (image-to-video) or a video (continuation), not both")
+        if image is not None:
+            return self.image_to_video(image, prompt, **kwargs)
+        if video is not None:
+            return self.continue_video(video, prompt, **kwargs)
+        if prompt is None:
+            raise PipelineInputError("nothing to generate from: give a prompt, an image or a video")
+        return self.text_to_video(prompt, **kwargs)
+
+    def text_to_video(self, prompts: str | Sequence[str], **kwargs) -> VideoPipelineOutput:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return self._generate(Task.T2V, prompts, [None] * len(prompts), **kwargs)
+
+    def image_to_video(self, image, prompt: str | None = None, **kwargs) -> VideoPipelineOutput:
+        """``image``: a path or an ``(H, W, 3)`` uint8 array, resized and center-cropped to the model's size."""
+        frames = self._read(image, what="image", last=1) if isinstance(image, (str, Path)) else np.asarray(image)
+        codes = self._encode(fit_frames(frames[-1:] if frames.ndim == 4 else frames, self.model.clip.size,
+                                        what="image"))
+        return self._generate(Task.I2V, [prompt], [codes], **kwargs)
+
+    def continue_video(self, video, prompt: str | None = None, *, context_frames: int | None = None,
+                       **kwargs) -> VideoPipelineOutput:
+        """``video``: a path (read at the model's frame rate) or ``(T, H, W, 3)`` uint8 frames.
+
+        ``context_frames``: latent frames of the clip's end to keep and extend (default: half the
+        training length, the context the model was trained with).
+        """
+        k = context_frames if context_frames is not None else max(1, self.model.latent_frames // 2)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < self.model.latent_frames:
+            raise PipelineInputError(f"context_frames {k!r}: expected 1 .. {self.model.latent_frames - 1} latent "
+                                     f"frames (the model continues clips of {self.model.latent_frames})")
+        needed = 1 + self.tokenizer.temporal_downsample * (k - 1)
+        frames = self._read(video, what="video", last=needed) if isinstance(video, (str, Path)) else \
+            np.asarray(video)[-needed:]
+        frames = fit_frames(frames, self.model.clip.size, what=str(video) if isinstance(video, (str, Path)) else "video")
+        return self._generate(Task.V2V, [prompt], [self._encode(frames)], **kwargs)
+
+    @torch.inference_mode()
+    def caption(self, videos, *, max_tokens: int = DEFAULT_CAPTION_TOKENS, seed: int | None = 0,
+                sampling: Sampling | None = None, batch_size: int = DEFAULT_BATCH,
+                progress: Callable[[int], None] | None = None) -> CaptionOutput:
+        """Captions of clips (paths, or ``(T, H, W, 3)`` uint8 arrays); greedy unless ``sampling`` says otherwise."""
+        videos = [videos] if isinstance(videos, (str, Path)) or (isinstance(videos, np.ndarray) and videos.ndim == 4) \
+            else list(videos)
+        sampling = sampling or Sampling(greedy=True)
+        began = time.perf_counter()
+        grids = [self._encode(self._clip_frames(v)) for v in videos]
+        encode_s = time.perf_counter() - began
+        captions, sequences, stats = [], [], []
+        for start in range(0, len(grids), batch_size):
+            requests = [Request(self.layout.prompt(Task.V2T, video=g), max_text_tokens=max_tokens)
+                        for g in grids[start:start + batch_size]]
+            result = self.engine.generate(requests, sampling=sampling, seed=_batch_seed(seed, start, 0),
+                                          progress=_progress_hook(progress))
+            stats.append(result.stats.to_dict())
+            for sample in result.samples:
+                parsed = self.layout.parse(sample.sequence)
+                captions.append(parsed.text)
+                sequences.append(sample.sequence)
+        info = {"task": Task.V2T.value, "max_tokens": max_tokens, "sampling": sampling.to_dict(), "seed": seed,
+                "batch_size": batch_size, "model": self.model.identity(),
+                "tokens": sum(s["tokens"] for s in stats),
+                "timings": {"encode_s": encode_s, "generate_s": sum(s["total_s"] for s in stats)}}
+        return CaptionOutput(captions, sequences, info)
+
+    # --- generation ------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _generate(self, task: Task, prompts: list[str | None], conditions: list[np.ndarray | None], *,
+                  num_frames: int | None = None, num_samples: int = 1, seed: int | None = 0,
+                  guidance_scale: float = DEFAULT_GUIDANCE, sampling: Sampling | None = None,
+                  batch_size: int = DEFAULT_BATCH,
+                  progress: Callable[[int], None] | None = None) -> VideoPipelineOutput:
+        sampling = sampling or DEFAULT_SAMPLING
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise PipelineInputError(f"num_samples {num_samples!r}: expected a positive integer")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise PipelineInputError(f"batch_size {batch_size!r}: expected a positive integer")
+        for prompt in prompts:
+            if prompt is not None and not isinstance(prompt, str):
+                raise PipelineInputError(f"prompt {prompt!r}: expected text")
+        num_frames = num_frames or self.model.clip.num_frames
+        total = self._latents_for(num_frames)
+        have = 0 if conditions[0] is None else len(conditions[0])
+        if total <= have:
+            raise PipelineInputError(f"{num_frames} frames make {total} latent frames, no more than the "
+                                     f"{have} given as the condition: ask for more frames")
+        window = self.model.latent_frames
+        first_new = min(total, max(window, have + 1)) - have
+        timings = collections.Counter()
+        began = time.perf_counter()
+        seed_used = seed
+        grids, sequences, stats = [], [], []
+        for start in range(0, len(prompts), batch_size):
+            requests = [self._request(task, prompt, condition, first_new)
+                        for prompt, condition in zip(prompts[start:start + batch_size],
+                                                     conditions[start:start + batch_size])]
+            scale = guidance_scale if any(p is not None for p in prompts[start:start + batch_size]) else 1.0
+            result = self.engine.generate(requests, sampling=sampling, cfg_scale=scale, num_samples=num_samples,
+                                          seed=_batch_seed(seed, start, 0), progress=_progress_hook(progress))
+            stats.append(result.stats.to_dict())
+            for sample in result.samples:
+                condition = conditions[start + sample.request]
+                codes = self.layout.ids_to_codes(sample.ids[: first_new * self.layout.codes_per_frame])
+                grids.append(codes if condition is None else np.concatenate([condition, codes]))
+                sequences.append(sample.sequence)
+        timings["generate_s"] += time.perf_counter() - began
+        sample_prompts = [p for p in prompts for _ in range(num_samples)]
+        decode_began = time.perf_counter()
+        videos = self._decode(grids)
+        timings["decode_s"] += time.perf_counter() - decode_began
+        windows = 1
+        while len(grids[0]) < total:
+            videos, grids, more = self._slide(videos, grids, sample_prompts, total, seed, windows, guidance_scale,
+                                              sampling, batch_size, progress, timings)
+            stats += more
+            windows += 1
+        videos = [v[:num_frames] for v in videos]
+        info = {
+            "task": task.value, "num_frames": num_frames, "latent_frames": total, "windows": windows,
+            "trained_latent_frames": window, "num_samples": num_samples, "seed": seed_used,
+            "guidance_scale": guidance_scale, "sampling": sampling.to_dict(), "batch_size": batch_size,
+            "fps": self.model.clip.fps, "model": self.model.identity(),
+            "tokens": {"generated": sum(s["tokens"] for s in stats),
+                       "per_video": int(total * self.layout.codes_per_frame)},
+            "engine": stats, "timings": {**timings, "total_s": time.perf_counter() - began},
+        }
+        return VideoPipelineOutput(videos, grids, sequences, sample_prompts, info)
+
+    def _slide(self, videos, grids, prompts, total, seed, window_index, guidance_scale, sampling, batch_size,
+               progress, timings):
+        """One more window for every sample: re-encode the end as context, generate what follows, keep the new frames."""
+        window, ft = self.model.latent_frames, self.tokenizer.temporal_downsample
+        k = max(1, window // 2)
+        new = min(window - k, total - len(grids[0]))
+        began = time.perf_counter()
+        contexts = [self._encode(video[-(1 + ft * (k - 1)):]) for video in videos]
+        timings["encode_s"] += time.perf_counter() - began
+        began = time.perf_counter()
+        stats, window_codes = [], []
+        for start in range(0, len(videos), batch_size):
+            requests = [self._request(Task.V2V, prompt, context, new)
+                        for prompt, context in zip(prompts[start:start + batch_size], contexts[start:start + batch_size])]
+            scale = guidance_scale if any(p is not None for p in prompts[start:start + batch_size]) else 1.0
+            result = self.engine.generate(requests, sampling=sampling, cfg_scale=scale,
+                                          seed=_batch_seed(seed, start, window_index),
+                                          progress=_progress_hook(progress))
+            stats.append(result.stats.to_dict())
+            for sample in result.samples:
+                codes = self.layout.ids_to_codes(sample.ids[: new * self.layout.codes_per_frame])
+                window_codes.append(np.concatenate([contexts[start + sample.request], codes]))
+        timings["generate_s"] += time.perf_counter() - began
+        began = time.perf_counter()
+        decoded = self._decode(window_codes)
+        timings["decode_s"] += time.perf_counter() - began
+        videos = [np.concatenate([video, frames[-ft * new:]]) for video, frames in zip(videos, decoded)]
+        grids = [np.concatenate([grid, codes[-new:]]) for grid, codes in zip(grids, window_codes)]
+        return videos, grids, stats
+
+    def _request(self, task: Task, prompt: str | None, condition: np.ndarray | None, frames: int) -> Request:
+        text = self.layout.encode_text(prompt) if prompt is not None else None
+        condition_name = {Task.I2V: "image", Task.V2V: "context"}.get(task)
+        inputs = {condition_name: condition} if condition_name else {}
+        return Request(self.layout.prompt(task, text=text, **inputs), frames=frames)
+
+    # --- pixels <-> codes --------------------------------------------------------------------------
+
+    def _latents_for(self, num_frames: int) -> int:
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise PipelineInputError(f"num_frames {num_frames!r}: expected a positive integer")
+        ft = self.tokenizer.temporal_downsample
+        return 1 + math.ceil((num_frames - 1) / ft)
+
+    def _encode(self, frames: np.ndarray) -> np.ndarray:
+        """``(T, S, S, 3)`` uint8 frames (cut to ``1 + f k``) -> their ``(t, h, w)`` codes."""
+        ft = self.tokenizer.temporal_downsample
+        frames = frames[: 1 + (len(frames) - 1) // ft * ft]
+        video = frames_to_tensor(frames)[None].to(self.model.device)  # (1, 3, T, S, S)
+        return self.tokenizer.encode(video).indices[0].cpu().numpy().astype(np.int64)
+
+    def _decode(self, grids: list[np.ndarray]) -> list[np.ndarray]:
+        """``(T, S, S, 3)`` uint8 frames of each ``(t, h, w)`` code grid (grids of one shape decode together)."""
+        videos: list[np.ndarray | None] = [None] * len(grids)
+        by_shape = collections.defaultdict(list)
+        for i, grid in enumerate(grids):
+            by_shape[grid.shape].append(i)
+        for indices in by_shape.values():
+            for start in range(0, len(indices), DECODE_BATCH):
+                chunk = indices[start:start + DECODE_BATCH]
+                codes = torch.as_tensor(np.stack([grids[i] for i in chunk]), device=self.model.device)
+                frames = tensor_to_frames(self.tokenizer.decode_from_code_indices(codes).float().cpu())
+                for i, video in zip(chunk, frames):
+                    videos[i] = video
+        return videos
+
+    def _clip_frames(self, video) -> np.ndarray:
+        """The first training-length window of a clip, at the model's frame rate and size."""
+        clip = self.model.clip
+        if isinstance(video, (str, Path)):
+            return read_video(video, fps=clip.fps, num_frames=clip.num_frames, size=clip.size, crop=clip.size)
+        return fit_frames(np.asarray(video)[: clip.num_frames], clip.size, what="video")
+
+    def _read(self, path: str | Path, *, what: str, last: int) -> np.ndarray:
+        """The last ``last`` frames of a file at the model's frame rate (streamed: the rest is never held)."""
+        tail = collections.deque(iter_frames(path, fps=self.model.clip.fps), maxlen=last)
+        if not tail:
+            raise PipelineInputError(f"{path}: no frames to use as the {what}")
+        return np.stack(tail)
+
+
+def _batch_seed(seed: int | None, start: int, window: int) -> int | None:
+    """The engine seed of one batch of one window: distinct per batch and window, fixed by ``seed``."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, start, window]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _progress_hook(progress: Callable[[int], None] | None):
+    """The engine's per-step callback as ``progress(ids_generated_this_step)`` (one per row still generating)."""
+    if progress is None:
+        return None
+
+    def hook(state: Progress) -> None:
+        progress(state.rows)
+
+    return hook
