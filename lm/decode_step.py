@@ -1,0 +1,156 @@
+"""One decoding step of reelm's Llama over a preallocated cache: one id per row in, final hidden states out.
+
+Both steps work on the Hugging Face ``StaticCache`` the model's own forward filled at
+prefill (keys and values ``(rows, kv_heads, max_len, head_dim)`` per layer), with every
+row writing the same cache slot per step (prompts are left-padded, pads masked out):
+
+- :class:`LeanLlamaStep` (the default): the Llama decoder layer written out for a single
+  query token over the model's own weights. It skips what a general forward pays for on
+  every token (mask construction, module hooks and keyword plumbing, the float32 casts
+  around RMSNorm, a cache update that builds index tensors), reads rotary angles from a
+  table the model's rotary module fills once, writes keys and values in place and attends
+  over the filled part of the cache only. On a 2-core CPU this is the difference between
+  an overhead-bound and a bandwidth-bound step (BENCHMARKS.md).
+- :class:`LayerStep`: the model's own decoder layers, for configurations the lean step
+  does not cover (biases, other activations, rotary scaling that changes with length).
+
+Follows: gpt-fast / LlamaGen (a static preallocated cache and a lean single-token step);
+the Hugging Face Llama (``modeling_llama``) for the arithmetic, which the tests check
+against the model's own forward.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from transformers import LlamaForCausalLM, StaticCache
+
+from reelm.errors import ReelmError
+
+CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+STEP_KINDS = ("auto", "lean", "layers")
+
+
+class DecodeStepError(ReelmError):
+    """A model the decode steps cannot run."""
+
+
+def lean_unsupported(model) -> str | None:
+    """Why :class:`LeanLlamaStep` cannot run ``model`` (``None`` when it can)."""
+    config = model.config
+    if config.model_type != "llama":
+        return f"model type {config.model_type!r} is not llama"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act!r} is not silu"
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        return "the model has attention or MLP biases"
+    rope_type = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
+    if "dynamic" in rope_type:
+        return f"rotary scaling {rope_type!r} changes with the sequence length"
+    return None
+
+
+def make_step(kind: str, model, cache: StaticCache, max_positions: int):
+    """The step named ``kind`` (``auto``: lean where the model allows it, else the model's layers)."""
+    if kind not in STEP_KINDS:
+        raise DecodeStepError(f"decode step {kind!r}: choose from {list(STEP_KINDS)}")
+    reason = lean_unsupported(model)
+    if kind == "lean" and reason:
+        raise DecodeStepError(f"decode step 'lean': {reason}; use 'layers' or 'auto'")
+    if kind == "layers" or reason:
+        return LayerStep(model, cache)
+    return LeanLlamaStep(model, cache, max_positions)
+
+
+class LeanLlamaStep:
+    """The Llama decoder for one query token per row, over the model's weights and a filled ``StaticCache``."""
+
+    kind = "lean"
+
+    def __init__(self, model, cache: StaticCache, max_positions: int):
+        inner = model.model
+        self.embed = inner.embed_tokens.weight
+        self.norm_weight, self.norm_eps = inner.norm.weight, inner.norm.variance_epsilon
+        self.cache = cache
+        self.layers = [(layer, layer.self_attn, layer.mlp) for layer in inner.layers]
+        attention = self.layers[0][1]
+        self.head_dim = attention.head_dim
+        self.num_heads = model.config.num_attention_heads
+        self.num_kv_heads = model.config.num_key_value_heads
+        anchor = self.embed[:1]  # the rotary module takes dtype and device from it
+        positions = torch.arange(max_positions, device=self.embed.device)[None]
+        cos, sin = inner.rotary_emb(anchor, position_ids=positions)  # (1, max_positions, head_dim)
+        self.cos, self.sin = cos[0], sin[0]
+
+    def __call__(self, ids: torch.Tensor, positions: torch.Tensor, slot: int,
+                 key_mask: torch.Tensor | None) -> torch.Tensor:
+        """``(rows, hidden)``: the final-norm hidden state of each row's id at its position, written at ``slot``.
+
+        ``key_mask`` ``(rows, 1, 1, >= slot + 1)`` bool marks the cache slots each row attends
+        to (``None``: all of ``[0, slot]``).
+        """
+        rows = ids.shape[0]
+        hidden = F.embedding(ids, self.embed)[:, None]  # (rows, 1, hidden)
+        cos = self.cos[positions][:, None, None]  # (rows, 1, 1, head_dim)
+        sin = self.sin[positions][:, None, None]
+        mask = None if key_mask is None else key_mask[..., : slot + 1]
+        gqa = self.num_kv_heads != self.num_heads
+        for index, (layer, attention, mlp) in enumerate(self.layers):
+            x = F.rms_norm(hidden, hidden.shape[-1:], layer.input_layernorm.weight,
+                           layer.input_layernorm.variance_epsilon)
+            q = F.linear(x, attention.q_proj.weight).view(rows, 1, self.num_heads, self.head_dim).transpose(1, 2)
+            k = F.linear(x, attention.k_proj.weight).view(rows, 1, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            v = F.linear(x, attention.v_proj.weight).view(rows, self.num_kv_heads, self.head_dim)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)  # (rows, heads, 1, head_dim)
+            cached = self.cache.layers[index]
+            cached.keys[:, :, slot] = k[:, :, 0]
+            cached.values[:, :, slot] = v
+            out = F.scaled_dot_product_attention(
+                q, cached.keys[:, :, : slot + 1], cached.values[:, :, : slot + 1], attn_mask=mask,
+                scale=attention.scaling, enable_gqa=gqa,
+            )  # (rows, heads, 1, head_dim)
+            hidden = hidden + F.linear(out.transpose(1, 2).reshape(rows, 1, -1), attention.o_proj.weight)
+            x = F.rms_norm(hidden, hidden.shape[-1:], layer.post_attention_layernorm.weight,
+                           layer.post_attention_layernorm.variance_epsilon)
+            gate = F.silu(F.linear(x, mlp.gate_proj.weight))
+            hidden = hidden + F.linear(gate * F.linear(x, mlp.up_proj.weight), mlp.down_proj.weight)
+        return F.rms_norm(hidden[:, 0], hidden.shape[-1:], self.norm_weight, self.norm_eps)
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        self.cache.reorder_cache(index)
+
+
+class LayerStep:
+    """The model's own decoder layers for one query token per row, over a filled ``StaticCache``."""
+
+    kind = "layers"
+
+    def __init__(self, model, cache: StaticCache):
+        self.model = model.model
+        self.cache = cache
+
+    def __call__(self, ids: torch.Tensor, positions: torch.Tensor, slot: int,
+                 key_mask: torch.Tensor | None) -> torch.Tensor:
+        """As :meth:`LeanLlamaStep.__call__`, but ``key_mask`` must cover the whole cache (later slots False).
+
+        The layers write at the cache's own count of filled slots, which is ``slot`` when
+        every step since prefill went through this one.
+        """
+        inner = self.model
+        hidden = inner.embed_tokens(ids[:, None])  # (rows, 1, hidden)
+        position_ids = positions[:, None]
+        embeddings = inner.rotary_emb(hidden, position_ids=position_ids)
+        for layer in inner.layers[: inner.config.num_hidden_layers]:
+            hidden = layer(hidden, attention_mask=key_mask, position_ids=position_ids,
+                           position_embeddings=embeddings, **{CACHE_ARGUMENT: self.cache})
+        return inner.norm(hidden)[:, 0]
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        self.cache.reorder_cache(index)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
