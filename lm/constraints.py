@@ -86,14 +86,16 @@ class PlanTable:
 
 @dataclass(frozen=True)
 class StepSchedule:
-    """What a batch's step ``t`` may need, known before sampling: its id range and whether it is forced.
+    """What a batch's step ``t`` may need, known before sampling: its id range, whether it needs a mask or logits.
 
     ``ranges[t] = (lo, hi)`` bounds the ids any row may emit at step ``t`` (a decoder
-    computes logits for ``[lo, hi)`` only); ``forced[t]`` holds when that range is a single
+    computes logits for ``[lo, hi)`` only); ``exact[t]`` holds when every row may emit
+    exactly the ids of that range (no mask needed); ``forced[t]`` when the range is a single
     id, which every row then emits without logits.
     """
 
     ranges: tuple[tuple[int, int], ...]
+    exact: tuple[bool, ...]
     forced: tuple[bool, ...]
 
     def __len__(self) -> int:
@@ -107,17 +109,16 @@ class StepSchedule:
 def step_schedule(plans: Sequence[GenerationPlan]) -> StepSchedule:
     """The schedule of a batch of rows following ``plans``, from the states each plan can reach at each step."""
     steps = max(plan.max_new_tokens for plan in plans)
-    lows, highs = [None] * steps, [None] * steps
+    sets: list[set[AllowedIds]] = [set() for _ in range(steps)]  # per step: every set a row may be in
     for plan in {id(plan): plan for plan in plans}.values():
         reachable = {0}
         for t in range(steps):
-            ranges = [r for state in reachable for r in plan.allowed(state).ranges]
-            lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
-            lows[t] = lo if lows[t] is None else min(lows[t], lo)
-            highs[t] = hi if highs[t] is None else max(highs[t], hi)
+            sets[t].update(plan.allowed(state) for state in reachable)
             reachable = {after for state in reachable for after in _successors(plan, state)}
-    ranges = tuple(zip(lows, highs))
-    return StepSchedule(ranges, tuple(hi - lo == 1 for lo, hi in ranges))
+    ranges = tuple((min(r[0] for a in step for r in a.ranges), max(r[1] for a in step for r in a.ranges))
+                   for step in sets)
+    exact = tuple(len(step) == 1 and len(next(iter(step)).ranges) == 1 for step in sets)
+    return StepSchedule(ranges, exact, tuple(hi - lo == 1 for lo, hi in ranges))
 
 
 def _successors(plan: GenerationPlan, state: int) -> set[int]:

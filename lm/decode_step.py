@@ -9,8 +9,8 @@ row writing the same cache slot per step (prompts are left-padded, pads masked o
   every token (mask construction, module hooks and keyword plumbing, the float32 casts
   around RMSNorm, a cache update that builds index tensors), reads rotary angles from a
   table the model's rotary module fills once, writes keys and values in place and attends
-  over the filled part of the cache only. On a 2-core CPU this is the difference between
-  an overhead-bound and a bandwidth-bound step (BENCHMARKS.md).
+  over the filled part of the cache only (``scripts/bench/bench_generate.py`` measures it
+  against the next one as path ``reelm_layers``).
 - :class:`LayerStep`: the model's own decoder layers, for configurations the lean step
   does not cover (biases, other activations, rotary scaling that changes with length).
 
@@ -79,10 +79,13 @@ class LeanLlamaStep:
         self.head_dim = attention.head_dim
         self.num_heads = model.config.num_attention_heads
         self.num_kv_heads = model.config.num_key_value_heads
+        self.gqa = self.num_kv_heads != self.num_heads
         anchor = self.embed[:1]  # the rotary module takes dtype and device from it
         positions = torch.arange(max_positions, device=self.embed.device)[None]
         cos, sin = inner.rotary_emb(anchor, position_ids=positions)  # (1, max_positions, head_dim)
-        self.cos, self.sin = cos[0], sin[0]
+        half = self.head_dim // 2
+        self.cos = cos[0]
+        self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)  # rotate_half's sign folded in
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, slot: int,
                  key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -96,7 +99,6 @@ class LeanLlamaStep:
         cos = self.cos[positions][:, None, None]  # (rows, 1, 1, head_dim)
         sin = self.sin[positions][:, None, None]
         mask = None if key_mask is None else key_mask[..., : slot + 1]
-        gqa = self.num_kv_heads != self.num_heads
         for index, (layer, attention, mlp) in enumerate(self.layers):
             x = F.rms_norm(hidden, hidden.shape[-1:], layer.input_layernorm.weight,
                            layer.input_layernorm.variance_epsilon)
@@ -109,7 +111,7 @@ class LeanLlamaStep:
             cached.values[:, :, slot] = v
             out = F.scaled_dot_product_attention(
                 q, cached.keys[:, :, : slot + 1], cached.values[:, :, : slot + 1], attn_mask=mask,
-                scale=attention.scaling, enable_gqa=gqa,
+                scale=attention.scaling, enable_gqa=self.gqa,
             )  # (rows, heads, 1, head_dim)
             hidden = hidden + F.linear(out.transpose(1, 2).reshape(rows, 1, -1), attention.o_proj.weight)
             x = F.rms_norm(hidden, hidden.shape[-1:], layer.post_attention_layernorm.weight,
@@ -151,6 +153,6 @@ class LayerStep:
         self.cache.reorder_cache(index)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Llama's rotary embedding: ``x * cos + rotate_half(x) * sin``, with ``rotate_half``'s sign in ``signed_sin``."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin

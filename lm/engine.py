@@ -12,8 +12,9 @@ One :meth:`GenerationEngine.generate` call:
    ``num_samples`` rows;
 3. decodes one id per row per step with a lean single-token step
    (:mod:`reelm.lm.decode_step`), computing logits only for the id range the step may
-   emit, and masking them with each row's constraint state (:mod:`reelm.lm.constraints`),
-   advanced in O(1) per id, so that every sample follows the layout without repair;
+   emit (inside a video block: the codes) and masking them, where rows may differ, with
+   each row's constraint state (:mod:`reelm.lm.constraints`), advanced in O(1) per id, so
+   that every sample follows the layout without repair;
 4. with classifier-free guidance, runs the unconditional prompts (the layout's empty-text
    form unless given) as a second half of the same batch, conditional rows first, and
    samples from ``uncond + scale * (cond - uncond)``; scale 1 is no guidance (no
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 from transformers import StaticCache
 
 from reelm.data.token_layout import GenerationPlan, LayoutError, TokenLayout
+from reelm.device import synchronize
 from reelm.errors import ReelmError
 from reelm.lm.constraints import PlanTable, step_schedule
 from reelm.lm.decode_step import CACHE_ARGUMENT, STEP_KINDS, DecodeStepError, lean_unsupported, make_step
@@ -228,7 +230,7 @@ class GenerationEngine:
         if decode.kind == "layers" and key_mask is None:
             key_mask = torch.zeros(len(expand), 1, 1, width + steps, dtype=torch.bool, device=self.device)
             key_mask[..., :width] = True
-        _synchronize(self.device)
+        synchronize(self.device)
         prefill_s = time.perf_counter() - start
 
         # decode
@@ -251,7 +253,8 @@ class GenerationEngine:
                 if guided:
                     cond, uncond = step_logits.float().chunk(2)
                     step_logits = uncond + cfg_scale * (cond - uncond)
-                step_logits = step_logits.masked_fill(~table.allowed(states)[:, lo:hi], float("-inf"))
+                if not schedule.exact[t]:
+                    step_logits = step_logits.masked_fill(~table.allowed(states)[:, lo:hi], float("-inf"))
                 chosen = sample(step_logits, sampling, generator) + lo  # (live rows,)
             if len(live) == samples:
                 ids[:, t] = chosen
@@ -279,7 +282,7 @@ class GenerationEngine:
                 forwards += 1
             if progress is not None:
                 progress(Progress(taken, steps, len(live), time.perf_counter() - start))
-        _synchronize(self.device)
+        synchronize(self.device)
         decode_s = time.perf_counter() - start
 
         grid = ids.cpu().numpy()
@@ -348,11 +351,6 @@ def _left_pad(prompts: list[np.ndarray], pad_id: int, device: torch.device) -> t
         grid[row, width - len(prompt):] = prompt
     lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
     return torch.from_numpy(grid).to(device), lengths
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 __all__ = ["GenerationEngine", "GenerationError", "GenerationResult", "GenerationStats", "Progress", "Request",

@@ -148,10 +148,11 @@ def test_step_schedule_and_plan_table_follow_the_plans(layout):
     text = layout.generation_plan(layout.prompt("v2t", video=codes(layout, 1)), max_text_tokens=2)
     per_frame = layout.codes_per_frame
     schedule = step_schedule([video, video])
-    assert schedule.ranges[0] == (layout.code_offset, layout.vocab_size)
+    assert schedule.ranges[0] == (layout.code_offset, layout.vocab_size) and all(schedule.exact)
     assert schedule.forced[per_frame:] == (True, True) and not schedule.needs_forward(per_frame - 1)
     mixed = step_schedule([video, text])
-    assert len(mixed) == per_frame + 2 and not any(mixed.forced)
+    assert len(mixed) == per_frame + 2 and not any(mixed.forced) and not any(mixed.exact)
+    assert mixed.ranges[0] == (0, layout.vocab_size)
     table = PlanTable([video, text, video], width=layout.vocab_size + 5)
     states = table.start.clone()
     assert table.allowed(states)[:, layout.vocab_size:].sum() == 0  # padded vocabulary ids never allowed
