@@ -88,17 +88,17 @@ class LeanLlamaStep:
         self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)  # rotate_half's sign folded in
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, slot: int,
-                 key_mask: torch.Tensor | None) -> torch.Tensor:
+                 key_bias: torch.Tensor | None) -> torch.Tensor:
         """``(rows, hidden)``: the final-norm hidden state of each row's id at its position, written at ``slot``.
 
-        ``key_mask`` ``(rows, 1, 1, >= slot + 1)`` bool marks the cache slots each row attends
-        to (``None``: all of ``[0, slot]``).
+        ``key_bias`` ``(rows, 1, 1, >= slot + 1)`` is added to the attention scores: 0 for the
+        cache slots a row attends to, ``-inf`` for the others (``None``: all of ``[0, slot]``).
         """
         rows = ids.shape[0]
         hidden = F.embedding(ids, self.embed)[:, None]  # (rows, 1, hidden)
         cos = self.cos[positions][:, None, None]  # (rows, 1, 1, head_dim)
         sin = self.sin[positions][:, None, None]
-        mask = None if key_mask is None else key_mask[..., : slot + 1]
+        bias = None if key_bias is None else key_bias[..., : slot + 1]
         for index, (layer, attention, mlp) in enumerate(self.layers):
             x = F.rms_norm(hidden, hidden.shape[-1:], layer.input_layernorm.weight,
                            layer.input_layernorm.variance_epsilon)
@@ -110,7 +110,7 @@ class LeanLlamaStep:
             cached.keys[:, :, slot] = k[:, :, 0]
             cached.values[:, :, slot] = v
             out = F.scaled_dot_product_attention(
-                q, cached.keys[:, :, : slot + 1], cached.values[:, :, : slot + 1], attn_mask=mask,
+                q, cached.keys[:, :, : slot + 1], cached.values[:, :, : slot + 1], attn_mask=bias,
                 scale=attention.scaling, enable_gqa=self.gqa,
             )  # (rows, heads, 1, head_dim)
             hidden = hidden + F.linear(out.transpose(1, 2).reshape(rows, 1, -1), attention.o_proj.weight)
@@ -134,8 +134,8 @@ class LayerStep:
         self.cache = cache
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, slot: int,
-                 key_mask: torch.Tensor | None) -> torch.Tensor:
-        """As :meth:`LeanLlamaStep.__call__`, but ``key_mask`` must cover the whole cache (later slots False).
+                 key_bias: torch.Tensor | None) -> torch.Tensor:
+        """As :meth:`LeanLlamaStep.__call__`, but ``key_bias`` must cover the whole cache (later slots ``-inf``).
 
         The layers write at the cache's own count of filled slots, which is ``slot`` when
         every step since prefill went through this one.
@@ -145,7 +145,7 @@ class LayerStep:
         position_ids = positions[:, None]
         embeddings = inner.rotary_emb(hidden, position_ids=position_ids)
         for layer in inner.layers[: inner.config.num_hidden_layers]:
-            hidden = layer(hidden, attention_mask=key_mask, position_ids=position_ids,
+            hidden = layer(hidden, attention_mask=key_bias, position_ids=position_ids,
                            position_embeddings=embeddings, **{CACHE_ARGUMENT: self.cache})
         return inner.norm(hidden)[:, 0]
 

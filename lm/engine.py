@@ -222,14 +222,14 @@ class GenerationEngine:
         logits = out.logits[:, -1][expand]  # (model rows, vocab)
         del out
         positions = lengths[expand]  # (model rows,) the next position of each row
-        key_mask = None
-        if valid is not None:
-            key_mask = torch.zeros(len(expand), 1, 1, width + steps, dtype=torch.bool, device=self.device)
-            key_mask[:, 0, 0, :width] = valid[expand]
         decode = make_step(self.step_kind, self.model, cache, width + steps)
-        if decode.kind == "layers" and key_mask is None:
-            key_mask = torch.zeros(len(expand), 1, 1, width + steps, dtype=torch.bool, device=self.device)
-            key_mask[..., :width] = True
+        key_bias = None  # (model rows, 1, 1, cache) additive: 0 where a row attends, -inf elsewhere
+        if valid is not None or decode.kind == "layers":
+            key_bias = torch.full((len(expand), 1, 1, width + steps), float("-inf"), dtype=self._head_weight.dtype,
+                                  device=self.device)
+            key_bias[..., :width] = 0.0
+            if valid is not None:
+                key_bias[:, 0, 0, :width].masked_fill_(~valid[expand], float("-inf"))
         synchronize(self.device)
         prefill_s = time.perf_counter() - start
 
@@ -271,13 +271,13 @@ class GenerationEngine:
                     live, states, row_done, chosen = live[keep], states[keep], row_done[keep], chosen[keep]
                     decode.select_rows(model_keep)
                     positions = positions[model_keep]
-                    key_mask = None if key_mask is None else key_mask[model_keep]
+                    key_bias = None if key_bias is None else key_bias[model_keep]
             if schedule.needs_forward(t):
                 slot = width + t
-                if key_mask is not None:
-                    key_mask[..., slot] = True
+                if key_bias is not None:
+                    key_bias[..., slot] = 0.0
                 step_ids = torch.cat([chosen, chosen]) if guided else chosen
-                hidden = decode(step_ids, positions, slot, key_mask)  # (model rows, hidden)
+                hidden = decode(step_ids, positions, slot, key_bias)  # (model rows, hidden)
                 positions = positions + 1
                 forwards += 1
             if progress is not None:

@@ -409,15 +409,17 @@ def test_bench_generate_runs_end_to_end(capsys):
     tiny = report["presets"]["tiny"]
     tokens = 2 * 8 + 2
     assert report["settings"]["tokens_per_video"] == tokens and report["environment"]["threads"] == 1
-    for path in ("reelm", "hf_generate", "reelm_cfg", "reelm_batch"):
+    for path in ("reelm", "hf_generate", "reelm_cfg", "reelm_batch", "reelm_samples"):
         figures = tiny[path]
         assert len(figures["seconds_all"]) == 2 and figures["tokens"] > 0
         assert figures["tokens_per_s"] == pytest.approx(figures["tokens"] / figures["seconds_median"], rel=1e-3)
     assert tiny["reelm"]["tokens"] == tiny["hf_generate"]["tokens"] == tokens
-    assert tiny["reelm_batch"]["tokens"] == 2 * tokens
+    assert tiny["reelm_batch"]["tokens"] == tiny["reelm_samples"]["tokens"] == 2 * tokens
     assert tiny["reelm_over_hf_generate"] == pytest.approx(
         tiny["reelm"]["tokens_per_s"] / tiny["hf_generate"]["tokens_per_s"], rel=1e-3)
     assert tiny["cfg_over_unguided_time"] == pytest.approx(
         tiny["reelm_cfg"]["seconds_median"] / tiny["reelm"]["seconds_median"], rel=1e-3)
     assert tiny["batch_over_single_tokens_per_s"] == pytest.approx(
         tiny["reelm_batch"]["tokens_per_s"] / tiny["reelm"]["tokens_per_s"], rel=1e-3)
+    assert tiny["samples_over_single_tokens_per_s"] == pytest.approx(
+        tiny["reelm_samples"]["tokens_per_s"] / tiny["reelm"]["tokens_per_s"], rel=1e-3)

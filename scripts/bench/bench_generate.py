@@ -12,7 +12,7 @@ a ``--latent-hw`` grid, and one t2v prompt (a caption of ``--caption-ids`` text 
 - ``reelm_cfg``: the engine with classifier-free guidance (``--cfg-scale``; the
   unconditional rows in the same batch);
 - ``reelm_batch`` (presets of ``--batch-presets``): ``--batch`` prompts of different
-  caption lengths in one call;
+  caption lengths in one call, and ``reelm_samples``: ``--batch`` samples of the one prompt;
 - optional (``--paths``): ``reelm_layers`` (the engine stepping through the model's own
   decoder layers instead of its lean step) and ``hf_generate_static`` (``generate()`` with
   ``cache_implementation="static"``).
@@ -20,8 +20,9 @@ a ``--latent-hw`` grid, and one t2v prompt (a caption of ``--caption-ids`` text 
 The paths run interleaved, the order reversing from repeat to repeat, after one untimed
 warm-up each, so a drift in the machine's speed falls on all alike; the figures are medians
 over ``--repeats``. Each call is timed whole (prefill and decode). The report also holds
-the bytes of weights a batch-1 step reads and a measured read bandwidth, whose quotient
-bounds the tokens/s of any fp32 decoder on this machine.
+the bytes a video step reads (the weights, with the head's code rows only, and the mean
+cached keys and values of one row) and a measured read bandwidth: their quotient bounds the
+tokens/s of any fp32 decoder on this machine.
 
 Prints one JSON object, assembled from the sections of ``SECTIONS``.
 
@@ -41,7 +42,8 @@ import sys
 import time
 from typing import Callable
 
-DEFAULT_PATHS = ("reelm", "hf_generate", "reelm_cfg", "reelm_batch")
+DEFAULT_PATHS = ("reelm", "hf_generate", "reelm_cfg", "reelm_batch", "reelm_samples")
+BATCH_PATHS = ("reelm_batch", "reelm_samples")
 OPTIONAL_PATHS = ("reelm_layers", "hf_generate_static")
 
 
@@ -114,8 +116,9 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
     prompt_ids = torch.from_numpy(prompt)[None]
     seeds = iter(range(10**9))
 
-    def reelm(chosen, requests, cfg_scale=1.0):
-        return lambda: chosen.generate(requests, sampling=sampling, cfg_scale=cfg_scale, seed=next(seeds)).stats.tokens
+    def reelm(chosen, requests, cfg_scale=1.0, num_samples=1):
+        return lambda: chosen.generate(requests, sampling=sampling, cfg_scale=cfg_scale, num_samples=num_samples,
+                                       seed=next(seeds)).stats.tokens
 
     def hf_generate(**kwargs):
         def run():
@@ -130,19 +133,24 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
         "hf_generate": hf_generate(),
         "reelm_cfg": reelm(engine, [request], args.cfg_scale),
         "reelm_batch": reelm(engine, batch),
+        "reelm_samples": reelm(engine, [request], num_samples=args.batch),
         "reelm_layers": reelm(layers, [request]),
         "hf_generate_static": hf_generate(cache_implementation="static"),
     }
-    chosen = {path: available[path] for path in paths if path != "reelm_batch" or name in args.batch_presets}
+    chosen = {path: available[path] for path in paths if path not in BATCH_PATHS or name in args.batch_presets}
     measured = time_interleaved(chosen, args.repeats)
 
     head = model.get_output_embeddings().weight
     step_bytes = (non_embedding_parameters(model) + layout.codebook_size * head.shape[1]) * head.element_size()
+    config = model.config
+    kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads * (config.hidden_size //
+                                                                              config.num_attention_heads)
     result = {
         "non_embedding_parameters": non_embedding_parameters(model),
         "vocab_size": model.config.vocab_size,
         "decode_step": engine.generate([Request(prompt, frames=1)], seed=0).stats.step,
         "weight_bytes_per_video_step": step_bytes,
+        "kv_bytes_per_row_step_mean": kv_bytes * head.element_size() * (len(prompt) + tokens_per_video // 2),
     }
     for path, (seconds, tokens) in measured.items():
         median = statistics.median(seconds)
@@ -155,6 +163,7 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
     result["reelm_over_hf_generate"] = ratio("reelm", "hf_generate", "tokens_per_s")
     result["cfg_over_unguided_time"] = ratio("reelm_cfg", "reelm", "seconds_median")
     result["batch_over_single_tokens_per_s"] = ratio("reelm_batch", "reelm", "tokens_per_s")
+    result["samples_over_single_tokens_per_s"] = ratio("reelm_samples", "reelm", "tokens_per_s")
     result["lean_over_layers"] = ratio("reelm", "reelm_layers", "tokens_per_s")
     result["hf_static_over_dynamic"] = ratio("hf_generate_static", "hf_generate", "tokens_per_s")
     return {key: value for key, value in result.items() if value is not None}
@@ -193,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=100, help="top-k of every path (default: 100)")
     parser.add_argument("--temperature", type=float, default=1.0, help="temperature of every path (default: 1)")
     parser.add_argument("--cfg-scale", type=float, default=3.0, help="guidance scale of reelm_cfg (default: 3)")
-    parser.add_argument("--batch", type=int, default=8, help="prompts of reelm_batch (default: 8)")
-    parser.add_argument("--batch-presets", default="tiny", help="presets that run reelm_batch (default: tiny)")
+    parser.add_argument("--batch", type=int, default=8,
+                        help="prompts of reelm_batch, samples of reelm_samples (default: 8)")
+    parser.add_argument("--batch-presets", default="tiny",
+                        help="presets that run reelm_batch and reelm_samples (default: tiny)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per path (default: 5)")
     parser.add_argument("--paths", default=",".join(DEFAULT_PATHS),
                         help=f"comma-separated paths (default: {','.join(DEFAULT_PATHS)}; "
