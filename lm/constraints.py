@@ -21,6 +21,7 @@ grammar forbids), with the walk over the prefix replaced by a table lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import torch
@@ -101,9 +102,14 @@ class StepSchedule:
     def __len__(self) -> int:
         return len(self.ranges)
 
+    @cached_property
+    def last_sampled(self) -> int:
+        """The last step that is not forced (-1 if none)."""
+        return max((t for t, forced in enumerate(self.forced) if not forced), default=-1)
+
     def needs_forward(self, t: int) -> bool:
         """Whether a later step than ``t`` samples, so the id of step ``t`` must go through the model."""
-        return not all(self.forced[t + 1:])
+        return t < self.last_sampled
 
 
 def step_schedule(plans: Sequence[GenerationPlan]) -> StepSchedule:

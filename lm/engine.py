@@ -198,42 +198,15 @@ class GenerationEngine:
             seed = None
         prompts, plans = self._plan(requests)
         unconditional = self._unconditional(requests, prompts, plans) if guided else []
-        model_prompts = prompts + unconditional
         samples = len(requests) * num_samples
         steps = max(plan.max_new_tokens for plan in plans)
         start = time.perf_counter()
-
-        # prefill: one forward of the distinct prompts, then each prompt's rows copied to its samples
-        prompt_ids, lengths = _left_pad(model_prompts, self.layout.pad_id, self.device)
-        width = prompt_ids.shape[1]
-        if width + steps > self.model.config.max_position_embeddings:
-            raise GenerationError(f"prompt ({width} ids) + generation ({steps} ids) exceed the model's "
-                                  f"{self.model.config.max_position_embeddings} positions")
-        cache = StaticCache(config=self.model.config, max_cache_len=width + steps)
-        valid = prompt_ids != self.layout.pad_id if any(len(p) != width for p in model_prompts) else None
-        positions = torch.arange(width, device=self.device).expand(len(model_prompts), -1)
-        if valid is not None:
-            positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # (prompts, width): left pads at 0
-        out = self.model(input_ids=prompt_ids, attention_mask=None if valid is None else valid.long(),
-                         position_ids=positions, use_cache=True, logits_to_keep=1, **{CACHE_ARGUMENT: cache})
         rows = torch.arange(samples, device=self.device) // num_samples  # (samples,) request of each row
-        expand = torch.cat([rows, rows + len(requests)]) if guided else rows  # (model rows,)
-        cache.reorder_cache(expand)
-        logits = out.logits[:, -1][expand]  # (model rows, vocab)
-        del out
-        positions = lengths[expand]  # (model rows,) the next position of each row
-        decode = make_step(self.step_kind, self.model, cache, width + steps)
-        key_bias = None  # (model rows, 1, 1, cache) additive: 0 where a row attends, -inf elsewhere
-        if valid is not None or decode.kind == "layers":
-            key_bias = torch.full((len(expand), 1, 1, width + steps), float("-inf"), dtype=self._head_weight.dtype,
-                                  device=self.device)
-            key_bias[..., :width] = 0.0
-            if valid is not None:
-                key_bias[:, 0, 0, :width].masked_fill_(~valid[expand], float("-inf"))
+        expand = torch.cat([rows, rows + len(requests)]) if guided else rows  # (model rows,) prompt of each
+        decode, logits, positions, key_bias, width = self._prefill(prompts + unconditional, expand, steps)
         synchronize(self.device)
         prefill_s = time.perf_counter() - start
 
-        # decode
         start = time.perf_counter()
         row_plans = [plans[r] for r in range(len(requests)) for _ in range(num_samples)]
         table = PlanTable(row_plans, logits.shape[-1], self.device)
@@ -285,19 +258,53 @@ class GenerationEngine:
         synchronize(self.device)
         decode_s = time.perf_counter() - start
 
-        grid = ids.cpu().numpy()
-        results = []
-        for row in range(samples):
-            request = row // num_samples
-            end = int(np.flatnonzero(grid[row] == self.layout.eos_id)[0]) + 1
-            results.append(Sample(request, row % num_samples, grid[row, :end].copy(),
-                                  np.concatenate([prompts[request], grid[row, :end]])))
+        grid = ids[:, :taken].cpu().numpy()
+        results = self._samples(grid, prompts, num_samples)
         stats = GenerationStats(
             samples=samples, model_rows=len(expand), tokens=sum(len(s.ids) for s in results), steps=taken,
             forwards=forwards, prefill_s=prefill_s, decode_s=decode_s, step=decode.kind,
             cfg_scale=float(cfg_scale), seed=seed, sampling=sampling.to_dict(),
         )
-        return GenerationResult(results, grid[:, :taken], stats)
+        return GenerationResult(results, grid, stats)
+
+    def _prefill(self, prompts: list[np.ndarray], expand: torch.Tensor, steps: int):
+        """One forward of the distinct ``prompts`` (left-padded) into a new cache, whose rows are then copied to
+        the model rows (``expand``: the prompt of each).
+
+        Returns the decode step over that cache, each row's logits for its first id, its next
+        position, the additive key bias (``None`` when no row needs one) and the padded prompt width.
+        """
+        prompt_ids, lengths = _left_pad(prompts, self.layout.pad_id, self.device)
+        width = prompt_ids.shape[1]
+        if width + steps > self.model.config.max_position_embeddings:
+            raise GenerationError(f"prompt ({width} ids) + generation ({steps} ids) exceed the model's "
+                                  f"{self.model.config.max_position_embeddings} positions")
+        cache = StaticCache(config=self.model.config, max_cache_len=width + steps)
+        valid = prompt_ids != self.layout.pad_id if any(len(p) != width for p in prompts) else None
+        positions = torch.arange(width, device=self.device).expand(len(prompts), -1)
+        if valid is not None:
+            positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # (prompts, width): left pads at 0
+        out = self.model(input_ids=prompt_ids, attention_mask=None if valid is None else valid.long(),
+                         position_ids=positions, use_cache=True, logits_to_keep=1, **{CACHE_ARGUMENT: cache})
+        cache.reorder_cache(expand)
+        decode = make_step(self.step_kind, self.model, cache, width + steps)
+        key_bias = None  # (model rows, 1, 1, cache) additive: 0 where a row attends, -inf elsewhere
+        if valid is not None or decode.kind == "layers":
+            key_bias = torch.full((len(expand), 1, 1, width + steps), float("-inf"), dtype=self._head_weight.dtype,
+                                  device=self.device)
+            key_bias[..., :width] = 0.0
+            if valid is not None:
+                key_bias[:, 0, 0, :width].masked_fill_(~valid[expand], float("-inf"))
+        return decode, out.logits[:, -1][expand], lengths[expand], key_bias, width
+
+    def _samples(self, grid: np.ndarray, prompts: list[np.ndarray], num_samples: int) -> list[Sample]:
+        samples = []
+        for row, generated in enumerate(grid):
+            request = row // num_samples
+            end = int(np.flatnonzero(generated == self.layout.eos_id)[0]) + 1
+            samples.append(Sample(request, row % num_samples, generated[:end].copy(),
+                                  np.concatenate([prompts[request], generated[:end]])))
+        return samples
 
     def _plan(self, requests: list[Request]) -> tuple[list[np.ndarray], list[GenerationPlan]]:
         prompts, plans = [], []
