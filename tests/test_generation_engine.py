@@ -305,6 +305,19 @@ def test_grouped_query_attention_model(layout):
             assert np.array_equal(sample.ids, reference_greedy(model, layout, request, 2.0))
 
 
+def test_the_engine_never_walks_the_prefix(engine, layout, monkeypatch):
+    walks, original = [], TokenLayout._walk
+    monkeypatch.setattr(TokenLayout, "_walk", lambda self, ids: walks.append(len(ids)) or original(self, ids))
+    monkeypatch.setattr(TokenLayout, "allowed_next", None)
+    prompt = layout.prompt("t2v", text="a red circle")
+    counts = []
+    for frames in (1, 4):
+        walks.clear()
+        engine.generate([Request(prompt, frames=frames)], sampling=Sampling(top_k=5), cfg_scale=2.0, seed=0)
+        counts.append(walks[:])
+    assert counts[0] == counts[1] == [len(prompt)] * len(counts[0])  # only the prompts, once each, while planning
+
+
 def test_progress_is_reported_every_step(engine, layout):
     seen = []
     result = engine.generate(requests_of_every_task(layout)[:1], progress=seen.append, seed=0)
@@ -377,8 +390,12 @@ def test_logits_processor_greedy_equals_the_engine(engine, model, layout):
         LayoutLogitsProcessor(layout, frames=2)(ids, torch.zeros(len(ids), model.config.vocab_size))
     requests = [Request(r.prompt, frames=2) for r in every[:4]]
     ids, mask = left_padded(layout, [r.prompt for r in requests])
+    processor = LayoutLogitsProcessor(layout, frames=2)
+    walks = []
+    processor._walk = walks.append  # the O(1) path must serve every call of an ordinary generate()
     out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=2 * layout.codes_per_frame + 2,
-                         logits_processor=[LayoutLogitsProcessor(layout, frames=2)])
+                         logits_processor=[processor])
+    assert walks == []
     result = engine.generate(requests, sampling=Sampling(greedy=True))
     for row, sample in enumerate(result.samples):
         assert np.array_equal(out[row, ids.shape[1]:].numpy(), sample.ids)
