@@ -6,8 +6,8 @@ row writing the same cache slot per step (prompts are left-padded, pads masked o
 
 - :class:`LeanLlamaStep` (the default): the Llama decoder layer written out for a single
   query token over the model's own weights. It skips what a general forward pays for on
-  every token (mask construction, module hooks and keyword plumbing, the float32 casts
-  around RMSNorm, a cache update that builds index tensors), reads rotary angles from a
+  every token (mask construction, module hooks and keyword plumbing, a cache update that
+  builds index tensors), keeps the hidden states 2-D, reads rotary angles from a
   table the model's rotary module fills once, writes keys and values in place and attends
   over the filled part of the cache only (``scripts/bench/bench_generate.py`` measures it
   against the next one as path ``reelm_layers``).
@@ -72,9 +72,18 @@ class LeanLlamaStep:
     def __init__(self, model, cache: StaticCache, max_positions: int):
         inner = model.model
         self.embed = inner.embed_tokens.weight
-        self.norm_weight, self.norm_eps = inner.norm.weight, inner.norm.variance_epsilon
+        self.norm = inner.norm
         self.cache = cache
-        self.layers = [(layer, layer.self_attn, layer.mlp) for layer in inner.layers]
+        self.layers = [
+            (layer, layer.self_attn, [weight.t() for weight in (layer.self_attn.q_proj.weight,
+                                                                layer.self_attn.k_proj.weight,
+                                                                layer.self_attn.v_proj.weight,
+                                                                layer.self_attn.o_proj.weight,
+                                                                layer.mlp.gate_proj.weight,
+                                                                layer.mlp.up_proj.weight,
+                                                                layer.mlp.down_proj.weight)])
+            for layer in inner.layers
+        ]  # the projections as (in, out) views, for plain matmuls
         attention = self.layers[0][1]
         self.head_dim = attention.head_dim
         self.num_heads = model.config.num_attention_heads
@@ -94,31 +103,26 @@ class LeanLlamaStep:
         ``key_bias`` ``(rows, 1, 1, >= slot + 1)`` is added to the attention scores: 0 for the
         cache slots a row attends to, ``-inf`` for the others (``None``: all of ``[0, slot]``).
         """
-        rows = ids.shape[0]
-        hidden = F.embedding(ids, self.embed)[:, None]  # (rows, 1, hidden)
-        cos = self.cos[positions][:, None, None]  # (rows, 1, 1, head_dim)
-        sin = self.sin[positions][:, None, None]
+        rows, heads, kv_heads, head_dim = ids.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
+        hidden = F.embedding(ids, self.embed)  # (rows, hidden)
+        cos = self.cos[positions][:, None]  # (rows, 1, head_dim): the same angles for every head
+        sin = self.sin[positions][:, None]
         bias = None if key_bias is None else key_bias[..., : slot + 1]
-        for index, (layer, attention, mlp) in enumerate(self.layers):
-            x = F.rms_norm(hidden, hidden.shape[-1:], layer.input_layernorm.weight,
-                           layer.input_layernorm.variance_epsilon)
-            q = F.linear(x, attention.q_proj.weight).view(rows, 1, self.num_heads, self.head_dim).transpose(1, 2)
-            k = F.linear(x, attention.k_proj.weight).view(rows, 1, self.num_kv_heads, self.head_dim).transpose(1, 2)
-            v = F.linear(x, attention.v_proj.weight).view(rows, self.num_kv_heads, self.head_dim)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)  # (rows, heads, 1, head_dim)
+        for index, (layer, attention, (wq, wk, wv, wo, wg, wu, wd)) in enumerate(self.layers):
+            x = _rms_norm(hidden, layer.input_layernorm)
+            q = _rotate(torch.mm(x, wq).view(rows, heads, head_dim), cos, sin)
+            k = _rotate(torch.mm(x, wk).view(rows, kv_heads, head_dim), cos, sin)
             cached = self.cache.layers[index]
-            cached.keys[:, :, slot] = k[:, :, 0]
-            cached.values[:, :, slot] = v
+            cached.keys[:, :, slot] = k
+            cached.values[:, :, slot] = torch.mm(x, wv).view(rows, kv_heads, head_dim)
             out = F.scaled_dot_product_attention(
-                q, cached.keys[:, :, : slot + 1], cached.values[:, :, : slot + 1], attn_mask=bias,
+                q[:, :, None], cached.keys[:, :, : slot + 1], cached.values[:, :, : slot + 1], attn_mask=bias,
                 scale=attention.scaling, enable_gqa=self.gqa,
             )  # (rows, heads, 1, head_dim)
-            hidden = hidden + F.linear(out.transpose(1, 2).reshape(rows, 1, -1), attention.o_proj.weight)
-            x = F.rms_norm(hidden, hidden.shape[-1:], layer.post_attention_layernorm.weight,
-                           layer.post_attention_layernorm.variance_epsilon)
-            gate = F.silu(F.linear(x, mlp.gate_proj.weight))
-            hidden = hidden + F.linear(gate * F.linear(x, mlp.up_proj.weight), mlp.down_proj.weight)
-        return F.rms_norm(hidden[:, 0], hidden.shape[-1:], self.norm_weight, self.norm_eps)
+            hidden = hidden + torch.mm(out.reshape(rows, heads * head_dim), wo)
+            x = _rms_norm(hidden, layer.post_attention_layernorm)
+            hidden = hidden + torch.mm(F.silu(torch.mm(x, wg)) * torch.mm(x, wu), wd)
+        return _rms_norm(hidden, self.norm)
 
     def select_rows(self, index: torch.Tensor) -> None:
         self.cache.reorder_cache(index)
@@ -153,6 +157,16 @@ class LayerStep:
         self.cache.reorder_cache(index)
 
 
+def _rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
+    """``LlamaRMSNorm`` as its forward computes it (in float32, scaled in the input dtype), without module dispatch."""
+    normed = x.float()
+    variance = normed.pow(2).sum(-1, keepdim=True).div_(x.shape[-1])  # as torch.mean computes it
+    normed = normed * torch.rsqrt(variance + norm.variance_epsilon)
+    return norm.weight * normed.to(x.dtype)
+
+
 def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """Llama's rotary embedding: ``x * cos + rotate_half(x) * sin``, with ``rotate_half``'s sign in ``signed_sin``."""
-    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
+    """Llama's rotary embedding ``x * cos + rotate_half(x) * sin`` with ``rotate_half``'s sign in ``signed_sin``:
+    the halves of the last dimension swapped by one flip."""
+    half = x.shape[-1] // 2
+    return x * cos + x.unflatten(-1, (2, half)).flip(-2).flatten(-2) * signed_sin
