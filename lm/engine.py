@@ -123,7 +123,7 @@ class GenerationResult:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a call stands, after each step: for a progress bar (tokens/s is ``step * rows`` over time)."""
+    """Where a call stands after each step, for a progress bar (ids per second: ``rows`` per step over time)."""
 
     step: int
     steps: int  # the most steps this call can take

@@ -440,3 +440,7 @@ def test_bench_generate_runs_end_to_end(capsys):
         tiny["reelm_batch"]["tokens_per_s"] / tiny["reelm"]["tokens_per_s"], rel=1e-3)
     assert tiny["samples_over_single_tokens_per_s"] == pytest.approx(
         tiny["reelm_samples"]["tokens_per_s"] / tiny["reelm"]["tokens_per_s"], rel=1e-3)
+    rounds = [b / a for a, b in zip(tiny["reelm"]["seconds_all"], tiny["hf_generate"]["seconds_all"])]
+    assert tiny["reelm_over_hf_generate_paired"] == pytest.approx(sum(rounds) / 2, rel=1e-3)  # median of two
+    rounds = [c / a for a, c in zip(tiny["reelm"]["seconds_all"], tiny["reelm_cfg"]["seconds_all"])]
+    assert tiny["cfg_over_unguided_time_paired"] == pytest.approx(sum(rounds) / 2, rel=1e-3)

@@ -19,7 +19,9 @@ a ``--latent-hw`` grid, and one t2v prompt (a caption of ``--caption-ids`` text 
 
 The paths run interleaved, the order reversing from repeat to repeat, after one untimed
 warm-up each, so a drift in the machine's speed falls on all alike; the figures are medians
-over ``--repeats``. Each call is timed whole (prefill and decode). The report also holds
+over ``--repeats``; each ratio comes twice: of the medians, and (``_paired``) the median
+over rounds of the ratio within a round, which a drift between rounds does not move. Each
+call is timed whole (prefill and decode). The report also holds
 the bytes a video step reads (the weights, with the head's code rows only, and the mean
 cached keys and values of one row) and a measured read bandwidth: their quotient bounds the
 tokens/s of any fp32 decoder on this machine.
@@ -160,12 +162,27 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
     def ratio(a: str, b: str, key: str) -> float | None:
         return round(result[a][key] / result[b][key], 4) if a in result and b in result else None
 
-    result["reelm_over_hf_generate"] = ratio("reelm", "hf_generate", "tokens_per_s")
+    def paired(a: str, b: str, of: str = "tokens_per_s") -> float | None:
+        """The median over rounds of a's tokens/s (or seconds) over b's in the same round."""
+        if a not in measured or b not in measured:
+            return None
+        (seconds_a, tokens_a), (seconds_b, tokens_b) = measured[a], measured[b]
+        if of == "seconds":
+            return round(statistics.median(sa / sb for sa, sb in zip(seconds_a, seconds_b)), 4)
+        return round(statistics.median(tokens_a * sb / (tokens_b * sa) for sa, sb in zip(seconds_a, seconds_b)), 4)
+
+    ratios = {
+        "reelm_over_hf_generate": ("reelm", "hf_generate"),
+        "batch_over_single_tokens_per_s": ("reelm_batch", "reelm"),
+        "samples_over_single_tokens_per_s": ("reelm_samples", "reelm"),
+        "lean_over_layers": ("reelm", "reelm_layers"),
+        "hf_static_over_dynamic": ("hf_generate_static", "hf_generate"),
+    }
+    for key, (a, b) in ratios.items():
+        result[key] = ratio(a, b, "tokens_per_s")
+        result[key + "_paired"] = paired(a, b)
     result["cfg_over_unguided_time"] = ratio("reelm_cfg", "reelm", "seconds_median")
-    result["batch_over_single_tokens_per_s"] = ratio("reelm_batch", "reelm", "tokens_per_s")
-    result["samples_over_single_tokens_per_s"] = ratio("reelm_samples", "reelm", "tokens_per_s")
-    result["lean_over_layers"] = ratio("reelm", "reelm_layers", "tokens_per_s")
-    result["hf_static_over_dynamic"] = ratio("hf_generate_static", "hf_generate", "tokens_per_s")
+    result["cfg_over_unguided_time_paired"] = paired("reelm_cfg", "reelm", of="seconds")
     return {key: value for key, value in result.items() if value is not None}
 
 
