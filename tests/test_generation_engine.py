@@ -417,7 +417,6 @@ def test_logits_processor_walks_ids_it_did_not_see_and_rejects_foreign_ones(layo
 # ---- the benchmark
 
 
-@pytest.mark.slow
 def test_bench_generate_runs_end_to_end(capsys):
     bench = load_bench_script("bench_generate")
     bench.main(["--presets", "tiny", "--frames", "2", "--latent-hw", "2,4", "--text-vocab", "300",
