@@ -167,6 +167,45 @@ class AllowedIds:
         return allowed
 
 
+@dataclass(frozen=True, eq=False)  # holds an array: compare fields, not objects
+class GenerationPlan:
+    """What a constrained decoder may emit after one prompt, position by position: a table to index.
+
+    Made by :meth:`TokenLayout.generation_plan`. The decoder keeps one integer *state* per
+    row, starting at 0: states ``0 .. eos_state - 1`` are the positions of the target
+    block (its content, then its end marker), ``eos_state`` allows only ``<eos>``, and
+    ``done_state`` (after ``<eos>``) only ``<pad>``, forever. Emitting ``end_id`` moves to
+    ``eos_state``; any other id moves to the next state. The ids allowed in state ``s`` are
+    ``sets[state_set[s]]``; ``sets`` holds each distinct set once, so a decoder precomputes
+    one vocabulary mask per set and indexes it.
+    """
+
+    task: Task
+    kind: str  # the target block: "video" or "text"
+    sets: tuple[AllowedIds, ...]
+    state_set: np.ndarray  # (done_state + 1,) int64 index into sets
+    end_id: int  # the target block's end marker
+    eos_state: int
+    done_state: int
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The most ids a row generates, ``<eos>`` included (a video's exact length)."""
+        return self.done_state
+
+    def allowed(self, state: int) -> AllowedIds:
+        return self.sets[int(self.state_set[state])]
+
+    def advance(self, state: int, token_id: int) -> int:
+        """The state after emitting ``token_id`` in ``state``; raises unless the id is allowed there."""
+        if token_id not in self.allowed(state):
+            raise LayoutError(f"generated id {token_id} is not allowed at step {state} of a {self.task.value} "
+                              f"{self.kind} block (allowed: {self.allowed(state).ranges})")
+        if token_id == self.end_id:
+            return self.eos_state
+        return min(state + 1, self.done_state)
+
+
 @dataclass(frozen=True)
 class _Span:
     name: str
@@ -361,13 +400,14 @@ class TokenLayout:
                 fields[span.name] = self._codes_of(content, what, 1 if span.kind == "image" else None)
         return ParsedSequence(task, **fields)
 
-    def allowed_next(self, prefix, *, frames: int | None = None) -> AllowedIds:
+    def allowed_next(self, prefix, *, frames: int | None = None, max_text_tokens: int | None = None) -> AllowedIds:
         """The ids that keep ``prefix`` a valid sequence: the rule of prefix-constrained decoding.
 
         Inside a video block: codes, and ``<eov>`` once the block holds whole latent
         frames (with ``frames``: exactly that many frames of codes, then only ``<eov>``).
         Inside an image block: one frame of codes, then ``<eoi>``. Inside a text block:
-        text ids or ``<eot>``. Between blocks: the marker the task's template puts next.
+        text ids or ``<eot>`` (with ``max_text_tokens``: at most that many text ids, then
+        only ``<eot>``). Between blocks: the marker the task's template puts next.
         After ``<eos>``: ``<pad>``.
         """
         ids = self._strip_pads(self._ids(prefix, "prefix"), trailing=False)
@@ -379,10 +419,49 @@ class TokenLayout:
         task, spans, end = self._walk(ids)
         template = TEMPLATES[task]
         if spans and spans[-1].stop is None:
-            return self._inside(spans[-1].kind, len(ids) - spans[-1].start, frames)
+            return self._inside(spans[-1].kind, len(ids) - spans[-1].start, frames, max_text_tokens)
         if len(spans) < len(template):
             return self._only(self.special_ids[BLOCK_MARKERS[template[len(spans)][1]][0]])
         return self._only(self.eos_id if end == len(ids) else self.pad_id)
+
+    def generation_plan(self, prompt, *, frames: int | None = None,
+                        max_text_tokens: int | None = None) -> GenerationPlan:
+        """The :class:`GenerationPlan` of what follows ``prompt`` (a whole prompt, leading pads ignored).
+
+        A video target takes exactly ``frames`` latent frames, a text target at most
+        ``max_text_tokens`` text ids; in every state the plan allows what :meth:`allowed_next`
+        allows for the same prefix and arguments.
+        """
+        ids, task, _ = self._prompt_spans(prompt)
+        kind = TEMPLATES[task][-1][1]
+        given = {"frames": frames, "max_text_tokens": max_text_tokens}
+        needed = "frames" if kind == "video" else "max_text_tokens"
+        for name, value in given.items():
+            if name == needed:
+                _positive_int(value, f"{task.value} prompt: {name}")
+            elif value is not None:
+                raise LayoutError(f"{task.value} prompt: {name} is for a {'text' if kind == 'video' else 'video'} "
+                                  f"target; this prompt's target is {kind}")
+        limit = frames * self.codes_per_frame if kind == "video" else max_text_tokens
+        per_state = [self._inside(kind, count, frames, max_text_tokens) for count in range(limit + 1)]
+        per_state += [self._only(self.eos_id), self._only(self.pad_id)]
+        sets = tuple(dict.fromkeys(per_state))
+        index = {allowed: i for i, allowed in enumerate(sets)}
+        end_id = self.special_ids[BLOCK_MARKERS[kind][1]]
+        return GenerationPlan(task, kind, sets, np.array([index[a] for a in per_state], dtype=np.int64), end_id,
+                              eos_state=limit + 1, done_state=limit + 2)
+
+    def unconditional_prompt(self, prompt) -> np.ndarray:
+        """The classifier-free guidance form of ``prompt``: the same prompt with its text block emptied.
+
+        Equal to :meth:`prompt` of the same task and inputs with ``text=None``; raises for
+        prompts without a text condition (``v2t``, ``uncond``).
+        """
+        ids, task, spans = self._prompt_spans(prompt)
+        text = [span for span in spans[:-1] if span.kind == "text"]
+        if not text:
+            raise LayoutError(f"{task.value} prompt: has no text condition to leave out for classifier-free guidance")
+        return np.concatenate([ids[: text[0].start], ids[text[0].stop:]])
 
     # ---- files
 
@@ -550,9 +629,22 @@ class TokenLayout:
             )
         return task, spans, pos
 
-    def _inside(self, kind: str, count: int, frames: int | None) -> AllowedIds:
+    def _prompt_spans(self, prompt) -> tuple[np.ndarray, Task, list[_Span]]:
+        """A whole prompt's ids (leading pads dropped), task and blocks; raises unless it ends at its target's begin."""
+        ids = self._strip_pads(self._ids(prompt, "prompt"), trailing=False)
+        task, spans, _ = self._walk(ids)
+        template = TEMPLATES[task]
+        if len(spans) != len(template) or spans[-1].stop is not None or spans[-1].start != len(ids):
+            begin = special_token(BLOCK_MARKERS[template[-1][1]][0])
+            raise LayoutError(f"{task.value} prompt: must end with the {begin} of its {template[-1][0]} block, "
+                              f"right after its other blocks")
+        return ids, task, spans
+
+    def _inside(self, kind: str, count: int, frames: int | None, max_text_tokens: int | None = None) -> AllowedIds:
         codes = (self.code_offset, self.vocab_size)
         if kind == "text":
+            if max_text_tokens is not None and count >= max_text_tokens:
+                return self._only(self.eot_id)
             return AllowedIds(((0, self.text_vocab_size), (self.eot_id, self.eot_id + 1)))
         end = self.eoi_id if kind == "image" else self.eov_id
         limit = self.codes_per_frame if kind == "image" else (frames * self.codes_per_frame if frames else None)

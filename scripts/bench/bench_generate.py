@@ -1,0 +1,276 @@
+"""Benchmark token generation: reelm's engine against plain ``model.generate()``, guidance and batching.
+
+For each preset, one random-weight LM over a token layout of ``--text-vocab`` text ids
+(a word-level tokenizer, no training), the special tokens and ``--codebook`` video codes on
+a ``--latent-hw`` grid, and one t2v prompt (a caption of ``--caption-ids`` text ids):
+
+- ``reelm``: :class:`reelm.lm.engine.GenerationEngine` generating one constrained video of
+  ``--frames`` latent frames (``frames * h * w`` codes, ``<eov>``, ``<eos>``) at batch 1;
+- ``hf_generate``: the same model's ``generate()`` producing the same number of tokens
+  (sampling, top-k, its default dynamic cache, no constraints, ``min_new_tokens`` so it
+  never stops early);
+- ``reelm_cfg``: the engine with classifier-free guidance (``--cfg-scale``; the
+  unconditional rows in the same batch);
+- ``reelm_batch`` (presets of ``--batch-presets``): ``--batch`` prompts of different
+  caption lengths in one call, and ``reelm_samples``: ``--batch`` samples of the one prompt;
+- optional (``--paths``): ``reelm_layers`` (the engine stepping through the model's own
+  decoder layers instead of its lean step) and ``hf_generate_static`` (``generate()`` with
+  ``cache_implementation="static"``).
+
+The paths run interleaved, the order reversing from repeat to repeat, after one untimed
+warm-up each, so a drift in the machine's speed falls on all alike; the figures are medians
+over ``--repeats``; each ratio comes twice: of the medians, and (``_paired``) the median
+over rounds of the ratio within a round, which a drift between rounds does not move. Each
+call is timed whole (prefill and decode). The report also holds
+the bytes a video step reads (the weights, with the head's code rows only, and the mean
+cached keys and values of one row) and a measured read bandwidth: their quotient bounds the
+tokens/s of any fp32 decoder on this machine.
+
+Prints one JSON object, assembled from the sections of ``SECTIONS``.
+
+Usage::
+
+    python scripts/bench/bench_generate.py --presets tiny,small --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+DEFAULT_PATHS = ("reelm", "hf_generate", "reelm_cfg", "reelm_batch", "reelm_samples")
+BATCH_PATHS = ("reelm_batch", "reelm_samples")
+OPTIONAL_PATHS = ("reelm_layers", "hf_generate_static")
+
+
+def bench_layout(text_vocab: int, codebook: int, latent_hw: tuple[int, int]):
+    """A token layout of a word-level text vocabulary of ``text_vocab`` ids and ``codebook`` codes."""
+    from tokenizers import Tokenizer, models
+
+    from reelm.data.token_layout import TokenLayout
+
+    words = {f"w{i}": i for i in range(text_vocab - 1)}
+    words["[UNK]"] = text_vocab - 1
+    text = Tokenizer(models.WordLevel(words, unk_token="[UNK]"))
+    return TokenLayout.build(text, codebook_size=codebook, latent_hw=latent_hw)
+
+
+def time_interleaved(paths: dict[str, Callable[[], int]], repeats: int) -> dict[str, tuple[list[float], int]]:
+    """Each path once untimed, then ``repeats`` rounds of every path, the order reversing from round to round.
+
+    A path returns the tokens it generated; per path: the seconds of each timed call and
+    its token count (the same every call).
+    """
+    names = list(paths)
+    tokens = {name: paths[name]() for name in names}
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeats):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            start = time.perf_counter()
+            count = paths[name]()
+            seconds[name].append(time.perf_counter() - start)
+            if count != tokens[name]:
+                raise RuntimeError(f"{name}: generated {count} tokens, {tokens[name]} before")
+    return {name: (seconds[name], tokens[name]) for name in names}
+
+
+def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes per second of a single-pass sum over a large fp32 tensor (the median of ``repeats``)."""
+    import torch
+
+    data = torch.ones(megabytes * 2**20 // 4)
+    data.sum()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        data.sum()
+        times.append(time.perf_counter() - start)
+    return data.numel() * 4 / statistics.median(times)
+
+
+def bench_preset(name: str, args, paths: list[str]) -> dict:
+    import numpy as np
+    import torch
+
+    from reelm.lm.engine import GenerationEngine, Request
+    from reelm.lm.model import build_model, non_embedding_parameters, preset
+    from reelm.lm.sampling import Sampling
+
+    layout = bench_layout(args.text_vocab, args.codebook, args.latent_hw)
+    torch.manual_seed(0)
+    model = build_model(preset(name), layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
+                        pad_id=layout.pad_id, attn_implementation="sdpa").eval()
+    caption = np.arange(args.caption_ids) % layout.text_vocab_size
+    prompt = layout.prompt("t2v", text=caption)
+    request = Request(prompt, frames=args.frames)
+    batch = [Request(layout.prompt("t2v", text=caption[: max(1, args.caption_ids - 2 * i)]), frames=args.frames)
+             for i in range(args.batch)]
+    sampling = Sampling(temperature=args.temperature, top_k=args.top_k)
+    engine = GenerationEngine(model, layout)
+    layers = GenerationEngine(model, layout, step="layers")
+    tokens_per_video = args.frames * layout.codes_per_frame + 2
+    prompt_ids = torch.from_numpy(prompt)[None]
+    seeds = iter(range(10**9))
+
+    def reelm(chosen, requests, cfg_scale=1.0, num_samples=1):
+        return lambda: chosen.generate(requests, sampling=sampling, cfg_scale=cfg_scale, num_samples=num_samples,
+                                       seed=next(seeds)).stats.tokens
+
+    def hf_generate(**kwargs):
+        def run():
+            with torch.inference_mode():
+                out = model.generate(prompt_ids, do_sample=True, top_k=args.top_k, temperature=args.temperature,
+                                     max_new_tokens=tokens_per_video, min_new_tokens=tokens_per_video, **kwargs)
+            return out.shape[1] - prompt_ids.shape[1]
+        return run
+
+    available = {
+        "reelm": reelm(engine, [request]),
+        "hf_generate": hf_generate(),
+        "reelm_cfg": reelm(engine, [request], args.cfg_scale),
+        "reelm_batch": reelm(engine, batch),
+        "reelm_samples": reelm(engine, [request], num_samples=args.batch),
+        "reelm_layers": reelm(layers, [request]),
+        "hf_generate_static": hf_generate(cache_implementation="static"),
+    }
+    chosen = {path: available[path] for path in paths if path not in BATCH_PATHS or name in args.batch_presets}
+    measured = time_interleaved(chosen, args.repeats)
+
+    head = model.get_output_embeddings().weight
+    step_bytes = (non_embedding_parameters(model) + layout.codebook_size * head.shape[1]) * head.element_size()
+    config = model.config
+    kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads * (config.hidden_size //
+                                                                              config.num_attention_heads)
+    result = {
+        "non_embedding_parameters": non_embedding_parameters(model),
+        "vocab_size": model.config.vocab_size,
+        "decode_step": engine.generate([Request(prompt, frames=1)], seed=0).stats.step,
+        "weight_bytes_per_video_step": step_bytes,
+        "kv_bytes_per_row_step_mean": kv_bytes * head.element_size() * (len(prompt) + tokens_per_video // 2),
+    }
+    for path, (seconds, tokens) in measured.items():
+        median = statistics.median(seconds)
+        result[path] = {"tokens": tokens, "seconds_median": round(median, 6),
+                        "seconds_all": [round(s, 6) for s in seconds], "tokens_per_s": round(tokens / median, 3)}
+
+    def ratio(a: str, b: str, key: str) -> float | None:
+        return round(result[a][key] / result[b][key], 4) if a in result and b in result else None
+
+    def paired(a: str, b: str, of: str = "tokens_per_s") -> float | None:
+        """The median over rounds of a's tokens/s (or seconds) over b's in the same round."""
+        if a not in measured or b not in measured:
+            return None
+        (seconds_a, tokens_a), (seconds_b, tokens_b) = measured[a], measured[b]
+        if of == "seconds":
+            return round(statistics.median(sa / sb for sa, sb in zip(seconds_a, seconds_b)), 4)
+        return round(statistics.median(tokens_a * sb / (tokens_b * sa) for sa, sb in zip(seconds_a, seconds_b)), 4)
+
+    ratios = {
+        "reelm_over_hf_generate": ("reelm", "hf_generate"),
+        "batch_over_single_tokens_per_s": ("reelm_batch", "reelm"),
+        "samples_over_single_tokens_per_s": ("reelm_samples", "reelm"),
+        "lean_over_layers": ("reelm", "reelm_layers"),
+        "hf_static_over_dynamic": ("hf_generate_static", "hf_generate"),
+    }
+    for key, (a, b) in ratios.items():
+        result[key] = ratio(a, b, "tokens_per_s")
+        result[key + "_paired"] = paired(a, b)
+    result["cfg_over_unguided_time"] = ratio("reelm_cfg", "reelm", "seconds_median")
+    result["cfg_over_unguided_time_paired"] = paired("reelm_cfg", "reelm", of="seconds")
+    return {key: value for key, value in result.items() if value is not None}
+
+
+def section_presets(args) -> dict:
+    paths = [p for p in args.paths.split(",") if p]
+    unknown = sorted(set(paths) - set(DEFAULT_PATHS) - set(OPTIONAL_PATHS))
+    if unknown:
+        raise SystemExit(f"--paths: unknown {unknown}; choose from {list(DEFAULT_PATHS + OPTIONAL_PATHS)}")
+    results = {}
+    for name in [p for p in args.presets.split(",") if p]:
+        print(f"bench_generate: preset {name}", file=sys.stderr)
+        results[name] = bench_preset(name, args, paths)
+    return results
+
+
+def section_bandwidth(args) -> dict:
+    return {"read_bytes_per_s": round(read_bandwidth())}
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
+    "presets": section_presets,
+    "bandwidth": section_bandwidth,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="tiny,small", help="comma-separated LM presets (default: tiny,small)")
+    parser.add_argument("--frames", type=int, default=5, help="latent frames per video (default: 5)")
+    parser.add_argument("--latent-hw", default="16,16", help="latent grid h,w (default: 16,16: 1282 tokens a video)")
+    parser.add_argument("--text-vocab", type=int, default=4000, help="text ids in the layout (default: 4000)")
+    parser.add_argument("--codebook", type=int, default=1024, help="video codes in the layout (default: 1024)")
+    parser.add_argument("--caption-ids", type=int, default=16, help="text ids in the prompt's caption (default: 16)")
+    parser.add_argument("--top-k", type=int, default=100, help="top-k of every path (default: 100)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="temperature of every path (default: 1)")
+    parser.add_argument("--cfg-scale", type=float, default=3.0, help="guidance scale of reelm_cfg (default: 3)")
+    parser.add_argument("--batch", type=int, default=8,
+                        help="prompts of reelm_batch, samples of reelm_samples (default: 8)")
+    parser.add_argument("--batch-presets", default="tiny",
+                        help="presets that run reelm_batch and reelm_samples (default: tiny)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per path (default: 5)")
+    parser.add_argument("--paths", default=",".join(DEFAULT_PATHS),
+                        help=f"comma-separated paths (default: {','.join(DEFAULT_PATHS)}; "
+                             f"optional: {','.join(OPTIONAL_PATHS)})")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated report sections (default: {','.join(SECTIONS)})")
+    args = parser.parse_args(argv)
+    args.latent_hw = tuple(int(v) for v in args.latent_hw.split(","))
+    args.batch_presets = [p for p in args.batch_presets.split(",") if p]
+
+    import torch
+    import transformers
+
+    torch.set_num_threads(args.threads)
+    report = {
+        "settings": {
+            "frames": args.frames, "latent_hw": list(args.latent_hw),
+            "tokens_per_video": args.frames * args.latent_hw[0] * args.latent_hw[1] + 2,
+            "text_vocab": args.text_vocab, "codebook": args.codebook, "caption_ids": args.caption_ids,
+            "top_k": args.top_k, "temperature": args.temperature, "cfg_scale": args.cfg_scale, "batch": args.batch,
+            "batch_presets": args.batch_presets, "repeats": args.repeats, "dtype": "float32",
+        },
+        "environment": {
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+            "load_average_start": list(os.getloadavg()),
+        },
+    }
+    for name in [s for s in args.sections.split(",") if s]:
+        if name not in SECTIONS:
+            raise SystemExit(f"--sections: unknown {name!r}; choose from {list(SECTIONS)}")
+        report[name] = SECTIONS[name](args)
+    report["environment"]["load_average_end"] = list(os.getloadavg())
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
