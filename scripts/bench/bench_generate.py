@@ -99,7 +99,8 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
     import torch
 
     from reelm.lm.engine import GenerationEngine, Request
-    from reelm.lm.model import build_model, non_embedding_parameters, preset
+    from reelm.lm.flops import non_embedding_parameters
+    from reelm.lm.model import build_model, preset
     from reelm.lm.sampling import Sampling
 
     layout = bench_layout(args.text_vocab, args.codebook, args.latent_hw)
