@@ -78,8 +78,12 @@ def _sampling(args: argparse.Namespace, default):
 
 
 def _pipeline(args: argparse.Namespace):
+    from transformers.utils import logging as hf_logging
+
     from reelm.data.clips import ClipSpec
     from reelm.generation import VideoPipeline
+
+    hf_logging.disable_progress_bar()  # loading a small model needs no bar of its own
 
     clip = ClipSpec(num_frames=args.frames or 17, fps=args.fps, size=args.size) if args.size and args.fps else None
     return VideoPipeline.from_pretrained(args.model, video_tokenizer=args.video_tokenizer, device=args.device,

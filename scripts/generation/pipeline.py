@@ -112,8 +112,7 @@ class VideoPipeline:
     def image_to_video(self, image, prompt: str | None = None, **kwargs) -> VideoPipelineOutput:
         """``image``: a path or an ``(H, W, 3)`` uint8 array, resized and center-cropped to the model's size."""
         frames = self._read(image, what="image", last=1) if isinstance(image, (str, Path)) else np.asarray(image)
-        codes = self._encode(fit_frames(frames[-1:] if frames.ndim == 4 else frames, self.model.clip.size,
-                                        what="image"))
+        codes = self.encode(self.prepare_frames(frames[-1:] if frames.ndim == 4 else frames, what="image"))
         return self._generate(Task.I2V, [prompt], [codes], **kwargs)
 
     def continue_video(self, video, prompt: str | None = None, *, context_frames: int | None = None,
@@ -130,8 +129,8 @@ class VideoPipeline:
         needed = 1 + self.tokenizer.temporal_downsample * (k - 1)
         frames = self._read(video, what="video", last=needed) if isinstance(video, (str, Path)) else \
             np.asarray(video)[-needed:]
-        frames = fit_frames(frames, self.model.clip.size, what=str(video) if isinstance(video, (str, Path)) else "video")
-        return self._generate(Task.V2V, [prompt], [self._encode(frames)], **kwargs)
+        frames = self.prepare_frames(frames, what=str(video) if isinstance(video, (str, Path)) else "video")
+        return self._generate(Task.V2V, [prompt], [self.encode(frames)], **kwargs)
 
     @torch.inference_mode()
     def caption(self, videos, *, max_tokens: int = DEFAULT_CAPTION_TOKENS, seed: int | None = 0,
@@ -142,7 +141,7 @@ class VideoPipeline:
             else list(videos)
         sampling = sampling or Sampling(greedy=True)
         began = time.perf_counter()
-        grids = [self._encode(self._clip_frames(v)) for v in videos]
+        grids = [self.encode(self._clip_frames(v)) for v in videos]
         encode_s = time.perf_counter() - began
         captions, sequences, stats = [], [], []
         for start in range(0, len(grids), batch_size):
@@ -205,7 +204,7 @@ class VideoPipeline:
         timings["generate_s"] += time.perf_counter() - began
         sample_prompts = [p for p in prompts for _ in range(num_samples)]
         decode_began = time.perf_counter()
-        videos = self._decode(grids)
+        videos = self.decode(grids)
         timings["decode_s"] += time.perf_counter() - decode_began
         windows = 1
         while len(grids[0]) < total:
@@ -232,7 +231,7 @@ class VideoPipeline:
         k = max(1, window // 2)
         new = min(window - k, total - len(grids[0]))
         began = time.perf_counter()
-        contexts = [self._encode(video[-(1 + ft * (k - 1)):]) for video in videos]
+        contexts = [self.encode(video[-(1 + ft * (k - 1)):]) for video in videos]
         timings["encode_s"] += time.perf_counter() - began
         began = time.perf_counter()
         stats, window_codes = [], []
@@ -249,7 +248,7 @@ class VideoPipeline:
                 window_codes.append(np.concatenate([contexts[start + sample.request], codes]))
         timings["generate_s"] += time.perf_counter() - began
         began = time.perf_counter()
-        decoded = self._decode(window_codes)
+        decoded = self.decode(window_codes)
         timings["decode_s"] += time.perf_counter() - began
         videos = [np.concatenate([video, frames[-ft * new:]]) for video, frames in zip(videos, decoded)]
         grids = [np.concatenate([grid, codes[-new:]]) for grid, codes in zip(grids, window_codes)]
@@ -269,14 +268,20 @@ class VideoPipeline:
         ft = self.tokenizer.temporal_downsample
         return 1 + math.ceil((num_frames - 1) / ft)
 
-    def _encode(self, frames: np.ndarray) -> np.ndarray:
-        """``(T, S, S, 3)`` uint8 frames (cut to ``1 + f k``) -> their ``(t, h, w)`` codes."""
+    def prepare_frames(self, frames: np.ndarray, *, what: str = "frames") -> np.ndarray:
+        """``(T, H, W, 3)`` (or one ``(H, W, 3)``) uint8 frames resized and center-cropped to the model's size."""
+        return fit_frames(frames, self.model.clip.size, what=what)
+
+    @torch.inference_mode()
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        """``(T, S, S, 3)`` uint8 frames at the model's size (cut to ``1 + f k``) -> their ``(t, h, w)`` codes."""
         ft = self.tokenizer.temporal_downsample
         frames = frames[: 1 + (len(frames) - 1) // ft * ft]
         video = frames_to_tensor(frames)[None].to(self.model.device)  # (1, 3, T, S, S)
         return self.tokenizer.encode(video).indices[0].cpu().numpy().astype(np.int64)
 
-    def _decode(self, grids: list[np.ndarray]) -> list[np.ndarray]:
+    @torch.inference_mode()
+    def decode(self, grids: list[np.ndarray]) -> list[np.ndarray]:
         """``(T, S, S, 3)`` uint8 frames of each ``(t, h, w)`` code grid (grids of one shape decode together)."""
         videos: list[np.ndarray | None] = [None] * len(grids)
         by_shape = collections.defaultdict(list)
@@ -296,7 +301,7 @@ class VideoPipeline:
         clip = self.model.clip
         if isinstance(video, (str, Path)):
             return read_video(video, fps=clip.fps, num_frames=clip.num_frames, size=clip.size, crop=clip.size)
-        return fit_frames(np.asarray(video)[: clip.num_frames], clip.size, what="video")
+        return self.prepare_frames(np.asarray(video)[: clip.num_frames], what="video")
 
     def _read(self, path: str | Path, *, what: str, last: int) -> np.ndarray:
         """The last ``last`` frames of a file at the model's frame rate (streamed: the rest is never held)."""

@@ -1,0 +1,203 @@
+"""The generation pipeline and its commands: a model folder in, videos and captions out.
+
+A tiny model folder is made here without training (a random video tokenizer, a layout fitted
+on captions, a random LM, exported as ``reelm lm train`` exports), so every test runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from reelm.checkpoint import CheckpointError, write_meta
+from reelm.cli import main
+from reelm.data.synthetic import SyntheticWorld, WorldConfig
+from reelm.data.text_tokenizer import train_text_tokenizer
+from reelm.data.token_layout import Task, TokenLayout
+from reelm.data.video_read import read_video
+from reelm.data.video_write import write_mp4
+from reelm.generation import VideoPipeline
+from reelm.generation.model_folder import load_model_folder
+from reelm.lm.checkpoint import export_lm
+from reelm.lm.model import LMConfig, build_model
+from reelm.lm.sampling import Sampling
+from reelm.tokenizer.checkpoint import save_tokenizer, tokenizer_identity
+from reelm.tokenizer.model import PRESETS, VideoTokenizer
+
+CLIP = {"num_frames": 9, "fps": 8.0, "size": 32, "temporal_crop": "center", "clips_per_video": 1}
+CAPTIONS = [f"a {c} {s} moves {d}" for c in ("red", "blue", "green") for s in ("circle", "square") for d in
+            ("to the left", "up")]
+GREEDY = Sampling(greedy=True)
+
+
+def make_model_folder(root, *, seed=0):
+    torch.manual_seed(seed)
+    tokenizer = VideoTokenizer(PRESETS["tiny"]()).eval()
+    save_tokenizer(tokenizer, root / "tok")
+    text = train_text_tokenizer(CAPTIONS * 4, vocab_size=300)
+    layout = TokenLayout.build(text, codebook_size=tokenizer.codebook_size, latent_hw=(4, 4),
+                               video_tokenizer=tokenizer_identity(tokenizer))
+    cfg = LMConfig(hidden_size=64, num_layers=2, num_heads=2, max_position_embeddings=512)
+    model = build_model(cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id, pad_id=layout.pad_id)
+    return export_lm(root / "model", model, layout, cfg, video_tokenizer=root / "tok", clip=CLIP, step=0)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_model_folder(tmp_path_factory.mktemp("gen"))
+
+
+@pytest.fixture(scope="module")
+def pipe(folder):
+    return VideoPipeline.from_pretrained(folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory):
+    clip = SyntheticWorld(WorldConfig(height=48, width=64, num_frames=20, seed=1)).clip(0)
+    return write_mp4(tmp_path_factory.mktemp("clip") / "clip.mp4", clip.frames, fps=8)
+
+
+def test_three_lines_from_a_model_folder_give_a_video(folder):
+    pipe = VideoPipeline.from_pretrained(folder)  # the README's three lines
+    out = pipe("a red circle moves to the left", seed=0)
+    video = out.videos[0]
+    assert video.shape == (9, 32, 32, 3) and video.dtype == np.uint8
+    parsed = pipe.layout.parse(out.sequences[0])
+    assert parsed.task is Task.T2V and parsed.text == "a red circle moves to the left"
+    np.testing.assert_array_equal(parsed.video, out.codes[0])  # the sequence is valid and is the video's codes
+    assert out.info["model"]["video_tokenizer"]["fingerprint"] == pipe.layout.video_tokenizer["fingerprint"]
+
+
+def test_same_seed_same_video_and_batches_equal_one_by_one_under_greedy(pipe):
+    a = pipe("a blue square moves up", seed=3)
+    b = pipe("a blue square moves up", seed=3)
+    np.testing.assert_array_equal(a.videos[0], b.videos[0])
+    prompts = ["a red circle moves up", "a green square moves to the left", "a blue circle"]
+    batched = pipe.text_to_video(prompts, sampling=GREEDY, batch_size=3)
+    alone = [pipe.text_to_video([p], sampling=GREEDY, batch_size=1).codes[0] for p in prompts]
+    for got, want in zip(batched.codes, alone):
+        np.testing.assert_array_equal(got, want)
+    assert batched.prompts == prompts
+
+
+def test_longer_videos_slide_window_by_window_to_the_requested_length(pipe):
+    out = pipe("a red circle moves to the left", num_frames=27, seed=0, num_samples=2)  # 3x the training length
+    assert [v.shape for v in out.videos] == [(27, 32, 32, 3)] * 2
+    assert out.info["windows"] > 1 and [c.shape for c in out.codes] == [(8, 4, 4)] * 2
+    odd = pipe("a red circle", num_frames=12, seed=0)  # not 1 + 4k: generated to the next latent frame, then cut
+    assert odd.videos[0].shape[0] == 12
+
+
+def test_image_to_video_keeps_the_first_latent_frame(pipe, clip_file):
+    first = read_video(clip_file, num_frames=1)
+    out = pipe("a red circle", image=first[0], seed=0)
+    expected = pipe.encode(pipe.prepare_frames(first))
+    np.testing.assert_array_equal(out.codes[0][:1], expected)
+    assert out.videos[0].shape == (9, 32, 32, 3)
+    assert pipe.layout.parse(out.sequences[0]).task is Task.I2V
+
+
+def test_continuation_keeps_the_context(pipe, clip_file):
+    out = pipe(video=clip_file, context_frames=1, seed=0)
+    context = pipe.encode(pipe.prepare_frames(pipe._read(clip_file, what="video", last=1)))
+    np.testing.assert_array_equal(out.codes[0][:1], context)
+    parsed = pipe.layout.parse(out.sequences[0])
+    assert parsed.task is Task.V2V and len(parsed.context) == 1 and len(parsed.video) == 2
+    with pytest.raises(Exception, match="context_frames"):
+        pipe(video=clip_file, context_frames=3)
+
+
+def test_a_caption_decodes_to_text(pipe, clip_file):
+    out = pipe.caption([clip_file, read_video(clip_file, num_frames=9)], max_tokens=6)
+    assert len(out.captions) == 2 and all(isinstance(c, str) for c in out.captions)
+    for sequence in out.sequences:
+        parsed = pipe.layout.parse(sequence)
+        assert parsed.task is Task.V2T and len(parsed.text_ids) <= 6
+
+
+def test_a_folder_without_its_tokenizer_or_with_another_one_is_refused(folder, tmp_path):
+    alone = tmp_path / "alone"
+    shutil.copytree(folder, alone)
+    shutil.rmtree(alone / "video_tokenizer")
+    with pytest.raises(CheckpointError, match="holds no video tokenizer"):
+        load_model_folder(alone)
+    torch.manual_seed(5)
+    save_tokenizer(VideoTokenizer(PRESETS["tiny"]()).eval(), tmp_path / "other")
+    with pytest.raises(CheckpointError, match="not the video tokenizer this model was trained on"):
+        load_model_folder(alone, video_tokenizer=tmp_path / "other")
+    assert load_model_folder(alone, video_tokenizer=folder / "video_tokenizer").clip.size == 32
+    # A tokenizer whose weights differ from what its own reelm.json records is refused too.
+    bad = tmp_path / "bad"
+    shutil.copytree(folder / "video_tokenizer", bad)
+    meta = json.loads((bad / "reelm.json").read_text())
+    write_meta(bad, "video_tokenizer", meta["config"], **{**{k: v for k, v in meta.items()
+                                                              if k not in ("config", "kind", "format_version",
+                                                                           "reelm_version")},
+                                                           "fingerprint": "0" * 16})
+    with pytest.raises(CheckpointError):
+        load_model_folder(alone, video_tokenizer=bad)
+
+
+def test_generate_command_writes_video_sheet_and_sidecar(folder, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    assert main(["generate", "a red circle moves to the left", "--model", str(folder), "-o", str(out),
+                 "--seed", "7", "--top-k", "50", "--guidance-scale", "2", "--no-progress"]) == 0
+    assert read_video(out).shape == (9, 32, 32, 3)
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["prompt"] == "a red circle moves to the left" and sidecar["seed"] == 7
+    assert sidecar["guidance_scale"] == 2.0 and sidecar["sampling"]["top_k"] == 50
+    assert sidecar["model"]["video_tokenizer"]["fingerprint"] and sidecar["tokens"]["per_video"] == 48
+    assert sidecar["timings"]["total_s"] > 0 and sidecar["frames"] == 9
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\na blue square moves up\n")
+    assert main(["generate", "--prompts", str(prompts), "--num-samples", "2", "--model", str(folder),
+                 "-o", str(tmp_path / "many.gif"), "--no-progress"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("many-*.gif")) == \
+        ["many-000-00.gif", "many-000-01.gif", "many-001-00.gif", "many-001-01.gif"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-o", "x.avi"], "cannot write '.avi'"),
+    (["-o", "missing/x.mp4"], "does not exist"),
+    (["-o", "x.mp4", "--prompts", "empty.txt"], "holds no prompts"),
+    (["-o", "x.mp4", "--prompts", "latin1.txt"], "not UTF-8"),
+    (["-o", "x.mp4", "--frames", "0"], "--frames 0"),
+])
+def test_generate_command_refuses_bad_arguments_in_one_line(folder, tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "latin1.txt").write_bytes("un cercle rouge, été".encode("latin-1"))
+    prompt = [] if "--prompts" in args else ["a red circle"]
+    assert main(["generate", *prompt, "--model", str(folder), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reelm: error:") and message in err and "\n" not in err
+
+
+def test_caption_command_prints_and_writes_json(folder, clip_file, tmp_path, capsys):
+    target = tmp_path / "captions.json"
+    assert main(["caption", str(clip_file), "--model", str(folder), "--json", str(target), "--no-progress",
+                 "--max-tokens", "5"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith(f"{clip_file}: ")
+    saved = json.loads(target.read_text())
+    assert saved["captions"][0]["video"] == str(clip_file) and saved["max_tokens"] == 5
+
+
+def test_the_readme_pipeline_example_runs_as_written(folder, tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- readme:pipeline -->\n```python\n(.*?)```", readme, flags=re.S).group(1)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "lm").symlink_to(folder)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["out"].videos[0].shape == (9, 32, 32, 3)
