@@ -42,6 +42,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 DEFAULT_PATHS = ("reelm", "hf_generate", "reelm_cfg", "reelm_batch", "reelm_samples")
@@ -203,9 +204,53 @@ def section_bandwidth(args) -> dict:
     return {"read_bytes_per_s": round(read_bandwidth())}
 
 
+def section_end_to_end(args) -> dict:
+    """Seconds from ``reelm generate`` on the command line to a finished MP4 (new process each time: start-up,
+    model load, generation, decoding, writing the video, its contact sheet and sidecar), with random ``tiny``
+    weights at 64 x 64 x 17 frames (5 latent frames of 8 x 8 codes)."""
+    import subprocess
+    import tempfile
+
+    import torch
+
+    from reelm.data.text_tokenizer import train_text_tokenizer
+    from reelm.data.token_layout import TokenLayout
+    from reelm.lm.checkpoint import export_lm
+    from reelm.lm.model import build_model, preset
+    from reelm.tokenizer.checkpoint import save_tokenizer, tokenizer_identity
+    from reelm.tokenizer.model import PRESETS, VideoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        torch.manual_seed(0)
+        video_tokenizer = VideoTokenizer(PRESETS["tiny"]()).eval()
+        save_tokenizer(video_tokenizer, root / "tok")
+        words = ["red", "green", "blue", "circle", "square", "moves", "to", "the", "left", "right", "up", "down"]
+        text = train_text_tokenizer([" ".join(words[i:] + words[:i]) for i in range(len(words))] * 4, vocab_size=300)
+        layout = TokenLayout.build(text, codebook_size=video_tokenizer.codebook_size, latent_hw=(8, 8),
+                                   video_tokenizer=tokenizer_identity(video_tokenizer))
+        model = build_model(preset("tiny"), layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
+                            pad_id=layout.pad_id)
+        clip = {"num_frames": 17, "fps": 8.0, "size": 64, "temporal_crop": "center", "clips_per_video": 1}
+        folder = export_lm(root / "model", model, layout, preset("tiny"), video_tokenizer=root / "tok", clip=clip)
+        command = [str(Path(sys.executable).parent / "reelm"), "generate", "a red circle moves to the left",
+                   "--model", str(folder), "-o", str(root / "out.mp4"), "--no-progress", "--device", "cpu"]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        seconds = []
+        for _ in range(args.repeats):
+            began = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True, env=env)
+            seconds.append(time.perf_counter() - began)
+        sidecar = json.loads((root / "out.json").read_text())
+    return {"command": "reelm generate PROMPT --model FOLDER -o out.mp4 (tiny LM, tiny tokenizer, random weights)",
+            "seconds_to_mp4_median": statistics.median(seconds), "seconds": seconds,
+            "generate_s_in_process": sidecar["timings"]["total_s"], "tokens": sidecar["tokens"]}
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "presets": section_presets,
     "bandwidth": section_bandwidth,
+    "end_to_end": section_end_to_end,
 }
 
 
