@@ -1,13 +1,15 @@
 """Captions of synthetic-world scenes: templates and paraphrases from attributes, and parsing back.
 
-A caption describes every object (size, color, shape, motion, speed) in scene order,
-as one clause each, joined by "and" / "while" / "meanwhile", optionally followed by the
-background ("on a grey striped background"). Each attribute value has a few word forms;
-``parse_caption`` inverts any caption ``caption_for`` can write.
+A caption describes every object in scene order, as one clause each, joined by "and" /
+"while" / "meanwhile", optionally followed by the background ("on a grey striped
+background"). A clause always names the object's color, shape and motion and, like real
+captions, names its size and speed only sometimes. Each attribute value has a few word
+forms; ``parse_caption`` inverts any caption ``caption_for`` can write (attributes a caption
+leaves out parse as ``None``). :func:`typed_prompt` is how a person would type it.
 
     a small red circle moves to the left slowly
     a red circle, small, sliding left slowly
-    a large blue square drifts upward quickly and a tiny white star stays still
+    a blue square drifts upward and a tiny white star stays still
 """
 
 from __future__ import annotations
@@ -49,17 +51,28 @@ JOINERS = (" and ", ", while ", "; meanwhile ")
 PREFIXES = ("", "a video of ", "footage of ")
 BACKGROUND_PROBABILITY = 0.5
 
-_TEMPLATES = {  # (finite verb, static) -> clause templates
-    (True, False): (
+SIZE_PROBABILITY = 0.6  # a caption names an object's size this often (color, shape and motion always)
+SPEED_PROBABILITY = 0.6  # ... and a moving object's speed this often: captions, like people, leave things out
+_TEMPLATES = {  # (finite verb, static, names the size, names the speed) -> clause templates
+    (True, False, True, True): (
         "a {size} {color} {shape} {verb} {direction} {speed}",
         "a {size} {color} {shape} {adverb} {verb} {direction}",
     ),
-    (False, False): (
+    (True, False, True, False): ("a {size} {color} {shape} {verb} {direction}",),
+    (True, False, False, True): ("a {color} {shape} {verb} {direction} {speed}", "a {color} {shape} {adverb} {verb} {direction}"),
+    (True, False, False, False): ("a {color} {shape} {verb} {direction}",),
+    (False, False, True, True): (
         "a {color} {shape}, {size}, {participle} {direction} {speed}",
         "a {size} {color} {shape} {participle} {direction} {speed}",
     ),
-    (True, True): ("a {size} {color} {shape} {verb}",),
-    (False, True): ("a {color} {shape}, {size}, {participle}", "a {size} {color} {shape} {participle}"),
+    (False, False, True, False): ("a {size} {color} {shape} {participle} {direction}",
+                                  "a {color} {shape}, {size}, {participle} {direction}"),
+    (False, False, False, True): ("a {color} {shape} {participle} {direction} {speed}",),
+    (False, False, False, False): ("a {color} {shape} {participle} {direction}",),
+    (True, True, True, False): ("a {size} {color} {shape} {verb}",),
+    (True, True, False, False): ("a {color} {shape} {verb}",),
+    (False, True, True, False): ("a {color} {shape}, {size}, {participle}", "a {size} {color} {shape} {participle}"),
+    (False, True, False, False): ("a {color} {shape} {participle}",),
 }
 
 
@@ -81,7 +94,9 @@ def caption_for(attributes: dict, rng: np.random.Generator) -> str:
 
 def _clause(obj: dict, rng: np.random.Generator, finite: bool) -> str:
     static = obj["motion"] == "static"
-    template = _pick(rng, _TEMPLATES[finite, static])
+    names_size = bool(rng.random() < SIZE_PROBABILITY)
+    names_speed = not static and bool(rng.random() < SPEED_PROBABILITY)
+    template = _pick(rng, _TEMPLATES[finite, static, names_size, names_speed])
     words = {
         "size": _pick(rng, SIZE_WORDS[obj["size"]]),
         "color": _pick(rng, COLOR_WORDS[obj["color"]]),
@@ -95,6 +110,13 @@ def _clause(obj: dict, rng: np.random.Generator, finite: bool) -> str:
         words["adverb"] = _pick(rng, SPEED_ADVERBS[obj["speed"]])
     clause = template.format(**words)
     return "an" + clause[1:] if clause[2] in "aeiou" else clause
+
+
+def typed_prompt(obj: dict) -> str:
+    """A prompt as a person types it: color, shape and motion in their plainest words ("a red circle moves to
+    the left", "a green star stays still")."""
+    motion = STATIC_VERBS[0] if obj["motion"] == "static" else f"{MOVE_VERBS[0]} {DIRECTION_WORDS[obj['motion']][0]}"
+    return f"a {COLOR_WORDS[obj['color']][0]} {SHAPE_WORDS[obj['shape']][0]} {motion}"
 
 
 def _pick(rng: np.random.Generator, options):

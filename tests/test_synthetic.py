@@ -68,15 +68,32 @@ def test_clip_has_requested_shape_and_serialisable_ground_truth():
 def test_captions_parse_back_to_the_attributes(split):
     w = world(split=split, seed=1, max_objects=3)
     mentioned_backgrounds = 0
+    partial = {"size": 0, "speed": 0}
     for index in range(300):
         attributes = w.attributes(index)
         parsed = parse_caption(w.caption(index, attributes))
-        assert parsed["objects"] == [{key: obj[key] for key in OBJECT_KEYS} for obj in attributes["objects"]]
+        assert len(parsed["objects"]) == len(attributes["objects"])
+        for read, obj in zip(parsed["objects"], attributes["objects"]):
+            named = {key: value for key, value in read.items() if value is not None}
+            assert named == {key: obj[key] for key in named}  # every attribute named is the true one
+            assert {"color", "shape", "motion"} <= set(named)  # these always are; size and speed sometimes
+            partial["size"] += "size" not in named
+            partial["speed"] += "speed" not in named and obj["motion"] != "static"
         if parsed["background"] is not None:
             mentioned_backgrounds += 1
             assert parsed["background"]["kind"] == attributes["background"]["kind"]
             assert parsed["background"]["tone"] == attributes["background"]["tone"]
     assert 0 < mentioned_backgrounds < 300
+    assert partial["size"] > 50 and partial["speed"] > 50  # captions leave attributes out, as people do
+
+
+def test_typed_prompts_name_color_shape_and_motion_and_parse_back():
+    from reelm.data.captions import typed_prompt
+
+    assert typed_prompt({"color": "red", "shape": "circle", "motion": "left"}) == "a red circle moves to the left"
+    assert typed_prompt({"color": "cyan", "shape": "cross", "motion": "static"}) == "a cyan cross stays still"
+    parsed = parse_caption("a white star moves to the lower right")["objects"][0]
+    assert parsed == {"shape": "star", "color": "white", "size": None, "motion": "down-right", "speed": None}
 
 
 def test_captions_are_paraphrased():
@@ -92,9 +109,10 @@ def test_example_caption_forms():
         "objects": [{"shape": "circle", "color": "red", "size": "small", "motion": "left", "speed": "slow"}],
         "background": {"kind": "plain", "tone": "grey"},
     }
-    captions = {caption_for(attributes, np.random.default_rng(seed)) for seed in range(2000)}
+    captions = {caption_for(attributes, np.random.default_rng(seed)) for seed in range(20000)}
     assert any(c.startswith("a small red circle moves to the left slowly") for c in captions)
     assert any(c.startswith("a red circle, small, sliding left slowly") for c in captions)
+    assert "a red circle moves to the left" in captions  # the partial form people type
     two = dict(attributes, objects=attributes["objects"] + [dict(attributes["objects"][0], color="blue")])
     for seed in range(50):
         caption = caption_for(two, np.random.default_rng(seed))
