@@ -45,6 +45,7 @@ __all__ = [
     "held_out_matches",
     "is_held_out",
     "parse_caption",
+    "prompt_set",
     "render_dataset",
 ]
 
@@ -183,6 +184,24 @@ class SyntheticWorld:
         root = np.random.SeedSequence([int(self.cfg.seed), SPLITS.index(self.cfg.split), int(index)])
         scene, caption = root.spawn(2)
         return np.random.default_rng(scene), np.random.default_rng(caption)
+
+
+def prompt_set(cfg: WorldConfig, count: int, *, start: int = 0) -> list[dict]:
+    """``count`` prompts as people type them (:func:`reelm.data.captions.typed_prompt`), one per clip of the world
+    ``cfg`` from ``start`` on, each with the clip's ``index``, its ground-truth ``attributes``, the attributes
+    the prompt names (``expected``, as :func:`parse_caption` reads them) and whether it holds a held-out
+    combination (``held_out``). The prompt describes the clip's first object."""
+    from reelm.data.captions import typed_prompt
+
+    world = SyntheticWorld(cfg)
+    prompts = []
+    for index in range(start, start + count):
+        attributes = world.attributes(index)
+        prompt = typed_prompt(attributes["objects"][0])
+        expected = parse_caption(prompt)
+        prompts.append({"prompt": prompt, "index": index, "attributes": attributes, "expected": expected,
+                        "held_out": is_held_out(expected)})
+    return prompts
 
 
 def render_dataset(out_dir: str | Path, num_clips: int, cfg: WorldConfig | None = None, *, start: int = 0) -> dict:

@@ -218,7 +218,8 @@ class LMTrainer:
             "compiled": self.compiled,
             "deepspeed": ds_config,
             "clip": shards.info.get("clip"),
-            "data": {"source": shards.info.get("source"), "clips": len(shards.dataset)},
+            "data": {"source": shards.info.get("source"), "clips": len(shards.dataset),
+                     **({"world": shards.info["world"]} if "world" in shards.info else {})},
         }
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -54,3 +54,22 @@ def world_options(args: argparse.Namespace):
     from reelm.data.synthetic import WorldOptions
 
     return apply_overrides(WorldOptions(), world_settings(args))
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser, *, default: str) -> None:
+    """How generated ids are chosen: ``--temperature``, ``--top-k``, ``--top-p``, ``--greedy``."""
+    parser.add_argument("--temperature", type=float, help=f"sampling temperature (default: {default})")
+    parser.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely ids")
+    parser.add_argument("--top-p", type=float, metavar="P", help="sample among the most likely ids holding P of the "
+                        "probability (nucleus)")
+    parser.add_argument("--greedy", action="store_true", help="always take the most likely id (deterministic)")
+
+
+def sampling_from(args: argparse.Namespace, default):
+    """:class:`reelm.lm.sampling.Sampling` from the sampling flags, or ``default`` when none is given."""
+    from reelm.lm.sampling import Sampling
+
+    if not (args.greedy or args.temperature is not None or args.top_k is not None or args.top_p is not None):
+        return default
+    return Sampling(temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, greedy=args.greedy)

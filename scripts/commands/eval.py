@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_device_flag, add_group, add_progress_flag, add_world_flags, world_options
+from reelm.commands import (
+    add_device_flag,
+    add_group,
+    add_progress_flag,
+    add_sampling_flags,
+    add_world_flags,
+    sampling_from,
+    world_options,
+    world_settings,
+)
 
 
 def register(subparsers) -> None:
@@ -32,6 +41,43 @@ def register(subparsers) -> None:
     add_progress_flag(p)
     p.set_defaults(func=reconstruct_main)
 
+    p = group.add_parser(
+        "generate", help="Generate samples with a model folder and score them (adherence, temporal, FVD, ...).",
+        description="Generate --num-samples videos per prompt (--prompts FILE, or 'synthetic': prompts typed from the "
+        "world's seen and held-out combinations) and score them: prompt adherence per attribute (seen vs held-out), "
+        "temporal quality, and with synthetic prompts image-to-video, continuation and video-to-text; FVD/KVD with "
+        "--i3d, FID/KID/IS with --inception, CLIPSIM with --clip. Under torchrun or the deepspeed launcher the work "
+        "is split across processes. Writes OUT/samples/, OUT/samples.jsonl, OUT/summary.json and OUT/report.html.")
+    p.add_argument("--model", required=True, metavar="RUN", help="LM run folder or step-NNNNNN folder")
+    p.add_argument("--prompts", default="synthetic", metavar="FILE|synthetic",
+                   help="one prompt per line (UTF-8), or 'synthetic' (default)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the samples, results and report")
+    p.add_argument("--video-tokenizer", metavar="DIR", help="use this video tokenizer instead of the model folder's")
+    p.add_argument("--num-prompts", type=int, default=24, metavar="N",
+                   help="synthetic: prompts per group, seen and held-out (default: 24)")
+    p.add_argument("--num-samples", type=int, default=2, metavar="N", help="videos per prompt (default: 2)")
+    p.add_argument("--frames", type=int, metavar="N", help="frames per video (default: the training length)")
+    p.add_argument("--image-to-video", type=int, default=8, metavar="N",
+                   help="synthetic: real clips continued from their first frame (default: 8)")
+    p.add_argument("--continuation", type=int, default=8, metavar="N",
+                   help="synthetic: real clips continued from their first latent frames (default: 8)")
+    p.add_argument("--captions", type=int, default=16, metavar="N", help="synthetic: held-out clips to caption "
+                   "(default: 16)")
+    p.add_argument("--reference", type=int, default=64, metavar="N",
+                   help="real clips for FVD / KVD / FID / KID (default: 64)")
+    p.add_argument("--guidance-scale", type=float, metavar="G", help="classifier-free guidance scale (default: the "
+                   "pipeline's)")
+    add_sampling_flags(p, default="the pipeline's")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per batch (default: 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of prompts, samples and real clips (default: 0)")
+    add_world_flags(p, scope=" (synthetic prompts; default: the model's training world)")
+    p.add_argument("--i3d", metavar="FILE", help="I3D weights for FVD / KVD")
+    p.add_argument("--inception", metavar="FILE", help="torch-fidelity's Inception weights for FID / KID / IS")
+    p.add_argument("--clip", metavar="DIR", help="a CLIP model folder for CLIPSIM")
+    add_device_flag(p)
+    add_progress_flag(p)
+    p.set_defaults(func=generate_main)
+
 
 def _clip_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-frames", type=int, default=17, help="frames per clip, 1 + 4k (default: 17)")
@@ -57,3 +103,57 @@ def reconstruct_main(args: argparse.Namespace) -> int:
           f"SSIM {summary['ssim']['mean']:.4f}, codebook {summary['codebook']['usage']:.1%} used{read_back} "
           f"-> {summary['report']}")
     return 0
+
+
+def generate_main(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from reelm.distributed import shutdown_distributed
+    from reelm.errors import ReelmError
+    from reelm.eval.generation_eval import GenerationEvalConfig, evaluate_generation
+    from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
+
+    hf_logging.disable_progress_bar()
+    for name in ("num_prompts", "num_samples", "batch_size", "frames"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ReelmError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+    cfg = GenerationEvalConfig(
+        prompts=args.prompts, num_prompts=args.num_prompts, num_samples=args.num_samples, seed=args.seed,
+        guidance_scale=DEFAULT_GUIDANCE if args.guidance_scale is None else args.guidance_scale,
+        sampling=sampling_from(args, DEFAULT_SAMPLING), batch_size=args.batch_size, num_frames=args.frames,
+        image_to_video=args.image_to_video, continuation=args.continuation, captions=args.captions,
+        reference=args.reference, world=world_options(args) if world_settings(args) else None,
+        i3d_path=args.i3d, inception_path=args.inception, clip_path=args.clip)
+    try:
+        summary = evaluate_generation(args.model, args.out, cfg, video_tokenizer=args.video_tokenizer,
+                                      device=args.device, progress=args.progress)
+    finally:
+        shutdown_distributed()
+    if summary is None:  # not rank 0
+        return 0
+    for line in summary_lines(summary):
+        print(line)
+    print(f"reelm eval generate: {summary['report']}")
+    return 0
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The summary table of a generation eval, as aligned lines for a terminal."""
+    rows = []
+    for group, result in summary["adherence"].items():
+        parts = "  ".join(f"{name} {value['accuracy']:.0%}" for name, value in result["attributes"].items()
+                          if value["total"])
+        rows.append((f"text-to-video ({group})", f"{result['accuracy']:.1%}   {parts}"))
+    for kind, name in (("i2v", "image-to-video kept"), ("v2v", "continuation kept")):
+        if kind in summary:
+            rows.append((name, f"{summary[kind]['kept']:.1%} of {summary[kind]['samples']}"))
+    if "v2t" in summary:
+        rows.append(("video-to-text", f"{summary['v2t']['accuracy']:.1%} of attributes"))
+    if summary["temporal"]["flicker_mean"] is not None:
+        rows.append(("flicker (0-255)", f"{summary['temporal']['flicker_mean']:.2f}"))
+    for name, result in summary.get("distribution", {}).items():
+        if result.get("computed"):
+            rows.append((name.upper(), f"{result['value']:.4g}"))
+    width = max(len(name) for name, _ in rows) if rows else 0
+    return [f"  {name:<{width}}  {value}" for name, value in rows]

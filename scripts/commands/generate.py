@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reelm.commands import add_device_flag, add_progress_flag
+from reelm.commands import add_device_flag, add_progress_flag, add_sampling_flags, sampling_from
 
 
 def register(subparsers) -> None:
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--guidance-scale", type=float, metavar="G",
                    help="classifier-free guidance scale; 1 = none (default: the pipeline's, see README)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per batch (default: 8)")
-    _sampling_flags(p, default="sampling (temperature 1)")
+    add_sampling_flags(p, default="sampling (temperature 1)")
     p.set_defaults(func=generate_main)
 
     p = subparsers.add_parser(
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", metavar="OUT", help="also write the captions with their settings to this JSON file")
     p.add_argument("--max-tokens", type=int, metavar="N", help="text ids at most per caption (default: 48)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="videos per batch (default: 8)")
-    _sampling_flags(p, default="greedy")
+    add_sampling_flags(p, default="greedy")
     p.set_defaults(func=caption_main)
 
 
@@ -58,23 +58,6 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    "(default: 0)")
     add_device_flag(p)
     add_progress_flag(p)
-
-
-def _sampling_flags(p: argparse.ArgumentParser, *, default: str) -> None:
-    p.add_argument("--temperature", type=float, help=f"sampling temperature (default: {default})")
-    p.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely ids")
-    p.add_argument("--top-p", type=float, metavar="P", help="sample among the most likely ids holding P of the "
-                   "probability (nucleus)")
-    p.add_argument("--greedy", action="store_true", help="always take the most likely id (deterministic)")
-
-
-def _sampling(args: argparse.Namespace, default):
-    from reelm.lm.sampling import Sampling
-
-    if not (args.greedy or args.temperature is not None or args.top_k is not None or args.top_p is not None):
-        return default
-    return Sampling(temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k,
-                    top_p=args.top_p, greedy=args.greedy)
 
 
 def _pipeline(args: argparse.Namespace):
@@ -121,7 +104,7 @@ def generate_main(args: argparse.Namespace) -> int:
     pipe = _pipeline(args)
     settings = dict(num_frames=args.frames, num_samples=args.num_samples, seed=args.seed,
                     guidance_scale=DEFAULT_GUIDANCE if args.guidance_scale is None else args.guidance_scale,
-                    sampling=_sampling(args, DEFAULT_SAMPLING), batch_size=args.batch_size)
+                    sampling=sampling_from(args, DEFAULT_SAMPLING), batch_size=args.batch_size)
     frames = args.frames or pipe.model.clip.num_frames
     latents = 1 + -(-(frames - 1) // pipe.tokenizer.temporal_downsample)
     expected = len(prompts) * args.num_samples * latents * pipe.layout.codes_per_frame
@@ -160,7 +143,7 @@ def caption_main(args: argparse.Namespace) -> int:
     pipe = _pipeline(args)
     with _bar(args.progress, None, "caption") as bar:
         out = pipe.caption(args.videos, max_tokens=args.max_tokens or DEFAULT_CAPTION_TOKENS, seed=args.seed,
-                           sampling=_sampling(args, Sampling(greedy=True)), batch_size=args.batch_size,
+                           sampling=sampling_from(args, Sampling(greedy=True)), batch_size=args.batch_size,
                            progress=bar.update)
     for video, caption in zip(args.videos, out.captions):
         print(f"{video}: {caption}")
