@@ -7,30 +7,35 @@ a prompt. How a clip is read:
 1. Background: the per-pixel temporal median (where it looks like an object, e.g. under a
    static one, the frame's median color), shifted per frame by the median frame difference
    (global flicker). Foreground: CIELAB distance to it above ``FG_DELTA_E``.
-2. Color: a foreground pixel takes the named color whose offset from the background points
-   the same way as its own (cosine in RGB). Alpha blending, blur and dimming all move a pixel
-   along that line, so anti-aliased edges and darkened objects keep their color. An object is
-   a named color with a connected blob of ``min_area`` pixels in at least ``MIN_PRESENCE`` of
-   the frames, per frame its largest blob; a color whose pixels hug a larger object's edge is
-   that object's mixed edge (codec chroma bleed), not an object.
-3. Coverage: per frame, each pixel's offset projected onto the object's observed core color
-   (luma weighted above chroma), near its mask and away from other objects. Its sum is the
-   object's area (blur keeps it), its weighted mean the centroid.
-4. Shape and size (analysis by synthesis): each shape is rendered anti-aliased at the radius
+2. Objects: a foreground pixel takes the named color its offset from the background points
+   to (cosine in RGB: alpha blending, blur and dimming move a pixel along that line); each
+   color's largest blob per frame is a piece, and a piece whose pixels mostly hug a larger
+   object (its edge, mixed by a codec's chroma bleed or a blur) joins that object. An object
+   must cover ``min_area`` pixels (half the world's smallest object) in ``MIN_PRESENCE`` of
+   the frames, and look like some shape (best soft Dice at least ``MIN_SHAPE_SCORE``).
+3. Color: the median RGB of the object's strongest half of pixels, named by the nearest
+   named color in CIELAB, each allowed to be dimmed toward the background to half strength.
+4. Coverage: per frame, each pixel's offset projected onto the object's core color (luma
+   weighted above chroma, which codecs halve), near its mask and away from other objects.
+   Its sum is the object's area (blur keeps it), its weighted mean the centroid.
+5. Shape and size (analysis by synthesis): each shape is rendered anti-aliased at the radius
    that gives the observed area, on the centroid, and compared with the coverage (soft Dice)
-   on the frames where the object touches no other; templates may be blurred, or both
-   2x2-pooled as 4:2:0 chroma sees them. The best shapes are refined by a sub-pixel search
-   of center and radius. The winner's radius, as a fraction of the shorter side, snaps to
-   the nearest named size (log scale). An object touching another on every frame is fitted
-   at each named radius on the pixels no other object claims.
-5. Track: the centroid on untouched frames; on touching frames, the center of the fitted
+   on the frames where the object touches no other; a template may be blurred or carried at
+   4:2:0 chroma resolution, whichever fits. The best shapes are refined by a sub-pixel
+   search of center and radius. The winner's radius, as a fraction of the shorter side,
+   snaps to the nearest named size (log scale). An object touching another on every frame
+   is fitted at each named radius on the pixels no other object claims.
+6. Track: the centroid on untouched frames; on touching frames, the center of the fitted
    shape on the pixels no other object claims (where enough of it is visible).
-6. Motion and speed: per axis, the track is fitted by constant-speed motion bouncing off the
+7. Motion and speed: per axis, the track is fitted by constant-speed motion bouncing off the
    walls where the object's extent meets the frame edge (the world's physics), from the first
    observed position. This unfolds bounces, so an object starting at a wall still gets its
    initial direction; at a tie the object leaves the wall rather than bouncing at once. The
    velocity snaps to one of eight directions (static below ``STATIC_FRACTION`` of the slowest
    named speed) and its magnitude in frame sides per second to the nearest named speed.
+
+Readings are only as good as the pixels: on 32x32 clips after H.264, small objects (radius
+about 2 pixels, on a 16x16 chroma plane) lose their shape now and then.
 
 Follows: analysis-by-synthesis (render a hypothesis, compare it with the pixels) as in
 inverse-graphics scene understanding; the world's own geometry (:mod:`reelm.data.synthetic_shapes`)
@@ -54,9 +59,12 @@ from reelm.errors import ReelmError
 FG_DELTA_E = 20.0  # CIELAB distance from the background that makes a pixel foreground
 MIN_AREA_FRACTION = 0.5  # of the smallest object the world draws (a small triangle)
 MIN_PRESENCE = 0.5  # fraction of frames an object must be seen in
+MIN_SHAPE_SCORE = 0.6  # best shape's soft Dice below which a blob is not an object (noise, smears)
 HALO_WIDTH = 2  # pixels around an object where another color's pixels may be its mixed edge
-HALO_FRACTION = 0.8  # of a color's pixels within HALO_WIDTH of a larger object that make it a halo
+HALO_FRACTION = 0.8  # of a piece's pixels within HALO_WIDTH of a larger object that make it that object's
+FRAGMENT_FRACTION = 0.25  # of min_area: the smallest per-color piece that may join an object
 REGION_DILATION = 2  # pixels around an object's mask that its coverage may reach
+MIN_COLOR_STRENGTH = 0.5  # an object's color may be dimmed to this fraction over its background
 CHROMA_WEIGHT = 0.25  # of chroma against luma when projecting a pixel onto an object's color
 TEMPLATE_SUPERSAMPLE = 4  # samples per pixel side when rendering a template
 TEMPLATE_BLURS = (0.0, 0.6, 1.2)  # Gaussian sigmas (pixels) a template may be blurred by
@@ -75,7 +83,6 @@ STATIC_FRACTION = 0.4  # below this fraction of the slowest named speed an objec
 DIRECTIONS = tuple(m for m in MOTIONS if m != "static")
 _COLOR_NAMES = tuple(COLORS)
 _COLOR_RGB = np.array([COLORS[c] for c in _COLOR_NAMES], dtype=np.float32)  # (K, 3)
-_COLOR_LAB = rgb2lab(_COLOR_RGB[None] / 255.0)[0]  # (K, 3)
 _YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])  # BT.601
 _METRIC = (_YCBCR.T @ np.diag([1.0, CHROMA_WEIGHT, CHROMA_WEIGHT]) @ _YCBCR).astype(np.float32)  # (3, 3)
 _PER_FRAME_8 = np.zeros((3, 3, 3), dtype=bool)
@@ -107,7 +114,6 @@ class ObjectReading:
     track: list[list[float] | None] = field(default_factory=list)
     area: float = 0.0  # mean soft area (pixels) over the frames it was seen in
     rgb: tuple[int, int, int] = (0, 0, 0)  # observed core color
-    lab_color: str = ""  # nearest named color of ``rgb`` in CIELAB, a cross-check of ``color``
     shape_scores: dict[str, float] = field(default_factory=dict)  # soft Dice per shape
     frames_seen: int = 0
     clean_frames: int = 0  # frames seen without touching another object
@@ -127,18 +133,19 @@ def read_clip(frames: np.ndarray, fps: float, max_objects: int | None = None) ->
     offset = video - background  # (T, H, W, 3)
     labels = _color_labels(offset, background, _delta_e(video, background) > FG_DELTA_E)  # (T, H, W)
     min_area = max(3.0, MIN_AREA_FRACTION * _unit_area("triangle") * (min(SIZES.values()) * side) ** 2)
-    masks = {k: _largest_blobs(labels == k, min_area) for k in range(len(_COLOR_NAMES))}
+    pieces = [_largest_blobs(labels == k, FRAGMENT_FRACTION * min_area) for k in range(len(_COLOR_NAMES))]
     needed = max(1.0, MIN_PRESENCE * num_frames)
-    masks = {k: m for k, m in masks.items() if m.any(axis=(1, 2)).sum() >= needed}
-    order = _without_halos(masks)[:max_objects]
+    objects = [m for m in _group(pieces) if ((m.sum(axis=(1, 2)) >= min_area).sum() >= needed)]
     readings = []
-    for k in order:
-        others = np.zeros(video.shape[:3], dtype=bool)
-        for j in order:
-            if j != k:
-                others |= masks[j]
-        readings.append(_read_object(k, video, background, offset, masks[k], others, fps))
-    return readings
+    for i, mask in enumerate(objects):
+        others = np.zeros_like(mask)
+        for j, other in enumerate(objects):
+            if j != i:
+                others |= other
+        reading = _read_object(video, background, offset, mask, others, fps)
+        if reading.shape_scores and max(reading.shape_scores.values()) >= MIN_SHAPE_SCORE:
+            readings.append(reading)
+    return readings[:max_objects]
 
 
 def _check(frames: np.ndarray, fps: float, max_objects: int | None) -> np.ndarray:
@@ -163,7 +170,7 @@ def _background(video: np.ndarray) -> np.ndarray:
 
 def _delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """CIE76 distance ``(...)`` between RGB arrays ``(..., 3)`` on 0..255."""
-    return np.linalg.norm(rgb2lab(np.clip(a, 0, 255) / 255.0) - rgb2lab(np.clip(b, 0, 255) / 255.0), axis=-1)
+    return np.linalg.norm(_lab(a) - _lab(b), axis=-1)
 
 
 def _color_labels(offset: np.ndarray, background: np.ndarray, foreground: np.ndarray) -> np.ndarray:
@@ -196,22 +203,26 @@ def _largest_blobs(mask: np.ndarray, min_area: float) -> np.ndarray:
     return keep[blobs]
 
 
-def _without_halos(masks: dict[int, np.ndarray]) -> list[int]:
-    """Colors by total area, largest first, without those whose pixels mostly hug a larger object."""
+def _group(pieces: list[np.ndarray]) -> list[np.ndarray]:
+    """Object masks ``(T, H, W)``, largest first, from per-color pieces: a piece whose pixels
+    mostly hug a larger object's mask (its edge, in another color after a codec's chroma bleed
+    or a blur) joins that object."""
     grow = np.ones((1, 2 * HALO_WIDTH + 1, 2 * HALO_WIDTH + 1), dtype=bool)
-    kept: list[int] = []
-    near = None
-    for k in sorted(masks, key=lambda k: -int(masks[k].sum())):
-        if near is not None and (masks[k] & near).sum() >= HALO_FRACTION * masks[k].sum():
-            continue
-        kept.append(k)
-        grown = ndimage.binary_dilation(masks[k], structure=grow)  # (T, H, W)
-        near = grown if near is None else near | grown
-    return kept
+    groups: list[np.ndarray] = []
+    grown: list[np.ndarray] = []
+    for piece in sorted((p for p in pieces if p.any()), key=lambda p: -int(p.sum())):
+        hugged = [int((piece & near).sum()) for near in grown]
+        if hugged and max(hugged) >= HALO_FRACTION * piece.sum():
+            i = int(np.argmax(hugged))
+            groups[i] |= piece
+            grown[i] |= ndimage.binary_dilation(piece, structure=grow)
+        else:
+            groups.append(piece.copy())
+            grown.append(ndimage.binary_dilation(piece, structure=grow))
+    return sorted(groups, key=lambda g: -int(g.sum()))
 
 
 def _read_object(
-    k: int,
     video: np.ndarray,
     background: np.ndarray,
     offset: np.ndarray,
@@ -222,7 +233,7 @@ def _read_object(
     num_frames, height, width, _ = video.shape
     side = min(height, width)
     seen = mask.any(axis=(1, 2))  # (T,)
-    rgb = _core_color(video[mask], offset[mask])
+    rgb, color = _core_color(video[mask], offset[mask], background[mask])
     grow = np.ones((1, 2 * REGION_DILATION + 1, 2 * REGION_DILATION + 1), dtype=bool)
     region = ndimage.binary_dilation(mask, structure=grow)  # (T, H, W)
     valid = ~ndimage.binary_dilation(others, structure=np.ones((1, 3, 3), dtype=bool))  # (T, H, W)
@@ -262,7 +273,7 @@ def _read_object(
         residual = round(math.sqrt((error_x + error_y) / len(times)), 3)
     motion, speed, speed_value = _motion_speed(velocity, fps, side)
     return ObjectReading(
-        color=_COLOR_NAMES[k],
+        color=color,
         shape=shape,
         size=_nearest_log(radius_px / side, SIZES) if shape else None,
         motion=motion,
@@ -273,7 +284,6 @@ def _read_object(
         track=[[round(float(cx[t]), 3), round(float(cy[t]), 3)] if tracked[t] else None for t in range(num_frames)],
         area=round(float(areas[seen].mean()), 2) if seen.any() else 0.0,
         rgb=tuple(int(round(c)) for c in rgb),
-        lab_color=_nearest_lab(rgb),
         shape_scores={s: round(float(v), 4) for s, v in scores.items()},
         frames_seen=int(seen.sum()),
         clean_frames=int(clean.sum()),
@@ -281,15 +291,22 @@ def _read_object(
     )
 
 
-def _core_color(pixels: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """The median RGB ``(3,)`` of the half of an object's pixels farthest from the background."""
-    strength = np.linalg.norm(offsets, axis=-1)  # (N,)
-    return np.median(pixels[strength >= np.median(strength)], axis=0)
+def _core_color(pixels: np.ndarray, offsets: np.ndarray, backgrounds: np.ndarray) -> tuple[np.ndarray, str]:
+    """The median RGB ``(3,)`` of the half of an object's pixels ``(N, 3)`` farthest from the
+    background, and the nearest named color to it in CIELAB, each named color allowed to be
+    dimmed toward the local background down to ``MIN_COLOR_STRENGTH`` (blur, partial cover)."""
+    core = np.linalg.norm(offsets, axis=-1) >= np.median(np.linalg.norm(offsets, axis=-1))  # (N,)
+    rgb = np.median(pixels[core], axis=0)  # (3,)
+    background = np.median(backgrounds[core], axis=0)  # (3,)
+    strengths = np.linspace(MIN_COLOR_STRENGTH, 1.0, 11)  # (A,)
+    candidates = background + strengths[None, :, None] * (_COLOR_RGB[:, None, :] - background)  # (K, A, 3)
+    distance = np.linalg.norm(_lab(candidates) - _lab(rgb), axis=-1).min(axis=1)  # (K,)
+    return rgb, _COLOR_NAMES[int(distance.argmin())]
 
 
-def _nearest_lab(rgb: np.ndarray) -> str:
-    lab = rgb2lab(np.asarray(rgb, dtype=np.float32)[None, None] / 255.0)[0, 0]  # (3,)
-    return _COLOR_NAMES[int(np.linalg.norm(_COLOR_LAB - lab, axis=-1).argmin())]
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB of RGB ``(..., 3)`` on 0..255."""
+    return rgb2lab(np.clip(rgb, 0, 255) / 255.0)
 
 
 def _alpha(offset: np.ndarray, background: np.ndarray, rgb: np.ndarray) -> np.ndarray:
