@@ -176,12 +176,12 @@ def _delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _color_labels(offset: np.ndarray, background: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     """Per pixel, the index of the named color its offset from the background points to; -1 off the foreground."""
     labels = np.full(foreground.shape, -1, dtype=np.int64)
-    pixel = offset[foreground]  # (N, 3)
-    toward = _COLOR_RGB[None] - background[foreground][:, None, :]  # (N, K, 3)
-    cosine = np.einsum("nc,nkc->nk", pixel, toward) / (
-        np.linalg.norm(pixel, axis=-1, keepdims=True) * np.linalg.norm(toward, axis=-1) + 1e-6
-    )  # (N, K)
-    labels[foreground] = cosine.argmax(axis=1)
+    pixel, base = offset[foreground], background[foreground]  # (N, 3) each
+    colors = _COLOR_RGB.astype(np.float64)  # (K, 3)
+    base_dot = base @ colors.T  # (N, K)
+    along = pixel @ colors.T - (pixel * base).sum(axis=1, keepdims=True)  # (N, K): pixel . (color - base)
+    length = np.sqrt(np.maximum((colors**2).sum(axis=1) - 2 * base_dot + (base**2).sum(axis=1, keepdims=True), 1e-6))
+    labels[foreground] = (along / length).argmax(axis=1)  # cosine up to the pixel's own norm
     return labels
 
 
@@ -230,6 +230,7 @@ def _read_object(
     others: np.ndarray,
     fps: float,
 ) -> ObjectReading:
+    """Read the object of ``mask`` (T, H, W); ``others`` (T, H, W) covers the other objects."""
     num_frames, height, width, _ = video.shape
     side = min(height, width)
     seen = mask.any(axis=(1, 2))  # (T,)
@@ -246,31 +247,13 @@ def _read_object(
     seen &= areas > 0
     clean = seen & ~(region & ~valid).any(axis=(1, 2))  # (T,)
 
-    if clean.any():
-        scores, radii = _shape_scores(alpha, cx, cy, areas, np.flatnonzero(clean))
-        shape = max(scores, key=scores.get)
-        radius_px = float(np.median(radii[shape]))
-    elif seen.any():
-        frames = np.flatnonzero(seen)
-        frames = frames[np.argsort(-areas[frames])][:OCCLUDED_FIT_FRAMES]
-        scores, radius_px = _occluded_shape_scores(alpha, valid, cx, cy, frames, side)
-        shape = max(scores, key=scores.get)
-    else:
-        scores, radius_px, shape = {}, 0.0, None
-
+    scores, shape, radius_px = _fit_shape(alpha, valid, cx, cy, areas, seen, clean, side)
     tracked = clean.copy()
     if shape:
         for t in np.flatnonzero(seen & ~clean):
             cx[t], cy[t], visible = _fit_center(alpha[t], valid[t], shape, radius_px, cx[t], cy[t])
             tracked[t] = visible >= MIN_VISIBLE_FRACTION
-    velocity, residual = None, None
-    if shape and tracked.sum() >= 2:
-        times = np.flatnonzero(tracked)
-        x0, x1, y0, y1 = (e * radius_px for e in EXTENTS[shape])
-        vx, error_x = _axis_velocity(times, cx[times], -x0, width - x1)
-        vy, error_y = _axis_velocity(times, cy[times], -y0, height - y1)
-        velocity = (round(vx, 3), round(vy, 3))
-        residual = round(math.sqrt((error_x + error_y) / len(times)), 3)
+    velocity, residual = _velocity(cx, cy, tracked, shape, radius_px, height, width) if shape else (None, None)
     motion, speed, speed_value = _motion_speed(velocity, fps, side)
     return ObjectReading(
         color=color,
@@ -289,6 +272,43 @@ def _read_object(
         clean_frames=int(clean.sum()),
         fit_residual=residual,
     )
+
+
+def _fit_shape(
+    alpha: np.ndarray,
+    valid: np.ndarray,
+    cx: np.ndarray,
+    cy: np.ndarray,
+    areas: np.ndarray,
+    seen: np.ndarray,
+    clean: np.ndarray,
+    side: int,
+) -> tuple[dict[str, float], str | None, float]:
+    """Shape scores, the best shape and its radius (pixels): from the frames where the object
+    touches nothing, else (always touching) from its largest visible frames."""
+    if clean.any():
+        scores, radii = _shape_scores(alpha, cx, cy, areas, np.flatnonzero(clean))
+        shape = max(scores, key=scores.get)
+        return scores, shape, float(np.median(radii[shape]))
+    if seen.any():
+        frames = np.flatnonzero(seen)
+        frames = frames[np.argsort(-areas[frames])][:OCCLUDED_FIT_FRAMES]
+        scores, radius = _occluded_shape_scores(alpha, valid, cx, cy, frames, side)
+        return scores, max(scores, key=scores.get), radius
+    return {}, None, 0.0
+
+
+def _velocity(
+    cx: np.ndarray, cy: np.ndarray, tracked: np.ndarray, shape: str, radius: float, height: int, width: int
+) -> tuple[tuple[float, float] | None, float | None]:
+    """Initial velocity (pixels per frame) of the track's bouncing fit and its RMS residual (pixels)."""
+    if tracked.sum() < 2:
+        return None, None
+    times = np.flatnonzero(tracked)
+    x0, x1, y0, y1 = (e * radius for e in EXTENTS[shape])
+    vx, error_x = _axis_velocity(times, cx[times], -x0, width - x1)
+    vy, error_y = _axis_velocity(times, cy[times], -y0, height - y1)
+    return (round(vx, 3), round(vy, 3)), round(math.sqrt((error_x + error_y) / len(times)), 3)
 
 
 def _core_color(pixels: np.ndarray, offsets: np.ndarray, backgrounds: np.ndarray) -> tuple[np.ndarray, str]:
