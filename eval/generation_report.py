@@ -16,7 +16,7 @@ import numpy as np
 
 from reelm.data.contact_sheet import render_sheet
 from reelm.eval.adherence import ATTRIBUTES
-from reelm.eval.report import Report
+from reelm.eval.report import Report, enlarge
 
 SHOWN = 4
 SHEET_FRAMES = 9
@@ -97,7 +97,7 @@ def _adherence(report: Report, summary: dict, samples: list[dict]) -> None:
     for label, chosen in (("worst", scored[:SHOWN]), ("best", scored[-SHOWN:][::-1])):
         for sample in chosen:
             read = ", ".join(f"{r['color']} {r['shape']} {r['motion']}" for r in sample["read"]) or "nothing"
-            sheet = render_sheet([sample["video"]], max_frames=SHEET_FRAMES, labels=[sample["group"]])
+            sheet = render_sheet([enlarge(sample["video"])], max_frames=SHEET_FRAMES, labels=[sample["group"]])
             section.image(sheet, f"{label}: \"{sample['prompt']}\" — read: {read} — "
                                  f"{_percent(sample['score']['accuracy'])} right", name=f"t2v_{label}_{sample['file']}")
 
@@ -112,8 +112,9 @@ def _conditioned(report: Report, summary: dict, conditioned: list[dict]) -> None
             for r in conditioned]
     section.table(rows, ["task", "prompt", "read", "real motion", "kept", "drift PSNR (dB)"],
                   highlight=["good" if r["kept"] else "bad" for r in conditioned])
-    for record in conditioned[:SHOWN] + [r for r in conditioned if r["kind"] == "v2v"][:SHOWN]:
-        sheet = render_sheet([record["condition"], record["video"]], max_frames=SHEET_FRAMES,
+    for record in [r for r in conditioned if r["kind"] == "i2v"][:SHOWN] + \
+            [r for r in conditioned if r["kind"] == "v2v"][:SHOWN]:
+        sheet = render_sheet([enlarge(record["condition"]), enlarge(record["video"])], max_frames=SHEET_FRAMES,
                              labels=["condition", "generated"])
         section.image(sheet, f"{record['kind']}: \"{record['prompt']}\" — {'kept' if record['kept'] else 'lost'}",
                       name=f"{record['kind']}_{record['id']}")

@@ -61,6 +61,7 @@ class _Clip:
     index: int
     row: Any
     original: np.ndarray  # (T, H, W, 3) uint8
+    start: float = 0.0  # seconds into the source video
     recon: np.ndarray | None = None
     codes: np.ndarray | None = None
 
@@ -93,7 +94,7 @@ def evaluate_reconstruction(tokenizer: str | Path, data: Any, out: str | Path, c
                                 "detail": result.detail})
                 continue
             for clip in result:
-                pending.append(_Clip(next_index, row, clip.frames))
+                pending.append(_Clip(next_index, row, clip.frames, clip.start))
                 next_index += 1
             while len(pending) >= cfg.batch_size:
                 batch, pending = pending[: cfg.batch_size], pending[cfg.batch_size:]
@@ -130,7 +131,7 @@ def _score_batch(model, device, batch: list[_Clip], lpips, counts, records, adhe
         metrics.update(clip.original, clip.recon)
         np.add.at(counts, clip.codes.reshape(-1), 1)
         record = {"clip": clip.index, "row": clip.row.index, "source": clip.row.video, "caption": clip.row.caption,
-                  "frames": int(len(clip.original)), "psnr": metrics.psnr(), "ssim": metrics.ssim(),
+                  "start": clip.start, "frames": int(len(clip.original)), "psnr": metrics.psnr(), "ssim": metrics.ssim(),
                   "codes": list(clip.codes.shape)}
         if lpips is not None:
             record["lpips"] = _lpips_score(lpips, clip.original, clip.recon, device)

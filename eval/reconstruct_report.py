@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from reelm.data.contact_sheet import render_sheet
-from reelm.eval.report import Report
+from reelm.eval.report import Report, enlarge
 
 SHEET_FRAMES = 9
 
@@ -67,7 +67,8 @@ def write_report(out: Path, summary: dict, records: list[dict], kept: list, fram
     for label, clips in (("worst", by_psnr[:shown]), ("best", by_psnr[-shown:][::-1])):
         for clip in clips:
             record = records[clip.index]
-            sheet = render_sheet([clip.original, clip.recon], max_frames=SHEET_FRAMES, labels=["original", "recon"])
+            sheet = render_sheet([enlarge(clip.original), enlarge(clip.recon)], max_frames=SHEET_FRAMES,
+                                 labels=["original", "recon"])
             caption = f"{label}: clip {record['clip']} ({record['source']}), PSNR {record['psnr']:.2f} dB, " \
                       f"SSIM {record['ssim']:.3f}" + (f" — {record['caption']}" if record.get("caption") else "")
             examples.image(sheet, caption, name=f"{label}_{record['clip']}")

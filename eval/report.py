@@ -124,6 +124,13 @@ class Report:
         return write_text(self.folder / name, page)
 
 
+def enlarge(frames: np.ndarray, min_side: int = 96) -> np.ndarray:
+    """``(..., H, W, 3)`` frames repeated pixel by pixel until the shorter side is at least ``min_side`` (for display)."""
+    frames = np.asarray(frames)
+    factor = max(1, -(-min_side // min(frames.shape[-3:-1])))
+    return frames.repeat(factor, axis=-3).repeat(factor, axis=-2) if factor > 1 else frames
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f'<td class="num">{value:.4g}</td>' if abs(value) < 1e4 else f'<td class="num">{value:.3e}</td>'

@@ -48,3 +48,29 @@ def load_bench_script(name: str):
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+MODEL_CLIP = {"num_frames": 9, "fps": 8.0, "size": 32, "temporal_crop": "center", "clips_per_video": 1}
+MODEL_CAPTIONS = [f"a {c} {s} moves {d}" for c in ("red", "blue", "green") for s in ("circle", "square")
+                  for d in ("to the left", "up")]
+
+
+def make_model_folder(root: Path, *, seed: int = 0) -> Path:
+    """A model folder as ``reelm lm train`` exports it, made in seconds without training: a random tiny video
+    tokenizer (32 x 32 x 9 clips, a 4 x 4 latent grid), a BPE fitted on a few captions, a small random LM."""
+    from reelm.data.text_tokenizer import train_text_tokenizer
+    from reelm.data.token_layout import TokenLayout
+    from reelm.lm.checkpoint import export_lm
+    from reelm.lm.model import LMConfig, build_model
+    from reelm.tokenizer.checkpoint import save_tokenizer, tokenizer_identity
+    from reelm.tokenizer.model import PRESETS, VideoTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = VideoTokenizer(PRESETS["tiny"]()).eval()
+    save_tokenizer(tokenizer, root / "tok")
+    text = train_text_tokenizer(MODEL_CAPTIONS * 4, vocab_size=300)
+    layout = TokenLayout.build(text, codebook_size=tokenizer.codebook_size, latent_hw=(4, 4),
+                               video_tokenizer=tokenizer_identity(tokenizer))
+    cfg = LMConfig(hidden_size=64, num_layers=2, num_heads=2, max_position_embeddings=512)
+    model = build_model(cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id, pad_id=layout.pad_id)
+    return export_lm(root / "model", model, layout, cfg, video_tokenizer=root / "tok", clip=MODEL_CLIP, step=0)

@@ -16,34 +16,17 @@ import torch
 from reelm.checkpoint import CheckpointError, write_meta
 from reelm.cli import main
 from reelm.data.synthetic import SyntheticWorld, WorldConfig
-from reelm.data.text_tokenizer import train_text_tokenizer
-from reelm.data.token_layout import Task, TokenLayout
+from reelm.data.token_layout import Task
 from reelm.data.video_read import read_video
 from reelm.data.video_write import write_mp4
 from reelm.generation import VideoPipeline
 from reelm.generation.model_folder import load_model_folder
-from reelm.lm.checkpoint import export_lm
-from reelm.lm.model import LMConfig, build_model
+from conftest import make_model_folder
 from reelm.lm.sampling import Sampling
-from reelm.tokenizer.checkpoint import save_tokenizer, tokenizer_identity
+from reelm.tokenizer.checkpoint import save_tokenizer
 from reelm.tokenizer.model import PRESETS, VideoTokenizer
 
-CLIP = {"num_frames": 9, "fps": 8.0, "size": 32, "temporal_crop": "center", "clips_per_video": 1}
-CAPTIONS = [f"a {c} {s} moves {d}" for c in ("red", "blue", "green") for s in ("circle", "square") for d in
-            ("to the left", "up")]
 GREEDY = Sampling(greedy=True)
-
-
-def make_model_folder(root, *, seed=0):
-    torch.manual_seed(seed)
-    tokenizer = VideoTokenizer(PRESETS["tiny"]()).eval()
-    save_tokenizer(tokenizer, root / "tok")
-    text = train_text_tokenizer(CAPTIONS * 4, vocab_size=300)
-    layout = TokenLayout.build(text, codebook_size=tokenizer.codebook_size, latent_hw=(4, 4),
-                               video_tokenizer=tokenizer_identity(tokenizer))
-    cfg = LMConfig(hidden_size=64, num_layers=2, num_heads=2, max_position_embeddings=512)
-    model = build_model(cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id, pad_id=layout.pad_id)
-    return export_lm(root / "model", model, layout, cfg, video_tokenizer=root / "tok", clip=CLIP, step=0)
 
 
 @pytest.fixture(scope="module")
