@@ -36,6 +36,7 @@ from reelm.data.sources import SyntheticSource, open_source
 from reelm.data.synthetic import WorldOptions
 from reelm.data.video_read import frames_to_tensor, tensor_to_frames
 from reelm.device import resolve_device
+from reelm.errors import ReelmError
 from reelm.eval.adherence import ATTRIBUTES, aggregate, read_clip, score_against
 from reelm.eval.metrics import ClipMetrics
 from reelm.tokenizer.checkpoint import load_tokenizer, tokenizer_identity
@@ -104,6 +105,11 @@ def evaluate_reconstruction(tokenizer: str | Path, data: Any, out: str | Path, c
             _score_batch(model, chosen, batch, lpips, counts, records, adherence, frame_psnr, kept, cfg)
     bar.close()
     seconds = time.perf_counter() - began
+    if not records:
+        write_text(out / "skipped.jsonl", "".join(json.dumps(s, sort_keys=True) + "\n" for s in skipped))
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in _reasons(skipped).items()) or "the source is empty"
+        raise ReelmError(f"{source.name}: no clip could be scored ({reasons}); see {out / 'skipped.jsonl'}, or ask "
+                         "for shorter clips (--num-frames, --fps)")
     summary = _summary(model, source, cfg, records, skipped, counts, adherence, frame_psnr, kept, seconds)
     write_text(out / CLIPS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     write_text(out / "skipped.jsonl", "".join(json.dumps(s, sort_keys=True) + "\n" for s in skipped))

@@ -33,8 +33,7 @@ def write_report(out: Path, summary: dict, records: list[dict], kept: list, fram
             ("SSIM, mean / median / min", _three(summary["ssim"])),
             ("LPIPS, mean", f"{summary['lpips']['mean']:.4f}" if "mean" in summary["lpips"]
              else summary["lpips"]["reason"]),
-            ("codebook used", f"{summary['codebook']['used']} of {summary['codebook']['size']} "
-                              f"({summary['codebook']['usage']:.1%}), perplexity {summary['codebook']['perplexity']:.1f}"),
+            ("codebook used", _codebook(summary["codebook"])),
             ("rFVD", f"{summary['rfvd']['value']:.2f}" if summary["rfvd"].get("computed") else
              summary["rfvd"]["reason"]),
             ("clips scored / skipped", f"{summary['clips']} / {summary['skipped']}")]
@@ -108,6 +107,13 @@ def _adherence_section(report: Report, summary: dict, records: list[dict]) -> No
     reads = sorted({r for _, r in confusion})
     section.html("<h3>Color: true (rows) vs read back (columns)</h3>")
     section.table([[t] + [confusion[(t, r)] for r in reads] for t in truths], ["true \\ read"] + reads)
+
+
+def _codebook(codebook: dict) -> str:
+    if codebook["perplexity"] is None:
+        return "no codes (no clips)"
+    return (f"{codebook['used']} of {codebook['size']} ({codebook['usage']:.1%}), "
+            f"perplexity {codebook['perplexity']:.1f}")
 
 
 def _three(stats: dict) -> str:

@@ -10,6 +10,12 @@ Sections (``--sections``, default all):
   ``--warmup`` batches each, the formats take turns batch by batch (so load from other
   processes falls on both alike); reported: median seconds per batch and clips/s.
 
+- ``adherence``: clips/s of the adherence scorer (``reelm.eval.adherence.read_clip``) on rendered
+  synthetic clips (``--adherence-clips`` one-object 64 x 64 x 17-frame clips at 8 fps).
+- ``reconstruct``: clips/s of ``reelm eval reconstruct`` (``reelm.eval.reconstruct``) with a random
+  ``tiny`` tokenizer on the real clip ``--video`` (17-frame 64 x 64 clips at 8 fps, ``--clips-per-video``
+  windows), end to end: reading, encoding and decoding, scoring, writing the JSON and report.
+
 A new section is a function ``(args) -> dict`` added to ``SECTIONS`` (and its flags to
 ``parser()``).
 
@@ -62,7 +68,52 @@ def bench_i3d(args: argparse.Namespace) -> dict:
     return out
 
 
-SECTIONS = {"i3d": bench_i3d}
+def bench_adherence(args: argparse.Namespace) -> dict:
+    from reelm.data.synthetic import SyntheticWorld, WorldConfig
+    from reelm.eval.adherence import read_clip
+
+    world = SyntheticWorld(WorldConfig(height=64, width=64, num_frames=17, max_objects=1,
+                                       textured_backgrounds=False, split="val"))
+    clips = [world.clip(i).frames for i in range(args.adherence_clips)]
+    read_clip(clips[0], 8.0)
+    times = []
+    for _ in range(args.repeats):
+        began = time.perf_counter()
+        for frames in clips:
+            read_clip(frames, 8.0)
+        times.append(time.perf_counter() - began)
+    median = statistics.median(times)
+    return {"input": f"{len(clips)} one-object clips of 17 x 64 x 64 at 8 fps", "repeats": args.repeats,
+            "median_seconds": round(median, 4), "clips_per_s": round(len(clips) / median, 2)}
+
+
+def bench_reconstruct(args: argparse.Namespace) -> dict:
+    import torch
+
+    from reelm.data.clips import ClipSpec
+    from reelm.eval.reconstruct import ReconstructConfig, evaluate_reconstruction
+    from reelm.tokenizer.checkpoint import save_tokenizer
+    from reelm.tokenizer.model import PRESETS, VideoTokenizer
+
+    if not args.video or not Path(args.video).is_file():
+        return {"skipped": f"no real clip (--video {args.video})"}
+    times, summary = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        save_tokenizer(VideoTokenizer(PRESETS["tiny"]()).eval(), Path(tmp) / "tok")
+        cfg = ReconstructConfig(clip=ClipSpec(num_frames=17, fps=8.0, size=64, clips_per_video=args.clips_per_video))
+        for repeat in range(args.repeats):
+            began = time.perf_counter()
+            summary = evaluate_reconstruction(Path(tmp) / "tok", args.video, Path(tmp) / f"eval{repeat}", cfg,
+                                              device="cpu", progress=False)
+            times.append(time.perf_counter() - began)
+    median = statistics.median(times)
+    return {"video": str(args.video), "clips": summary["clips"], "repeats": args.repeats,
+            "median_seconds": round(median, 3), "clips_per_s": round(summary["clips"] / median, 2),
+            "tokenizer": "random tiny (speed does not depend on the weights)"}
+
+
+SECTIONS = {"i3d": bench_i3d, "adherence": bench_adherence, "reconstruct": bench_reconstruct}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,7 +124,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--batch", type=int, default=2, help="clips per batch")
     p.add_argument("--warmup", type=int, default=2, help="untimed batches per format")
-    p.add_argument("--repeats", type=int, default=5, help="timed batches per format")
+    p.add_argument("--repeats", type=int, default=5, help="timed batches per format (runs, for other sections)")
+    p.add_argument("--adherence-clips", type=int, default=32, help="clips the adherence section scores")
+    p.add_argument("--video", default=os.environ.get("REELM_TEST_MEDIA", "") and
+                   str(Path(os.environ["REELM_TEST_MEDIA"]) / "bottle-detection.mp4"),
+                   help="real clip for the reconstruct section (default: $REELM_TEST_MEDIA/bottle-detection.mp4)")
+    p.add_argument("--clips-per-video", type=int, default=4, help="windows cut from --video (default: 4)")
     return p
 
 
