@@ -15,8 +15,9 @@ a prompt. How a clip is read:
    the frames, and look like some shape (best soft Dice at least ``MIN_SHAPE_SCORE``).
 3. Color: the median RGB of the object's strongest half of pixels, named by the nearest
    named color in CIELAB, each allowed to be dimmed toward the background to half strength.
-4. Coverage: per frame, each pixel's offset projected onto the object's core color (luma
-   weighted above chroma, which codecs halve), near its mask and away from other objects.
+4. Coverage: per frame, each pixel's offset projected onto the object's full-coverage color
+   (the median of its strongest quarter of pixels; luma weighted above chroma, which codecs
+   halve), near its mask and away from other objects.
    Its sum is the object's area (blur keeps it), its weighted mean the centroid.
 5. Shape and size (analysis by synthesis): each shape is rendered anti-aliased at the radius
    that gives the observed area, on the centroid, and compared with the coverage (soft Dice)
@@ -64,6 +65,7 @@ HALO_WIDTH = 2  # pixels around an object where another color's pixels may be it
 HALO_FRACTION = 0.8  # of a piece's pixels within HALO_WIDTH of a larger object that make it that object's
 FRAGMENT_FRACTION = 0.25  # of min_area: the smallest per-color piece that may join an object
 REGION_DILATION = 2  # pixels around an object's mask that its coverage may reach
+FULL_COVER_QUANTILE = 0.75  # an object's strongest quarter of pixels shows its full-coverage color
 MIN_COLOR_STRENGTH = 0.5  # an object's color may be dimmed to this fraction over its background
 CHROMA_WEIGHT = 0.25  # of chroma against luma when projecting a pixel onto an object's color
 TEMPLATE_SUPERSAMPLE = 4  # samples per pixel side when rendering a template
@@ -113,7 +115,7 @@ class ObjectReading:
     velocity: tuple[float, float] | None = None  # initial (dx, dy), pixels per frame
     track: list[list[float] | None] = field(default_factory=list)
     area: float = 0.0  # mean soft area (pixels) over the frames it was seen in
-    rgb: tuple[int, int, int] = (0, 0, 0)  # observed core color
+    rgb: tuple[int, int, int] = (0, 0, 0)  # observed full-coverage color
     shape_scores: dict[str, float] = field(default_factory=dict)  # soft Dice per shape
     frames_seen: int = 0
     clean_frames: int = 0  # frames seen without touching another object
@@ -312,15 +314,20 @@ def _velocity(
 
 
 def _core_color(pixels: np.ndarray, offsets: np.ndarray, backgrounds: np.ndarray) -> tuple[np.ndarray, str]:
-    """The median RGB ``(3,)`` of the half of an object's pixels ``(N, 3)`` farthest from the
-    background, and the nearest named color to it in CIELAB, each named color allowed to be
-    dimmed toward the local background down to ``MIN_COLOR_STRENGTH`` (blur, partial cover)."""
-    core = np.linalg.norm(offsets, axis=-1) >= np.median(np.linalg.norm(offsets, axis=-1))  # (N,)
-    rgb = np.median(pixels[core], axis=0)  # (3,)
+    """An object's full-coverage RGB ``(3,)`` and its named color, from its pixels ``(N, 3)``.
+
+    The RGB (the reference for coverage) is the median of the pixels in the top
+    ``1 - FULL_COVER_QUANTILE`` by distance from the background; the name is the nearest
+    named color in CIELAB to the median of the stronger half, each named color allowed to be
+    dimmed toward the local background down to ``MIN_COLOR_STRENGTH`` (blur, partial cover).
+    """
+    strength = np.linalg.norm(offsets, axis=-1)  # (N,)
+    rgb = np.median(pixels[strength >= np.quantile(strength, FULL_COVER_QUANTILE)], axis=0)  # (3,)
+    core = strength >= np.median(strength)  # (N,)
     background = np.median(backgrounds[core], axis=0)  # (3,)
     strengths = np.linspace(MIN_COLOR_STRENGTH, 1.0, 11)  # (A,)
     candidates = background + strengths[None, :, None] * (_COLOR_RGB[:, None, :] - background)  # (K, A, 3)
-    distance = np.linalg.norm(_lab(candidates) - _lab(rgb), axis=-1).min(axis=1)  # (K,)
+    distance = np.linalg.norm(_lab(candidates) - _lab(np.median(pixels[core], axis=0)), axis=-1).min(axis=1)  # (K,)
     return rgb, _COLOR_NAMES[int(distance.argmin())]
 
 
