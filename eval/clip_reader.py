@@ -156,7 +156,8 @@ def _check(frames: np.ndarray, fps: float, max_objects: int | None) -> np.ndarra
         raise ClipReadError(f"frames must be (T, H, W, 3) uint8, got {array.shape} {array.dtype}")
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
         raise ClipReadError(f"fps must be a positive number, got {fps!r}")
-    if max_objects is not None and (isinstance(max_objects, bool) or not isinstance(max_objects, int) or max_objects < 1):
+    bad_count = isinstance(max_objects, bool) or not isinstance(max_objects, int) or max_objects < 1
+    if max_objects is not None and bad_count:
         raise ClipReadError(f"max_objects must be a positive integer or None, got {max_objects!r}")
     return array.astype(np.float32)
 
@@ -371,7 +372,9 @@ def _coverages(shape: str, cx: np.ndarray, cy: np.ndarray, radius, height: int, 
     return covered.reshape(len(cx), height, s, width, s).mean(axis=(2, 4))
 
 
-def _raster_table(shape: str, radius: float, cx: float, cy: float, height: int, width: int, s: int, margin: int) -> np.ndarray:
+def _raster_table(
+    shape: str, radius: float, cx: float, cy: float, height: int, width: int, s: int, margin: int
+) -> np.ndarray:
     """Integral image of ``shape`` (centered at ``(cx, cy)``) rasterized ``s`` times supersampled
     over a ``height`` x ``width`` patch widened by ``margin`` pixels each way."""
     sub_x = ((np.arange((width + 2 * margin) * s) + 0.5) / s - margin - cx) / radius  # (W',)
@@ -402,7 +405,9 @@ def _subsampled(images: np.ndarray) -> np.ndarray:
     return np.broadcast_to(means, (*lead, h // 2, 2, w // 2, 2)).reshape(images.shape)
 
 
-def _patches(alpha: np.ndarray, cx: np.ndarray, cy: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _patches(
+    alpha: np.ndarray, cx: np.ndarray, cy: np.ndarray, reach: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Square patches ``(n, S, S)``, ``S = 2 reach + 2``, around each frame's centroid, their
     top and left (even, so 2x2 pooling keeps the frame's 4:2:0 grid), zero outside the frame."""
     size = 2 * reach + 2
@@ -410,8 +415,8 @@ def _patches(alpha: np.ndarray, cx: np.ndarray, cy: np.ndarray, reach: int) -> t
     padded = np.pad(alpha, ((0, 0), (pad, pad), (pad, pad)))  # (n, H + 2 pad, W + 2 pad)
     top = (np.floor(cy).astype(np.int64) - reach) // 2 * 2  # (n,)
     left = (np.floor(cx).astype(np.int64) - reach) // 2 * 2  # (n,)
-    patches = np.stack([padded[i, y + pad : y + pad + size, x + pad : x + pad + size] for i, (y, x) in enumerate(zip(top, left))])
-    return patches, top, left
+    patches = [padded[i, y + pad : y + pad + size, x + pad : x + pad + size] for i, (y, x) in enumerate(zip(top, left))]
+    return np.stack(patches), top, left  # (n, S, S), (n,), (n,)
 
 
 def _shape_scores(
@@ -425,7 +430,7 @@ def _shape_scores(
     scores, radii = {}, {}
     for shape in SHAPES:
         radii[shape] = np.sqrt(areas[frames] / _unit_area(shape))  # (n,)
-        templates = _coverages(shape, cx[frames] - left, cy[frames] - top, radii[shape], *patches.shape[1:])  # (n, S, S)
+        templates = _coverages(shape, cx[frames] - left, cy[frames] - top, radii[shape], *patches.shape[1:])
         errors = [float(np.abs(_subsampled(templates) - patches).sum())]
         for sigma in TEMPLATE_BLURS:
             blurred = ndimage.gaussian_filter(templates, (0, sigma, sigma), mode="constant") if sigma else templates
@@ -536,7 +541,9 @@ def _axis_velocity(times: np.ndarray, positions: np.ndarray, lo: float, hi: floa
     return float(velocities[best[1]]), float(error[best])
 
 
-def _motion_speed(velocity: tuple[float, float] | None, fps: float, side: int) -> tuple[str | None, str | None, float | None]:
+def _motion_speed(
+    velocity: tuple[float, float] | None, fps: float, side: int
+) -> tuple[str | None, str | None, float | None]:
     """Named motion, named speed (``None`` when static) and speed in frame sides per second."""
     if velocity is None:
         return None, None, None

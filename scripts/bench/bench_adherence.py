@@ -12,7 +12,8 @@ Codecs: ``rendered`` (as drawn), ``h264`` (``write_mp4`` at crf 18, then ``read_
 sigma 1 px), ``noise10`` (Gaussian, sigma 10), ``dim0.6`` (x 0.6), ``tint`` (per-channel gains
 0.85..1.15), ``blur1+noise6+tint``.
 
-Usage: python scripts/bench/bench_adherence.py [--clips 300] [--seed 7] [--settings 64x9-plain-1 ...] [--codecs rendered h264]
+Usage: python scripts/bench/bench_adherence.py [--clips 300] [--seed 7] [--settings 64x9-plain-1 ...]
+       [--codecs rendered h264 ...] [--failures 5]
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ CODECS = ("rendered", "h264", "h264-crf35", "blur1", "noise10", "dim0.6", "tint"
 def degrade(frames: np.ndarray, codec: str, rng: np.random.Generator, folder: Path) -> np.ndarray:
     """``frames`` (T, H, W, 3) uint8 after ``codec``."""
     if codec.startswith("h264"):
-        path = write_mp4(folder / "clip.mp4", frames, FPS, crf=int(codec.removeprefix("h264-crf")) if "crf" in codec else 18)
-        return read_video(path)
+        crf = int(codec.removeprefix("h264-crf")) if "crf" in codec else 18
+        return read_video(write_mp4(folder / "clip.mp4", frames, FPS, crf=crf))
     video = frames.astype(np.float32)
     if codec == "blur1":
         video = ndimage.gaussian_filter(video, (0, 1.0, 1.0, 0))
@@ -61,7 +62,8 @@ def degrade(frames: np.ndarray, codec: str, rng: np.random.Generator, folder: Pa
     elif codec == "tint":
         video = video * rng.uniform(0.85, 1.15, 3)
     elif codec == "blur1+noise6+tint":
-        video = ndimage.gaussian_filter(video, (0, 1.0, 1.0, 0)) * rng.uniform(0.9, 1.1, 3) + rng.normal(0, 6, video.shape)
+        video = ndimage.gaussian_filter(video, (0, 1.0, 1.0, 0)) * rng.uniform(0.9, 1.1, 3)
+        video = video + rng.normal(0, 6, video.shape)
     return np.clip(np.rint(video), 0, 255).astype(np.uint8)
 
 
@@ -112,7 +114,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for setting in args.settings:
             for codec in args.codecs:
-                print(json.dumps(measure(setting, codec, args.clips, args.seed, args.failures, Path(folder))), flush=True)
+                result = measure(setting, codec, args.clips, args.seed, args.failures, Path(folder))
+                print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
