@@ -10,6 +10,14 @@
   which of the true attributes it names correctly; an attribute it leaves out is wrong.
 - :func:`aggregate` sums many clips' scores into accuracy per attribute and overall.
 
+    readings = read_clip(frames, fps=8.0)  # (T, H, W, 3) uint8 decoded frames
+    score = score_against(readings, parse_caption("a red circle moves to the left"))
+    score["accuracy"], score["attributes"]["motion"]  # 1.0, {"correct": 1, "total": 1, ...}
+    report = aggregate(scores_of_many_clips)
+
+``fps`` must be the clip's true frame rate (speeds are frame sides per second). Pass
+``max_objects`` (the world's, e.g. 2) to keep only the largest objects read.
+
 Expected objects are matched one-to-one to read objects by color first (a color match
 outweighs agreement on every other attribute), then by how many other attributes agree
 (Hungarian assignment). An expected object with no read object left is "not found" and

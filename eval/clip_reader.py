@@ -15,8 +15,9 @@ a prompt. How a clip is read:
    the frames, and look like some shape (best soft Dice at least ``MIN_SHAPE_SCORE``).
 3. Color: the median RGB of the object's strongest half of pixels, named by the nearest
    named color in CIELAB, each allowed to be dimmed toward the background to half strength.
-4. Coverage: per frame, each pixel's offset projected onto the object's core color (luma
-   weighted above chroma, which codecs halve), near its mask and away from other objects.
+4. Coverage: per frame, each pixel's offset projected onto the object's full-coverage color
+   (the median of its strongest quarter of pixels; luma weighted above chroma, which codecs
+   halve), near its mask and away from other objects.
    Its sum is the object's area (blur keeps it), its weighted mean the centroid.
 5. Shape and size (analysis by synthesis): each shape is rendered anti-aliased at the radius
    that gives the observed area, on the centroid, and compared with the coverage (soft Dice)
@@ -64,6 +65,7 @@ HALO_WIDTH = 2  # pixels around an object where another color's pixels may be it
 HALO_FRACTION = 0.8  # of a piece's pixels within HALO_WIDTH of a larger object that make it that object's
 FRAGMENT_FRACTION = 0.25  # of min_area: the smallest per-color piece that may join an object
 REGION_DILATION = 2  # pixels around an object's mask that its coverage may reach
+FULL_COVER_QUANTILE = 0.75  # an object's strongest quarter of pixels shows its full-coverage color
 MIN_COLOR_STRENGTH = 0.5  # an object's color may be dimmed to this fraction over its background
 CHROMA_WEIGHT = 0.25  # of chroma against luma when projecting a pixel onto an object's color
 TEMPLATE_SUPERSAMPLE = 4  # samples per pixel side when rendering a template
@@ -113,7 +115,7 @@ class ObjectReading:
     velocity: tuple[float, float] | None = None  # initial (dx, dy), pixels per frame
     track: list[list[float] | None] = field(default_factory=list)
     area: float = 0.0  # mean soft area (pixels) over the frames it was seen in
-    rgb: tuple[int, int, int] = (0, 0, 0)  # observed core color
+    rgb: tuple[int, int, int] = (0, 0, 0)  # observed full-coverage color
     shape_scores: dict[str, float] = field(default_factory=dict)  # soft Dice per shape
     frames_seen: int = 0
     clean_frames: int = 0  # frames seen without touching another object
@@ -154,7 +156,8 @@ def _check(frames: np.ndarray, fps: float, max_objects: int | None) -> np.ndarra
         raise ClipReadError(f"frames must be (T, H, W, 3) uint8, got {array.shape} {array.dtype}")
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
         raise ClipReadError(f"fps must be a positive number, got {fps!r}")
-    if max_objects is not None and (isinstance(max_objects, bool) or not isinstance(max_objects, int) or max_objects < 1):
+    bad_count = isinstance(max_objects, bool) or not isinstance(max_objects, int) or max_objects < 1
+    if max_objects is not None and bad_count:
         raise ClipReadError(f"max_objects must be a positive integer or None, got {max_objects!r}")
     return array.astype(np.float32)
 
@@ -312,15 +315,20 @@ def _velocity(
 
 
 def _core_color(pixels: np.ndarray, offsets: np.ndarray, backgrounds: np.ndarray) -> tuple[np.ndarray, str]:
-    """The median RGB ``(3,)`` of the half of an object's pixels ``(N, 3)`` farthest from the
-    background, and the nearest named color to it in CIELAB, each named color allowed to be
-    dimmed toward the local background down to ``MIN_COLOR_STRENGTH`` (blur, partial cover)."""
-    core = np.linalg.norm(offsets, axis=-1) >= np.median(np.linalg.norm(offsets, axis=-1))  # (N,)
-    rgb = np.median(pixels[core], axis=0)  # (3,)
+    """An object's full-coverage RGB ``(3,)`` and its named color, from its pixels ``(N, 3)``.
+
+    The RGB (the reference for coverage) is the median of the pixels in the top
+    ``1 - FULL_COVER_QUANTILE`` by distance from the background; the name is the nearest
+    named color in CIELAB to the median of the stronger half, each named color allowed to be
+    dimmed toward the local background down to ``MIN_COLOR_STRENGTH`` (blur, partial cover).
+    """
+    strength = np.linalg.norm(offsets, axis=-1)  # (N,)
+    rgb = np.median(pixels[strength >= np.quantile(strength, FULL_COVER_QUANTILE)], axis=0)  # (3,)
+    core = strength >= np.median(strength)  # (N,)
     background = np.median(backgrounds[core], axis=0)  # (3,)
     strengths = np.linspace(MIN_COLOR_STRENGTH, 1.0, 11)  # (A,)
     candidates = background + strengths[None, :, None] * (_COLOR_RGB[:, None, :] - background)  # (K, A, 3)
-    distance = np.linalg.norm(_lab(candidates) - _lab(rgb), axis=-1).min(axis=1)  # (K,)
+    distance = np.linalg.norm(_lab(candidates) - _lab(np.median(pixels[core], axis=0)), axis=-1).min(axis=1)  # (K,)
     return rgb, _COLOR_NAMES[int(distance.argmin())]
 
 
@@ -364,7 +372,9 @@ def _coverages(shape: str, cx: np.ndarray, cy: np.ndarray, radius, height: int, 
     return covered.reshape(len(cx), height, s, width, s).mean(axis=(2, 4))
 
 
-def _raster_table(shape: str, radius: float, cx: float, cy: float, height: int, width: int, s: int, margin: int) -> np.ndarray:
+def _raster_table(
+    shape: str, radius: float, cx: float, cy: float, height: int, width: int, s: int, margin: int
+) -> np.ndarray:
     """Integral image of ``shape`` (centered at ``(cx, cy)``) rasterized ``s`` times supersampled
     over a ``height`` x ``width`` patch widened by ``margin`` pixels each way."""
     sub_x = ((np.arange((width + 2 * margin) * s) + 0.5) / s - margin - cx) / radius  # (W',)
@@ -395,7 +405,9 @@ def _subsampled(images: np.ndarray) -> np.ndarray:
     return np.broadcast_to(means, (*lead, h // 2, 2, w // 2, 2)).reshape(images.shape)
 
 
-def _patches(alpha: np.ndarray, cx: np.ndarray, cy: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _patches(
+    alpha: np.ndarray, cx: np.ndarray, cy: np.ndarray, reach: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Square patches ``(n, S, S)``, ``S = 2 reach + 2``, around each frame's centroid, their
     top and left (even, so 2x2 pooling keeps the frame's 4:2:0 grid), zero outside the frame."""
     size = 2 * reach + 2
@@ -403,8 +415,8 @@ def _patches(alpha: np.ndarray, cx: np.ndarray, cy: np.ndarray, reach: int) -> t
     padded = np.pad(alpha, ((0, 0), (pad, pad), (pad, pad)))  # (n, H + 2 pad, W + 2 pad)
     top = (np.floor(cy).astype(np.int64) - reach) // 2 * 2  # (n,)
     left = (np.floor(cx).astype(np.int64) - reach) // 2 * 2  # (n,)
-    patches = np.stack([padded[i, y + pad : y + pad + size, x + pad : x + pad + size] for i, (y, x) in enumerate(zip(top, left))])
-    return patches, top, left
+    patches = [padded[i, y + pad : y + pad + size, x + pad : x + pad + size] for i, (y, x) in enumerate(zip(top, left))]
+    return np.stack(patches), top, left  # (n, S, S), (n,), (n,)
 
 
 def _shape_scores(
@@ -418,7 +430,7 @@ def _shape_scores(
     scores, radii = {}, {}
     for shape in SHAPES:
         radii[shape] = np.sqrt(areas[frames] / _unit_area(shape))  # (n,)
-        templates = _coverages(shape, cx[frames] - left, cy[frames] - top, radii[shape], *patches.shape[1:])  # (n, S, S)
+        templates = _coverages(shape, cx[frames] - left, cy[frames] - top, radii[shape], *patches.shape[1:])
         errors = [float(np.abs(_subsampled(templates) - patches).sum())]
         for sigma in TEMPLATE_BLURS:
             blurred = ndimage.gaussian_filter(templates, (0, sigma, sigma), mode="constant") if sigma else templates
@@ -529,7 +541,9 @@ def _axis_velocity(times: np.ndarray, positions: np.ndarray, lo: float, hi: floa
     return float(velocities[best[1]]), float(error[best])
 
 
-def _motion_speed(velocity: tuple[float, float] | None, fps: float, side: int) -> tuple[str | None, str | None, float | None]:
+def _motion_speed(
+    velocity: tuple[float, float] | None, fps: float, side: int
+) -> tuple[str | None, str | None, float | None]:
     """Named motion, named speed (``None`` when static) and speed in frame sides per second."""
     if velocity is None:
         return None, None, None

@@ -64,7 +64,8 @@ def test_readings_carry_their_evidence():
     assert np.allclose(reading.track, truth["track"]["center"], atol=0.5)
     assert reading.radius == pytest.approx(SIZES[truth["size"]], rel=0.08)
     assert max(reading.shape_scores, key=reading.shape_scores.get) == truth["shape"]
-    assert np.abs(np.subtract(reading.rgb, clip.frames[0][int(truth["track"]["center"][0][1]), int(truth["track"]["center"][0][0])])).max() < 30
+    x, y = (int(v) for v in truth["track"]["center"][0])
+    assert np.abs(np.subtract(reading.rgb, clip.frames[0, y, x])).max() < 30
 
 
 def _scene(shape, color, size, motion, speed, start, *, frames=9, side=64, background=(42, 42, 46)):
@@ -100,7 +101,8 @@ def test_direction_is_the_initial_one_when_starting_at_a_wall(motion, start_offs
 def test_static_object_has_no_speed():
     attributes = _scene("star", "cyan", "small", "static", None, (20.0, 30.0))
     (reading,) = read_clip(render_frames(attributes), FPS)
-    assert reading.attributes() == {"shape": "star", "color": "cyan", "size": "small", "motion": "static", "speed": None}
+    expected = {"shape": "star", "color": "cyan", "size": "small", "motion": "static", "speed": None}
+    assert reading.attributes() == expected
     assert reading.speed_value < 0.01
 
 
@@ -164,7 +166,10 @@ def test_matching_pairs_by_color_first_and_counts_missing_and_extra_objects():
         {"shape": "circle", "color": "red", "size": None, "motion": "up", "speed": None},
         {"shape": "square", "color": "blue", "size": None, "motion": "static", "speed": None},
     ]}
-    swapped = [_reading(shape="square", color="red", motion="up"), _reading(shape="circle", color="blue", motion="static")]
+    swapped = [
+        _reading(shape="square", color="red", motion="up"),
+        _reading(shape="circle", color="blue", motion="static"),
+    ]
     score = score_against(swapped, expected)
     assert [o["read"] for o in score["objects"]] == [0, 1]
     assert score["attributes"]["color"]["accuracy"] == 1.0 and score["attributes"]["shape"]["accuracy"] == 0.0
@@ -173,7 +178,8 @@ def test_matching_pairs_by_color_first_and_counts_missing_and_extra_objects():
     assert missing["correct"] == 3 and missing["total"] == 6
     extra = score_against(swapped + [_reading(shape="star", color="green", motion="left")], expected)
     assert extra["extra"] == 1 and extra["found"] == 2
-    dicts = score_against([{"shape": "circle", "color": "red", "motion": "up"}], parse_caption("a red circle drifts up"))
+    as_dicts = [{"shape": "circle", "color": "red", "motion": "up"}]
+    dicts = score_against(as_dicts, parse_caption("a red circle drifts up"))
     assert dicts["accuracy"] == 1.0
 
 
@@ -181,7 +187,8 @@ def test_scores_fall_when_frames_do_not_match_the_prompt():
     world = SyntheticWorld(WorldConfig(seed=5, num_frames=9, max_objects=1))
     clips = [world.clip(i) for i in range(6)]
     matched = aggregate(score_against(read_clip(c.frames, FPS), c.attributes) for c in clips)
-    shuffled = aggregate(score_against(read_clip(c.frames, FPS), d.attributes) for c, d in zip(clips, clips[1:] + clips[:1]))
+    others = clips[1:] + clips[:1]
+    shuffled = aggregate(score_against(read_clip(c.frames, FPS), d.attributes) for c, d in zip(clips, others))
     assert matched["accuracy"] == 1.0
     assert shuffled["accuracy"] < 0.6
 
