@@ -210,8 +210,8 @@ def render_dataset(out_dir: str | Path, num_clips: int, cfg: WorldConfig | None 
     Returns a summary: ``out_dir``, ``manifest``, ``contact_sheet``, ``num_clips``,
     ``split``, ``held_out_clips`` (clips with a held-out combination), ``seconds``.
     """
-    from reelm.data.contact_sheet import contact_sheet
     from reelm.atomic import write_text
+    from reelm.data.contact_sheet import contact_sheet
     from reelm.data.video_write import write_mp4
 
     cfg = cfg or WorldConfig()

@@ -14,7 +14,7 @@ import sys
 from reelm import __version__
 from reelm.errors import ReelmError
 
-GROUPS = ("data", "tokenizer", "text_tokenizer", "lm", "generate", "eval")  # modules of reelm.commands
+GROUPS = ("data", "tokenizer", "text_tokenizer", "lm", "generate", "eval", "demo")  # modules of reelm.commands
 
 
 def build_parser() -> argparse.ArgumentParser:

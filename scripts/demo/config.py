@@ -1,0 +1,62 @@
+"""What ``reelm demo`` does at each stage, and how its steps scale with the time budget.
+
+The defaults are the settings measured to fit the whole pipeline into 15 minutes on a 2-core
+CPU without a GPU (BENCHMARKS.md, demo): 64 x 64 clips of 9 frames at 8 fps (3 latent frames
+of 8 x 8 codes), one object on plain backgrounds, the ``tiny`` video tokenizer and LM.
+``--budget-minutes B`` scales the two training stages' steps (and the training set) by
+``B / 15``; everything else keeps its size, so a small budget is a quick smoke run and a
+larger one buys better models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from reelm.data.synthetic import WorldOptions
+
+REFERENCE_BUDGET = 15.0  # minutes the default steps are measured for
+
+
+@dataclass(kw_only=True)
+class DemoConfig:
+    # the world and the clips
+    size: int = 64
+    num_frames: int = 9
+    fps: float = 8.0
+    world: WorldOptions = field(default_factory=lambda: WorldOptions(max_objects=1, textured_backgrounds=False))
+    seed: int = 0
+    heldout_clips: int = 48  # rendered to MP4 per held-out set (seen and held-out combinations)
+    # the video tokenizer
+    tokenizer_preset: str = "tiny"
+    tokenizer_steps: int = 600
+    tokenizer_settings: list[str] = field(default_factory=lambda: ["batch_size=8", "checkpoint_every=50"])
+    tokenizer_eval_clips: int = 48
+    # text tokenizer and shards
+    train_clips: int = 4000
+    text_vocab_size: int = 512
+    chunk_rows: int = 500
+    # the LM
+    lm_preset: str = "tiny"
+    lm_steps: int = 800
+    lm_settings: list[str] = field(default_factory=lambda: [
+        "block_size=512", "micro_batch_size=8", "lr=2e-3", "warmup_steps=30", "checkpoint_every=50",
+        "val_every=100", "log_every=10"])
+    # generation and eval
+    eval_prompts: int = 24  # per group: seen and held-out combinations
+    eval_samples: int = 2
+    image_to_video: int = 16
+    continuation: int = 16
+    captions: int = 24
+    guidance_scale: float | None = None  # None: the pipeline's default
+    budget_minutes: float = REFERENCE_BUDGET
+
+    def scaled(self, budget_minutes: float) -> DemoConfig:
+        """These settings with the training steps and the training set scaled to ``budget_minutes``."""
+        factor = budget_minutes / REFERENCE_BUDGET
+        return dataclasses.replace(
+            self, budget_minutes=budget_minutes,
+            tokenizer_steps=max(20, round(self.tokenizer_steps * factor)),
+            lm_steps=max(20, round(self.lm_steps * factor)),
+            train_clips=max(64, round(self.train_clips * min(1.0, factor))),
+        )

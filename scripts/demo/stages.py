@@ -1,0 +1,142 @@
+"""The six stages of ``reelm demo``, each a call of the library that ``reelm`` commands make, in one run folder.
+
+Every stage is resumable: the training stages continue from their last checkpoint, the
+pre-tokenization writes only its missing chunks, and a finished stage leaves
+``DIR/stages/NAME.json`` (its summary line, figures and seconds) so a re-run skips it.
+
+    DIR/data/{seen,heldout}/   held-out clips as MP4 + manifest + contact sheet
+    DIR/tokenizer/             the video tokenizer run       DIR/eval/tokenizer/   its reconstruction eval
+    DIR/shards/                text tokenizer + LM shards    DIR/lm/               the LM run (model folders)
+    DIR/eval/generate/         samples, scores, report       DIR/report.html       the demo's report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+from reelm.checkpoint import list_checkpoints
+from reelm.config import to_dict
+from reelm.data.clips import ClipSpec
+from reelm.demo.config import DemoConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    run: Callable[[DemoConfig, Path, bool], dict]  # (config, run folder, progress) -> {"line": ..., ...}
+
+
+def _world(cfg: DemoConfig, split: str):
+    return dataclasses.replace(cfg.world, split=split).world_config(size=cfg.size, num_frames=cfg.num_frames,
+                                                                     fps=cfg.fps, seed=cfg.seed)
+
+
+def _clip(cfg: DemoConfig, *, temporal_crop: str = "center") -> ClipSpec:
+    return ClipSpec(num_frames=cfg.num_frames, fps=cfg.fps, size=cfg.size, temporal_crop=temporal_crop)
+
+
+def render_sets(cfg: DemoConfig, out: Path, progress: bool) -> dict:
+    """Held-out clips to MP4: the training set itself is drawn from the world on the fly by the next stages."""
+    from reelm.data.synthetic import render_dataset
+
+    figures = {}
+    for name, split in (("seen", "val"), ("heldout", "heldout")):
+        summary = render_dataset(out / "data" / name, cfg.heldout_clips, _world(cfg, split))
+        figures[name] = {"clips": summary["num_clips"], "manifest": summary["manifest"],
+                         "contact_sheet": summary["contact_sheet"]}
+    line = (f"{cfg.heldout_clips} seen-combination and {cfg.heldout_clips} held-out-combination clips "
+            f"({cfg.size}x{cfg.size}, {cfg.num_frames} frames at {cfg.fps:g} fps) in {out / 'data'}; the "
+            f"{cfg.train_clips} training clips are drawn from the world as they are needed")
+    return {"line": line, **figures}
+
+
+def train_tokenizer(cfg: DemoConfig, out: Path, progress: bool) -> dict:
+    from reelm.eval.reconstruct import ReconstructConfig, evaluate_reconstruction
+    from reelm.tokenizer.train import resolve_configs, train
+
+    run = out / "tokenizer"
+    settings = [*cfg.tokenizer_settings, f"steps={cfg.tokenizer_steps}", f"clip.size={cfg.size}",
+                f"clip.num_frames={cfg.num_frames}", f"clip.fps={cfg.fps}", f"seed={cfg.seed}",
+                *(f"world.{key}={_setting(value)}" for key, value in to_dict(cfg.world).items())]
+    model_cfg, train_cfg = resolve_configs(cfg.tokenizer_preset, settings)
+    resume = bool(list_checkpoints(run))
+    train(None if resume else model_cfg, None if resume else train_cfg, run, resume=resume, progress=progress)
+    summary = evaluate_reconstruction(
+        run, "synthetic", out / "eval" / "tokenizer",
+        ReconstructConfig(clip=_clip(cfg), num_clips=cfg.tokenizer_eval_clips,
+                          world=dataclasses.replace(cfg.world, split="val"), seed=cfg.seed + 1),
+        progress=progress)
+    adherence = summary.get("adherence", {}).get("attributes", {})
+    read = ", ".join(f"{name} {value['accuracy']:.0%}" for name, value in adherence.items() if value["total"])
+    line = (f"{cfg.tokenizer_steps} steps; held-out reconstructions: PSNR {summary['psnr']['mean']:.2f} dB, "
+            f"SSIM {summary['ssim']['mean']:.3f}, codebook {summary['codebook']['usage']:.0%} used; read back: {read}")
+    return {"line": line, "psnr": summary["psnr"]["mean"], "ssim": summary["ssim"]["mean"],
+            "codebook": summary["codebook"], "adherence": summary.get("adherence"),
+            "report": summary["report"]}
+
+
+def make_shards(cfg: DemoConfig, out: Path, progress: bool) -> dict:
+    from reelm.tokenizer.pretokenize import TokenizeConfig, tokenize_dataset
+
+    tokenize = TokenizeConfig(clip=_clip(cfg), num_clips=cfg.train_clips, world=cfg.world,
+                              chunk_rows=cfg.chunk_rows, text_vocab_size=cfg.text_vocab_size, seed=cfg.seed,
+                              batch_size=32)
+    summary = tokenize_dataset("synthetic", out / "tokenizer", out / "shards", tokenize, progress=progress)
+    return {"line": f"{summary['line']}; byte-level BPE of up to {cfg.text_vocab_size} tokens fitted on the captions",
+            "clips": summary["clips"], "skipped": summary["skipped"]}
+
+
+def train_lm(cfg: DemoConfig, out: Path, progress: bool) -> dict:
+    from reelm.distributed import shutdown_distributed
+    from reelm.lm.train import train
+
+    run = out / "lm"
+    overrides = [*cfg.lm_settings, f"steps={cfg.lm_steps}", f"seed={cfg.seed}"]
+    resume = bool(list_checkpoints(run))
+    try:
+        result = train(out / "shards", run, preset=None if resume else cfg.lm_preset,
+                       overrides=[] if resume else overrides, resume=resume, progress=progress, device="cpu")
+    finally:
+        shutdown_distributed()
+    loss = result.metrics.get("loss")
+    line = (f"{result.step} steps with DeepSpeed (one process)" + (f", train loss {loss:.3f}" if loss else "")
+            + f"; model folder {result.checkpoint}")
+    return {"line": line, "step": result.step, "metrics": result.metrics, "checkpoint": str(result.checkpoint)}
+
+
+def generate_and_score(cfg: DemoConfig, out: Path, progress: bool) -> dict:
+    from reelm.eval.generation_eval import GenerationEvalConfig, evaluate_generation
+    from reelm.generation.pipeline import DEFAULT_GUIDANCE
+
+    eval_cfg = GenerationEvalConfig(
+        num_prompts=cfg.eval_prompts, num_samples=cfg.eval_samples, seed=cfg.seed,
+        guidance_scale=DEFAULT_GUIDANCE if cfg.guidance_scale is None else cfg.guidance_scale,
+        image_to_video=cfg.image_to_video, continuation=cfg.continuation, captions=cfg.captions,
+        world=cfg.world)
+    summary = evaluate_generation(out / "lm", out / "eval" / "generate", eval_cfg, device="cpu", progress=progress)
+    seen = summary["adherence"].get("seen", {}).get("accuracy")
+    held = summary["adherence"].get("held-out", {}).get("accuracy")
+    line = (f"{summary['counts']['samples']} text-to-video samples ({seen:.0%} of attributes right on seen, "
+            f"{held:.0%} on held-out combinations), {summary['counts']['conditioned']} image-to-video and "
+            f"continuation samples, {summary['counts']['captions']} captions")
+    return {"line": line, "summary_file": str(out / "eval" / "generate" / "summary.json"),
+            "report": summary["report"]}
+
+
+def _setting(value) -> str:
+    """A value as ``--set KEY=VALUE`` text: strings as they are, anything else as JSON."""
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+STAGES = (
+    Stage("data", "render the synthetic world's held-out sets", render_sets),
+    Stage("tokenizer", "train the video tokenizer, score its reconstructions", train_tokenizer),
+    Stage("shards", "fit the text tokenizer, pre-tokenize the training clips", make_shards),
+    Stage("lm", "pretrain the LM with DeepSpeed on the task mixture", train_lm),
+    Stage("generate", "generate and score samples: text/image-to-video, continuation, captions", generate_and_score),
+)
