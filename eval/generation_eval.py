@@ -45,6 +45,7 @@ from reelm.config import from_dict, save_json, to_dict
 from reelm.data.captions import parse_caption, typed_prompt
 from reelm.data.synthetic import SyntheticWorld, WorldOptions, is_held_out, prompt_set
 from reelm.data.video_write import write_mp4
+from reelm.device import torch_threads
 from reelm.distributed import init_distributed
 from reelm.eval.adherence import aggregate, caption_accuracy, read_clip, score_against
 from reelm.eval.temporal import drift, dynamic_degree, flicker, motion_smoothness
@@ -82,8 +83,17 @@ class GenerationEvalConfig:
 def evaluate_generation(model: str | Path | VideoPipeline, out: str | Path, cfg: GenerationEvalConfig, *,
                         video_tokenizer: str | Path | None = None, device: str = "auto",
                         progress: bool = True) -> dict | None:
-    """Generate and score (see the module docstring); returns the summary on rank 0, None on other ranks."""
+    """Generate and score (see the module docstring); returns the summary on rank 0, None on other ranks.
+
+    On CPUs it runs on one thread: its work is token-by-token decoding and small convolutions and array
+    code, which two threads did not speed up and made 4-9x slower whenever another process used a core.
+    """
     dist = init_distributed(device)
+    with torch_threads(1 if dist.device.type == "cpu" else None):
+        return _evaluate(model, out, cfg, dist, video_tokenizer, progress)
+
+
+def _evaluate(model, out, cfg: GenerationEvalConfig, dist, video_tokenizer, progress: bool) -> dict | None:
     pipe = model if isinstance(model, VideoPipeline) else \
         VideoPipeline.from_pretrained(model, video_tokenizer=video_tokenizer, device=str(dist.device))
     world = _world(pipe, cfg)

@@ -61,3 +61,17 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued work on ``device`` (for timing); a no-op on CPUs."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run the block with ``count`` intra-op threads (None: leave them), restoring the previous count after."""
+    if count is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

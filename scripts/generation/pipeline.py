@@ -42,6 +42,7 @@ import torch
 
 from reelm.data.token_layout import Task
 from reelm.data.video_read import fit_frames, frames_to_tensor, iter_frames, read_video, tensor_to_frames
+from reelm.device import torch_threads
 from reelm.errors import ReelmError
 from reelm.generation.model_folder import ModelFolder, load_model_folder
 from reelm.lm.engine import GenerationEngine, Progress, Request
@@ -52,6 +53,10 @@ DEFAULT_SAMPLING = Sampling(temperature=1.0, top_k=None, top_p=None)
 DEFAULT_CAPTION_TOKENS = 48  # text ids at most in a caption
 DEFAULT_BATCH = 8  # prompts per engine call
 DECODE_BATCH = 8  # clips per tokenizer decode
+# Token-by-token decoding of a small LM on CPUs runs on one thread: its matmuls are too small to split, and with
+# two threads OpenMP's spinning made a generation eval 9x slower whenever another process used a core
+# (BENCHMARKS.md, generation). None: the caller's thread count.
+CPU_DECODE_THREADS = 1
 
 
 class PipelineInputError(ReelmError):
@@ -79,8 +84,9 @@ class CaptionOutput:
 class VideoPipeline:
     """Generation from one model folder (see the module docstring). ``step`` picks the engine's decode step."""
 
-    def __init__(self, model: ModelFolder, *, step: str = "auto"):
+    def __init__(self, model: ModelFolder, *, step: str = "auto", threads: int | None = CPU_DECODE_THREADS):
         self.model = model
+        self.threads = threads if model.device.type == "cpu" else None
         self.layout = model.layout
         self.tokenizer = model.video_tokenizer
         self.engine = GenerationEngine(model.lm, model.layout, step=step)
@@ -147,8 +153,9 @@ class VideoPipeline:
         for start in range(0, len(grids), batch_size):
             requests = [Request(self.layout.prompt(Task.V2T, video=g), max_text_tokens=max_tokens)
                         for g in grids[start:start + batch_size]]
-            result = self.engine.generate(requests, sampling=sampling, seed=_batch_seed(seed, start, 0),
-                                          progress=_progress_hook(progress))
+            with torch_threads(self.threads):
+                result = self.engine.generate(requests, sampling=sampling, seed=_batch_seed(seed, start, 0),
+                                              progress=_progress_hook(progress))
             stats.append(result.stats.to_dict())
             for sample in result.samples:
                 parsed = self.layout.parse(sample.sequence)
@@ -193,8 +200,9 @@ class VideoPipeline:
                         for prompt, condition in zip(prompts[start:start + batch_size],
                                                      conditions[start:start + batch_size])]
             scale = guidance_scale if any(p is not None for p in prompts[start:start + batch_size]) else 1.0
-            result = self.engine.generate(requests, sampling=sampling, cfg_scale=scale, num_samples=num_samples,
-                                          seed=_batch_seed(seed, start, 0), progress=_progress_hook(progress))
+            with torch_threads(self.threads):
+                result = self.engine.generate(requests, sampling=sampling, cfg_scale=scale, num_samples=num_samples,
+                                              seed=_batch_seed(seed, start, 0), progress=_progress_hook(progress))
             stats.append(result.stats.to_dict())
             for sample in result.samples:
                 condition = conditions[start + sample.request]
@@ -239,9 +247,10 @@ class VideoPipeline:
             requests = [self._request(Task.V2V, prompt, context, new)
                         for prompt, context in zip(prompts[start:start + batch_size], contexts[start:start + batch_size])]
             scale = guidance_scale if any(p is not None for p in prompts[start:start + batch_size]) else 1.0
-            result = self.engine.generate(requests, sampling=sampling, cfg_scale=scale,
-                                          seed=_batch_seed(seed, start, window_index),
-                                          progress=_progress_hook(progress))
+            with torch_threads(self.threads):
+                result = self.engine.generate(requests, sampling=sampling, cfg_scale=scale,
+                                              seed=_batch_seed(seed, start, window_index),
+                                              progress=_progress_hook(progress))
             stats.append(result.stats.to_dict())
             for sample in result.samples:
                 codes = self.layout.ids_to_codes(sample.ids[: new * self.layout.codes_per_frame])
