@@ -23,6 +23,7 @@ visible.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections import Counter
@@ -79,9 +80,24 @@ def write_chunk(folder: Path, records: list[dict], skipped: list[dict]) -> Path:
     shutil.rmtree(staged, ignore_errors=True)
     table = datasets.Dataset.from_list(records, features=FEATURES) if records else \
         datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
-    table.save_to_disk(str(staged))
+    with _quiet_datasets():
+        table.save_to_disk(str(staged))
     (staged / SKIPPED_FILE).write_text("".join(json.dumps(s) + "\n" for s in skipped))
     return publish_dir(staged, folder)
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """No progress bar of ``datasets``' own for a chunk (the job's bar counts rows); the previous state after."""
+    from datasets.utils import logging as ds_logging
+
+    was_enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            ds_logging.enable_progress_bar()
 
 
 def write_info(out: str | Path, info: dict) -> None:

@@ -17,18 +17,20 @@ def register(subparsers) -> None:
     p.add_argument("--budget-minutes", type=float, default=15.0, metavar="M",
                    help="scale the training steps to this many minutes (default: 15, measured on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the models and the samples (default: 0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="change a demo setting (reelm.demo.config.DemoConfig: size=32, lm_steps=400, eval_prompts=8, "
+                   "world.max_objects=2, ...); applied before the budget scaling; repeatable")
     add_progress_flag(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
+    from reelm.config import apply_overrides
     from reelm.demo import DemoConfig, run_demo
     from reelm.errors import ReelmError
 
     if not args.budget_minutes > 0:
         raise ReelmError(f"--budget-minutes {args.budget_minutes}: must be positive")
-    cfg = replace(DemoConfig(), seed=args.seed).scaled(args.budget_minutes)
+    cfg = apply_overrides(DemoConfig(), [f"seed={args.seed}", *args.overrides]).scaled(args.budget_minutes)
     run_demo(args.out, cfg, progress=args.progress)
     return 0

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from reelm.data.synthetic import WorldOptions
 
 REFERENCE_BUDGET = 15.0  # minutes the default steps are measured for
+MIN_STEPS = 4  # the least training a budget scales down to
+MIN_CLIPS = 16
 
 
 @dataclass(kw_only=True)
@@ -41,7 +43,7 @@ class DemoConfig:
     lm_steps: int = 800
     lm_settings: list[str] = field(default_factory=lambda: [
         "block_size=512", "micro_batch_size=8", "lr=2e-3", "warmup_steps=30", "checkpoint_every=50",
-        "val_every=100", "log_every=10"])
+        "val_every=100", "log_every=10", "compile=false"])
     # generation and eval
     eval_prompts: int = 24  # per group: seen and held-out combinations
     eval_samples: int = 2
@@ -56,7 +58,7 @@ class DemoConfig:
         factor = budget_minutes / REFERENCE_BUDGET
         return dataclasses.replace(
             self, budget_minutes=budget_minutes,
-            tokenizer_steps=max(20, round(self.tokenizer_steps * factor)),
-            lm_steps=max(20, round(self.lm_steps * factor)),
-            train_clips=max(64, round(self.train_clips * min(1.0, factor))),
+            tokenizer_steps=max(MIN_STEPS, round(self.tokenizer_steps * factor)),
+            lm_steps=max(MIN_STEPS, round(self.lm_steps * factor)),
+            train_clips=max(MIN_CLIPS, round(self.train_clips * min(1.0, factor))),
         )
