@@ -16,6 +16,7 @@ from reelm.tokenizer.checkpoint import (
     save_tokenizer,
     tokenizer_identity,
 )
+from reelm.tokenizer.layers import Downsample, Upsample, match_channels
 from reelm.tokenizer.model import PRESETS, TokenizerConfig, VideoShapeError, VideoTokenizer
 from reelm.tokenizer.quantizer import QuantizerConfig
 
@@ -125,14 +126,51 @@ def test_bad_inputs_and_configs_are_one_line_errors():
         VideoTokenizer(micro(norm_groups=3))
 
 
+# --- shortcuts (residual autoencoding) ---------------------------------------------------------
+
+
+def test_match_channels_averages_groups_or_repeats():
+    x = torch.arange(6.0).reshape(1, 6, 1)  # (B, C, N)
+    assert match_channels(x, 6) is x
+    assert match_channels(x, 3).flatten().tolist() == [0.5, 2.5, 4.5]
+    assert match_channels(x, 4).flatten().tolist() == [0.5, 2.5, 4.0, 5.0]  # groups of 2, 2, 1, 1
+    assert match_channels(x[:, :2], 6).flatten().tolist() == [0, 0, 0, 1, 1, 1]
+    assert match_channels(x[:, :3], 4).flatten().tolist() == [0, 0, 1, 2]
+
+
+def _shortcut_only(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()
+    return module
+
+
+def test_downsample_shortcut_is_causal_average_pooling():
+    """With its convolution zeroed, a 2x space-time Downsample averages each 2x2x2 block, frame 0 with itself."""
+    down = _shortcut_only(Downsample(2, 2, time=True, factorized=True, shortcut=True))
+    x = video(5, 8, 8)[:, :2]  # (1, 2, 5, 8, 8)
+    padded = torch.cat([x[:, :, :1], x], dim=2)  # (1, 2, 6, 8, 8)
+    torch.testing.assert_close(down(x), torch.nn.functional.avg_pool3d(padded, 2))
+
+
+def test_upsample_shortcut_is_nearest_neighbour():
+    """With its convolution zeroed, a 2x space-time Upsample copies latent frame i to frames 2i - 1, 2i."""
+    up = _shortcut_only(Upsample(4, 2, time=True, factorized=True, shortcut=True))
+    z = video(3, 4, 4)[:, :1].repeat(1, 4, 1, 1, 1)  # (1, 4, 3, 4, 4): every channel the same
+    out = up(z)  # (1, 2, 5, 8, 8)
+    expected = z[:, :2].repeat_interleave(2, dim=2)[:, :, 1:].repeat_interleave(2, 3).repeat_interleave(2, 4)
+    torch.testing.assert_close(out, expected)
+
+
 # --- causality -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("shortcuts", [False, True])
 @pytest.mark.parametrize("conv", ["2+1d", "3d"])
 @pytest.mark.parametrize("changed,first_affected", [(16, 4), (8, 2), (5, 2)])
-def test_encoder_is_causal(conv, changed, first_affected):
+def test_encoder_is_causal(conv, changed, first_affected, shortcuts):
     """Changing frame f changes latent frames >= ceil(f / 4) only (latent i sees frames <= 4i)."""
-    model = randomized(micro(conv=conv))
+    model = randomized(micro(conv=conv, shortcuts=shortcuts))
     x = video(17)
     y = x.clone()
     y[:, :, changed] = -y[:, :, changed]
@@ -141,10 +179,11 @@ def test_encoder_is_causal(conv, changed, first_affected):
     assert (a[:, :, first_affected] - b[:, :, first_affected]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("shortcuts", [False, True])
 @pytest.mark.parametrize("conv", ["2+1d", "3d"])
-def test_decoder_is_causal(conv):
+def test_decoder_is_causal(conv, shortcuts):
     """Changing latent frame 2 leaves output frames 0..4 (made from latent frames 0 and 1) unchanged."""
-    model = randomized(micro(conv=conv))
+    model = randomized(micro(conv=conv, shortcuts=shortcuts))
     codes = torch.randn(1, model.quantizer.dim, 4, 2, 2)
     changed = codes.clone()
     changed[:, :, 2] += 1
@@ -155,9 +194,10 @@ def test_decoder_is_causal(conv):
     assert (a[:, :, 5] - b[:, :, 5]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("shortcuts", [False, True])
 @pytest.mark.parametrize("kind", sorted(QUANTIZERS))
-def test_image_is_a_one_frame_video(kind):
-    model = randomized(micro(kind))
+def test_image_is_a_one_frame_video(kind, shortcuts):
+    model = randomized(micro(kind, shortcuts=shortcuts))
     x = video(9, 16, 24, batch=2)
     with torch.no_grad():
         clip, image = model.encode(x), model.encode(x[:, :, :1])
@@ -180,9 +220,10 @@ def test_decode_from_code_indices_equals_forward(kind):
     torch.testing.assert_close(again, recon)
 
 
-def test_channels_last_and_contiguous_layouts_agree():
-    fast = randomized(micro(channels_last=True))
-    plain = VideoTokenizer(micro(channels_last=False)).eval()
+@pytest.mark.parametrize("shortcuts", [False, True])
+def test_channels_last_and_contiguous_layouts_agree(shortcuts):
+    fast = randomized(micro(channels_last=True, shortcuts=shortcuts))
+    plain = VideoTokenizer(micro(channels_last=False, shortcuts=shortcuts)).eval()
     plain.load_state_dict(fast.state_dict())
     x = video(9)
     with torch.no_grad():
@@ -208,9 +249,10 @@ def test_training_step_reaches_every_parameter():
 # --- streaming ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("shortcuts", [False, True])
 @pytest.mark.parametrize("kind", sorted(QUANTIZERS))
-def test_chunked_encode_and_decode_equal_whole_clip(kind):
-    model = randomized(micro(kind))
+def test_chunked_encode_and_decode_equal_whole_clip(kind, shortcuts):
+    model = randomized(micro(kind, shortcuts=shortcuts))
     x = video(25, batch=2)
     with torch.no_grad():
         whole = model.encode(x)
@@ -226,8 +268,9 @@ def test_chunked_encode_and_decode_equal_whole_clip(kind):
     assert torch.equal(torch.cat(list(model.encode_stream(pieces)), dim=1), whole.indices)
 
 
-def test_streamed_latents_equal_whole_clip_latents():
-    model = randomized(micro(conv="3d", channels_last=True))
+@pytest.mark.parametrize("shortcuts", [False, True])
+def test_streamed_latents_equal_whole_clip_latents(shortcuts):
+    model = randomized(micro(conv="3d", channels_last=True, shortcuts=shortcuts))
     x = video(17)
     whole = latents(model, x)
     with torch.no_grad(), model._stream(model.encoder):

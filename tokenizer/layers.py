@@ -7,11 +7,17 @@ convolution can also run in *streaming* mode, where the left padding of each chu
 tail of the previous chunk, so a long video encoded chunk by chunk gives exactly the
 whole-clip result with memory bounded by the chunk size.
 
+Resampling blocks can add a non-parametric *shortcut* (residual autoencoding): space-to-channel
+then a mean over channel groups when downsampling, a channel repeat then channel-to-space when
+upsampling. It gives every resampling step an identity-like path, so a region's mean color
+reaches the latent and comes back without the learned convolutions having to discover it first.
+
 Tensors are (B, C, T, H, W); all convolutions are Conv3d, so a channels-last-3d layout,
 when chosen, survives end to end without reshuffling frames.
 
 Follows: MAGVIT-v2 (Yu et al. 2023) causal 3D CNN; R(2+1)D (Tran et al. 2018) factorized
-space/time convolutions.
+space/time convolutions; DC-AE's residual autoencoding shortcuts (Chen et al. 2024, "Deep
+Compression Autoencoder for Efficient High-Resolution Diffusion Models").
 """
 
 from __future__ import annotations
@@ -116,6 +122,22 @@ class CausalConv(nn.Module):
         return self.space(self.time(x))
 
 
+def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:  # (B, C, ...) -> (B, channels, ...)
+    """The parameter-free channel map of a shortcut: the mean over ``channels`` contiguous groups when
+    shrinking, each channel repeated in a contiguous run when growing (near-equal groups / runs when
+    one count is not a multiple of the other)."""
+    c = x.shape[1]
+    if channels == c:
+        return x
+    if channels < c:
+        if c % channels == 0:
+            return rearrange(x, "b (c g) ... -> b c g ...", c=channels).mean(2)
+        return torch.stack([g.mean(1) for g in torch.tensor_split(x, channels, dim=1)], 1)
+    if channels % c == 0:
+        return repeat(x, "b c ... -> b (c r) ...", r=channels // c)
+    return x.index_select(1, torch.arange(channels, device=x.device) * c // channels)
+
+
 class FrameGroupNorm(nn.GroupNorm):
     """GroupNorm over (C/G, H, W) of each frame separately: statistics never cross time."""
 
@@ -144,10 +166,20 @@ class ResBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """2x spatial (and optionally 2x causal temporal: 1 + 2k -> 1 + k frames) strided convolution."""
+    """2x spatial (and optionally 2x causal temporal: 1 + 2k -> 1 + k frames) strided convolution.
 
-    def __init__(self, in_channels: int, out_channels: int, *, time: bool, factorized: bool):
+    With ``shortcut``, adds space(-time)-to-channel of the input averaged over channel groups; in
+    time, frame 0 is paired with itself and frame i with frames (2i - 1, 2i), as the strided
+    causal conv sees them (in streaming, only the first chunk gets that extra frame 0).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, time: bool, factorized: bool, shortcut: bool = False):
         super().__init__()
+        self.out_channels = out_channels
+        self.time_factor = 2 if time else 1
+        self.shortcut = shortcut
+        self.streaming = False
+        self.started = False
         self.conv = CausalConv(
             in_channels,
             out_channels,
@@ -157,8 +189,19 @@ class Downsample(nn.Module):
             space_stride=2,
         )
 
+    def reset_stream(self) -> None:
+        self.streaming, self.started = False, False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W) -> (B, C', T', H/2, W/2)
-        return self.conv(x)
+        y = self.conv(x)
+        if not self.shortcut:
+            return y
+        fmt = memory_format_of(y)
+        if self.time_factor > 1 and not (self.streaming and self.started):
+            x = cat_time(x[:, :, :1], x)  # (B, C, 1 + T, H, W): an even count, frame 0 twice
+        self.started = self.streaming
+        s = rearrange(x, "b c (t st) (h sh) (w sw) -> b (c st sh sw) t h w", st=self.time_factor, sh=2, sw=2)
+        return (y + match_channels(s, self.out_channels)).contiguous(memory_format=fmt)
 
 
 class Upsample(nn.Module):
@@ -166,11 +209,14 @@ class Upsample(nn.Module):
 
     In time, latent frame i becomes frames (2i - 1, 2i); the extra frame made from latent
     frame 0 is dropped, so 1 + k frames become 1 + 2k (in streaming, only for the first chunk).
+    With ``shortcut``, the input's channels, repeated to fill the conv's output, are added
+    before depth-to-space, so each output position starts as a copy of its input position.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, time: bool, factorized: bool):
+    def __init__(self, in_channels: int, out_channels: int, *, time: bool, factorized: bool, shortcut: bool = False):
         super().__init__()
         self.time_factor = 2 if time else 1
+        self.shortcut = shortcut
         factor = 4 * self.time_factor
         self.conv = CausalConv(in_channels, out_channels * factor, factorized=factorized, time_kernel=3 if time else 1)
         conv = self.conv.space.conv
@@ -185,7 +231,8 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W) -> (B, C', 2T - 1 or T, 2H, 2W)
         fmt = memory_format_of(x)
-        x = self.conv(x)  # (B, C' * st * 4, T, H, W)
+        y = self.conv(x)  # (B, C' * st * 4, T, H, W)
+        x = y + match_channels(x, y.shape[1]) if self.shortcut else y
         x = rearrange(x, "b (c st sh sw) t h w -> b c (t st) (h sh) (w sw)", st=self.time_factor, sh=2, sw=2)
         if self.time_factor > 1 and not (self.streaming and self.started):
             x = x[:, :, 1:]
