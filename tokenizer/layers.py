@@ -22,6 +22,8 @@ Compression Autoencoder for Efficient High-Resolution Diffusion Models").
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -132,10 +134,18 @@ def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:  # (B, C, ..
     if channels < c:
         if c % channels == 0:
             return rearrange(x, "b (c g) ... -> b c g ...", c=channels).mean(2)
-        return torch.stack([g.mean(1) for g in torch.tensor_split(x, channels, dim=1)], 1)
+        return torch.einsum("oc,bc...->bo...", _group_mean_matrix(c, channels).to(x), x)
     if channels % c == 0:
         return repeat(x, "b c ... -> b (c r) ...", r=channels // c)
     return x.index_select(1, torch.arange(channels, device=x.device) * c // channels)
+
+
+@functools.lru_cache(maxsize=None)
+def _group_mean_matrix(c: int, channels: int) -> torch.Tensor:  # (channels, c)
+    weight = torch.zeros(channels, c)
+    for o, group in enumerate(torch.arange(c).tensor_split(channels)):
+        weight[o, group] = 1.0 / len(group)
+    return weight
 
 
 class FrameGroupNorm(nn.GroupNorm):

@@ -103,6 +103,9 @@ def validate_config(cfg: TokenizerConfig) -> None:
     bad = [c for c in cfg.channels if c % cfg.norm_groups]
     if bad:
         raise ConfigError(f"tokenizer.norm_groups {cfg.norm_groups}: must divide every width, not {bad}")
+    if cfg.shortcuts and cfg.quantizer.kind == "lfq":
+        raise ConfigError("tokenizer.shortcuts needs a quantizer that keeps magnitudes (fsq or vq): LFQ keeps only "
+                          "the sign of each latent channel, which loses what the shortcut carries")
 
 
 class Encoder(nn.Module):
