@@ -1,7 +1,7 @@
 """Clip sampling: a source row becomes fixed-size clips, or a recorded reason to skip it.
 
 A clip is ``num_frames`` frames at ``fps``, the shorter side resized to ``size`` and
-center-cropped square; images become 1-frame clips. A long video gives ``clips_per_video``
+center-cropped square; images (and videos of a single frame) become 1-frame clips. A long video gives ``clips_per_video``
 windows, spread evenly (``temporal_crop="center"``) or drawn at random (``"random"``, from
 the caller's generator so runs are reproducible). Rows that cannot be used raise
 :class:`SkipRow` with one of the ``SKIP_*`` reasons; :class:`SkipLog` records them in an
@@ -25,6 +25,7 @@ SKIP_EMPTY_CAPTION = "empty caption"
 SKIP_UNREADABLE = "unreadable video"
 SKIP_TOO_SHORT = "too short"
 SKIP_BAD_TIME = "bad start/end time"
+SKIP_OUTSIDE_ROOT = "outside the dataset root"
 
 
 @dataclass(kw_only=True)
@@ -54,27 +55,38 @@ def load_clips(source: Source, row: SourceRow, spec: ClipSpec, rng: np.random.Ge
                need_caption: bool = True) -> list[Clip]:
     """The clips of one row, or :class:`SkipRow`. ``need_caption=False`` takes uncaptioned videos too
     (a video tokenizer learns from pixels alone)."""
+    if row.problem:
+        raise SkipRow(SKIP_OUTSIDE_ROOT, row.problem)
     if need_caption and not row.caption:
         raise SkipRow(SKIP_EMPTY_CAPTION, row.video)
     if isinstance(source, SyntheticSource):
         return [Clip(frames=source.world.clip(source.world_index(row.index)).frames, start=0.0, is_image=False)]
-    from reelm.data.video_read import VideoReadError, probe, read_video
+    from reelm.data.video_read import NOT_FOUND, VideoReadError, probe, read_video
 
     path = Path(row.video)
-    if not row.video or not path.is_file():
-        raise SkipRow(SKIP_MISSING, row.video or "<no path>")
+    if not row.video:
+        raise SkipRow(SKIP_MISSING, "<no path>")
     if any(t is not None and not math.isfinite(t) for t in (row.start, row.end)):
         raise SkipRow(SKIP_BAD_TIME, row.video)
     try:
         if row.is_image:
             frames = read_video(path, num_frames=1, size=spec.size, crop=spec.size)
             return [Clip(frames=frames, start=0.0, is_image=True)]
-        starts, known_length = _window_starts(path, row, spec, rng, probe)
+        try:
+            starts, known_length = _window_starts(path, row, spec, rng, probe)
+        except SkipRow as skip:
+            still = _still(path, spec, read_video) if skip.reason == SKIP_TOO_SHORT and not row.start else None
+            if still is None:
+                raise
+            return [still]
         clips = []
         for start in starts:
             frames = read_video(path, fps=spec.fps, start=start, num_frames=spec.num_frames,
                                 size=spec.size, crop=spec.size)
             if len(frames) < spec.num_frames:
+                still = _still(path, spec, read_video) if len(frames) == 1 and start == 0 else None
+                if still is not None:
+                    return [still]
                 detail = f"{row.video}: {len(frames)} of {spec.num_frames} frames from {start:.2f}s"
                 if known_length:  # the header promised those frames: the file is cut short
                     raise SkipRow(SKIP_UNREADABLE, f"{detail}, though its header promises more (truncated)")
@@ -82,7 +94,13 @@ def load_clips(source: Source, row: SourceRow, spec: ClipSpec, rng: np.random.Ge
             clips.append(Clip(frames=frames, start=start, is_image=False))
         return clips
     except VideoReadError as exc:
-        raise SkipRow(SKIP_UNREADABLE, str(exc)) from None
+        raise SkipRow(SKIP_MISSING if exc.reason == NOT_FOUND else SKIP_UNREADABLE, str(exc)) from None
+
+
+def _still(path: Path, spec: ClipSpec, read_video) -> Clip | None:
+    """A video of exactly one frame, as the image it is (a 1-frame clip); None for anything longer."""
+    frames = read_video(path, num_frames=2, size=spec.size, crop=spec.size)
+    return Clip(frames=frames, start=0.0, is_image=True) if len(frames) == 1 else None
 
 
 def _window_starts(path: Path, row: SourceRow, spec: ClipSpec, rng: np.random.Generator,

@@ -54,6 +54,7 @@ class ReconstructConfig:
     batch_size: int = 8
     lpips_path: str | None = None  # LPIPS-VGG16 weights (reelm.tokenizer.perceptual); None: no LPIPS
     i3d_path: str | None = None  # I3D weights for rFVD (reelm.eval.i3d); None: no rFVD
+    allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
 
 
 @dataclass
@@ -76,7 +77,8 @@ def evaluate_reconstruction(tokenizer: str | Path, data: Any, out: str | Path, c
     model = load_tokenizer(tokenizer).to(chosen).eval()
     spec = cfg.clip
     world = cfg.world.world_config(size=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=cfg.seed)
-    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start)
+    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start,
+                         allow_outside_root=cfg.allow_outside_root)
     lpips = _lpips(cfg.lpips_path, chosen)
     counts = np.zeros(model.codebook_size, dtype=np.int64)
     records, skipped, adherence, kept = [], [], [], []

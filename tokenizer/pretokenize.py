@@ -59,6 +59,7 @@ class TokenizeConfig:
     text_tokenizer: str | None = None  # a tokenizer.json (or folder); None = fit a BPE on the captions
     text_vocab_size: int = 4096
     seed: int = 0
+    allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
 
 
 def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cfg: TokenizeConfig,
@@ -72,7 +73,8 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     spec = cfg.clip
     t, h, w = model.latent_shape(spec.num_frames, spec.size, spec.size)
     world = cfg.world.world_config(size=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=cfg.seed)
-    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start)
+    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start,
+                         allow_outside_root=cfg.allow_outside_root)
     identity = tokenizer_identity(model)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     data: str = "synthetic"  # "synthetic", a folder, or a manifest
+    allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
     clip: ClipSpec = field(default_factory=lambda: ClipSpec(num_frames=17, size=64, fps=8.0, temporal_crop="random"))
     world: WorldOptions = field(default_factory=WorldOptions)  # what --data synthetic draws
     loss: LossConfig = field(default_factory=LossConfig)  # the training objective
@@ -138,7 +139,8 @@ class Trainer:
             if cfg.ema_decay > 0 else None)
         world = cfg.world.world_config(size=cfg.clip.size, num_frames=cfg.clip.num_frames, fps=cfg.clip.fps,
                                        seed=cfg.seed)
-        source = open_source(cfg.data, num_clips=SYNTHETIC_CLIPS, world_cfg=world, start=cfg.world.start)
+        source = open_source(cfg.data, num_clips=SYNTHETIC_CLIPS, world_cfg=world, start=cfg.world.start,
+                             allow_outside_root=cfg.allow_outside_root)
         self.out.mkdir(parents=True, exist_ok=True)
         self.skips = SkipLog(self.out / f"errors-rank{self.rank}.jsonl")
         self.stream = ClipStream(source, cfg.clip, cfg.batch_size, seed=cfg.seed,
@@ -197,8 +199,10 @@ class Trainer:
                 last = self.save()
         bar.close()
         self.log.close()
-        if self.skips.total:
-            print(f"reelm tokenizer train: skipped rows: {self.skips.summary(0)} (see {self.skips.path})")
+        if self.skips.total and self.rank == 0:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skips.counts.items()))
+            print(f"reelm tokenizer train: skipped {self.skips.total} unusable rows ({reasons}); each is listed with "
+                  f"its reason in {self.skips.path}")
         return last
 
     # --- checkpoints ----------------------------------------------------------------------
