@@ -4,7 +4,7 @@ Each record has a ``step`` and a ``split`` (``"train"``, ``"val"``) and any scal
 Only rank 0 writes (the log is a no-op elsewhere); TensorBoard scalars are mirrored when
 asked. A resumed run first forgets the records past the step it resumes from
 (:meth:`MetricsLog.truncate_after`), so steps logged after the last checkpoint of a killed
-run are not logged twice.
+run are not logged twice; a line a kill cut short is dropped then.
 
 Follows: nanoGPT's train-loop logging; the JSONL logs of nanochat's report.
 """
@@ -38,7 +38,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """Forget records past ``step`` (a resumed run logs them again)."""
         if self.enabled and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            kept = [line for line, record in _records(self.path) if record["step"] <= step]
             write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
@@ -59,4 +59,17 @@ class MetricsLog:
 
 def read_metrics(path: str | Path) -> list[dict]:
     path = Path(path)
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+    return [record for _, record in _records(path)] if path.is_file() else []
+
+
+def _records(path: Path) -> list[tuple[str, dict]]:
+    """``(line, record)`` of every complete record; a line cut short by a killed run is dropped."""
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            records.append((line, record))
+    return records
