@@ -203,7 +203,6 @@ class LMTrainer:
     def __init__(self, dist: DistInfo, shards: ShardSet, run_dir: Path, lm_cfg: LMConfig, cfg: TrainConfig,
                  ds_raw: dict, *, saved: dict | None, preset: str | None, peak_flops: float | None,
                  tensorboard: bool, progress: bool):
-
         self.dist, self.shards, self.layout, self.run_dir = dist, shards, shards.layout, run_dir
         self.lm_cfg, self.cfg, self.saved, self.progress = lm_cfg, cfg, saved, progress
         bf16 = use_bf16(dist.device)
