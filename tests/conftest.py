@@ -3,6 +3,10 @@
 ``real_media``: the folder of real clips named by the ``REELM_TEST_MEDIA`` environment
 variable; tests using it skip cleanly when it is unset or missing. The clips are never
 copied into the repository.
+
+``bad_media``: the bad-media corpus of ``tests/bad_media.py`` made once per session,
+``{case name: path}``; ``media_env``: the tiny models the entry points of
+``tests/entry_points.py`` run with.
 """
 
 from __future__ import annotations
@@ -48,3 +52,17 @@ def load_bench_script(name: str):
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def bad_media(tmp_path_factory) -> dict[str, Path]:
+    from bad_media import make_corpus
+
+    return make_corpus(tmp_path_factory.mktemp("bad_media"))
+
+
+@pytest.fixture(scope="session")
+def media_env(tmp_path_factory):
+    from entry_points import build_env
+
+    return build_env(tmp_path_factory.mktemp("media_env"))
