@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from reelm.data.sources import Source, SourceRow, SyntheticSource
+from reelm.errors import ReelmError
 
 SKIP_MISSING = "missing file"
 SKIP_EMPTY_CAPTION = "empty caption"
@@ -26,6 +27,7 @@ SKIP_UNREADABLE = "unreadable video"
 SKIP_TOO_SHORT = "too short"
 SKIP_BAD_TIME = "bad start/end time"
 SKIP_OUTSIDE_ROOT = "outside the dataset root"
+TEMPORAL_CROPS = ("center", "random")
 
 
 @dataclass(kw_only=True)
@@ -35,6 +37,24 @@ class ClipSpec:
     size: int = 64  # shorter side resized to this, then a centered size x size crop
     temporal_crop: str = "center"  # "center" | "random"
     clips_per_video: int = 1
+
+
+def check_clip_spec(spec: ClipSpec, *, spatial: int, temporal: int) -> None:
+    """One :class:`ReelmError` line naming every setting of ``spec`` a tokenizer with these spatial and temporal
+    factors cannot take (and the flag that sets it), or nothing."""
+    problems = []
+    if spec.size < spatial or spec.size % spatial:
+        problems.append(f"size {spec.size} (--size): must be a positive multiple of {spatial}, e.g. {8 * spatial}")
+    if spec.num_frames < 1 or (spec.num_frames - 1) % temporal:
+        problems.append(f"num_frames {spec.num_frames} (--num-frames): must be 1 + {temporal}k, e.g. {1 + 4 * temporal}")
+    if not spec.fps > 0:
+        problems.append(f"fps {spec.fps} (--fps): must be positive")
+    if spec.clips_per_video < 1:
+        problems.append(f"clips_per_video {spec.clips_per_video} (--clips-per-video): must be at least 1")
+    if spec.temporal_crop not in TEMPORAL_CROPS:
+        problems.append(f"temporal_crop {spec.temporal_crop!r}: choose from {list(TEMPORAL_CROPS)}")
+    if problems:
+        raise ReelmError(f"clip settings: {'; '.join(problems)}")
 
 
 @dataclass(frozen=True, eq=False)

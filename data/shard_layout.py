@@ -18,7 +18,7 @@ from reelm.atomic import publish_dir, staging_path
 from reelm.data.shards import LAYOUT_DIR
 from reelm.data.sources import Source
 from reelm.data.text_tokenizer import TextTokenizerError, load_text_tokenizer, train_text_tokenizer
-from reelm.data.token_layout import TokenLayout
+from reelm.data.token_layout import LayoutError, TokenLayout
 
 
 def shard_layout(out: Path, source: Source, *, text_tokenizer: str | None, text_vocab_size: int, codebook_size: int,
@@ -33,7 +33,11 @@ def shard_layout(out: Path, source: Source, *, text_tokenizer: str | None, text_
         layout.save(staged)
         publish_dir(staged, folder, replace=False)
     layout = TokenLayout.load(folder)
-    layout.check_video_tokenizer(identity)
+    try:
+        layout.check_video_tokenizer(identity)
+    except LayoutError as exc:
+        raise LayoutError(f"{out}: holds shards of another video tokenizer ({exc}); use a new --out, or the "
+                          "tokenizer they were made with") from None
     return layout
 
 

@@ -172,7 +172,8 @@ def check_video_tokenizer_identity(tokenizer_dir: str | Path, layout: TokenLayou
     try:
         layout.check_video_tokenizer(identity)
     except LayoutError as exc:
-        raise CheckpointError(f"{source}: not the video tokenizer this model was trained on ({exc})") from None
+        raise CheckpointError(f"{source}: not the video tokenizer this model was trained on ({exc}); leave "
+                              "--video-tokenizer out to use the model folder's own") from None
 
 
 # --- training checkpoints under DeepSpeed -----------------------------------------------------

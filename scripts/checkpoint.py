@@ -92,7 +92,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
-        raise CheckpointError(f"{run_dir}: neither a checkpoint (no {META_FILE}) nor a run folder with checkpoints")
+        raise CheckpointError(f"{run_dir}: neither a checkpoint (no {META_FILE}) nor a run folder with checkpoints; "
+                              f"give the --out folder of a training run, or one of its {STEP_PREFIX}NNNNNN folders")
     damaged = []
     for _, folder in reversed(checkpoints):
         problem = verify_checkpoint(folder)
@@ -168,14 +169,17 @@ def read_meta(ckpt_dir: str | Path, kind: str | None = None) -> dict:
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{ckpt_dir}: not a reelm checkpoint (no {META_FILE})") from None
+        raise CheckpointError(f"{ckpt_dir}: not a reelm checkpoint (no {META_FILE}); give a training run folder or "
+                              f"one of its {STEP_PREFIX}NNNNNN folders") from None
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{meta_path}: corrupt ({exc})") from None
+        raise CheckpointError(f"{meta_path}: corrupt ({exc}); use another checkpoint of the run") from None
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{ckpt_dir}: checkpoint format version {version}, this reelm reads {FORMAT_VERSION}")
+        raise CheckpointError(f"{ckpt_dir}: checkpoint format version {version!r}, this reelm reads {FORMAT_VERSION}; "
+                              "use the reelm version that wrote it")
     if kind is not None and meta.get("kind") != kind:
-        raise CheckpointError(f"{ckpt_dir}: a {meta.get('kind')!r} checkpoint, expected {kind!r}")
+        raise CheckpointError(f"{ckpt_dir}: a {meta.get('kind')!r} checkpoint, expected {kind!r}; give a {kind} "
+                              "run folder or checkpoint folder")
     return meta
 
 

@@ -23,7 +23,7 @@ import torch
 
 from reelm.atomic import publish_dir, staging_path
 from reelm.config import to_dict
-from reelm.data.clips import ClipSpec, SkipLog, SkipRow
+from reelm.data.clips import ClipSpec, SkipLog, SkipRow, check_clip_spec
 from reelm.data.row_reader import RowReader, read_rows
 from reelm.data.shard_layout import shard_layout
 from reelm.data.shards import (
@@ -71,6 +71,7 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     chosen = resolve_device(device)
     model = load_tokenizer(video_tokenizer).to(chosen).eval()
     spec = cfg.clip
+    check_clip_spec(spec, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
     t, h, w = model.latent_shape(spec.num_frames, spec.size, spec.size)
     world = cfg.world.world_config(size=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=cfg.seed)
     source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start,

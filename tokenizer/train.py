@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from reelm import checkpoint as ckpt
 from reelm.config import ConfigError, apply_overrides, from_dict, load_json, resolve_preset, save_json, to_dict
 from reelm.data.clip_stream import ClipStream
-from reelm.data.clips import ClipSpec, SkipLog
+from reelm.data.clips import ClipSpec, SkipLog, check_clip_spec
 from reelm.data.sources import open_source
 from reelm.data.synthetic import WorldOptions
 from reelm.device import autocast
@@ -100,6 +100,7 @@ def resolve_configs(preset: str | None, overrides: list[str], saved: tuple[Token
     model_cfg = apply_overrides(model_cfg, model_sets, prefix="model.")
     cfg = apply_overrides(cfg, train_sets)
     check_config(cfg)
+    check_clip_spec(cfg.clip, spatial=model_cfg.spatial_downsample, temporal=model_cfg.temporal_downsample)
     return model_cfg, cfg
 
 
