@@ -9,6 +9,7 @@ then loads and checks the saved one.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -43,6 +44,7 @@ def shard_layout(out: Path, source: Source, *, text_tokenizer: str | None, text_
 
 def _fit_on_captions(source: Source, vocab_size: int):
     captions = source.captions()
-    if not captions:
+    first = next(captions, None)
+    if first is None:
         raise TextTokenizerError(f"{source.name}: no captions to fit a text tokenizer on (pass --text-tokenizer)")
-    return train_text_tokenizer(captions, vocab_size=vocab_size)
+    return train_text_tokenizer(itertools.chain([first], captions), vocab_size=vocab_size)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator
 
 from reelm.errors import ReelmError
 
@@ -25,6 +25,7 @@ MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 VIDEO_COLUMNS = ("video", "video_path", "path", "file", "image")
 CAPTION_COLUMNS = ("caption", "text", "description")
 SYNTHETIC = "synthetic"
+CAPTION_BATCH = 4096  # manifest rows read at a time when streaming captions
 
 
 class SourceError(ReelmError):
@@ -57,8 +58,9 @@ class Source:
     def row(self, index: int) -> SourceRow:
         raise NotImplementedError
 
-    def captions(self) -> Sequence[str]:
-        return [c for c in (self.row(i).caption for i in range(len(self))) if c]
+    def captions(self) -> Iterator[str]:
+        """Every non-empty caption, streamed (a manifest's may not fit in memory at once)."""
+        return (c for c in (self.row(i).caption for i in range(len(self))) if c)
 
 
 class TableSource(Source):
@@ -98,8 +100,9 @@ class TableSource(Source):
             problem=problem,
         )
 
-    def captions(self) -> Sequence[str]:
-        return [c for c in (_text(v) for v in self.table[self.caption_column]) if c]
+    def captions(self) -> Iterator[str]:
+        for batch in self.table.select_columns([self.caption_column]).iter(batch_size=CAPTION_BATCH):
+            yield from (c for c in (_text(v) for v in batch[self.caption_column]) if c)
 
 
 class FolderSource(Source):

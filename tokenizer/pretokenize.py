@@ -93,7 +93,7 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     })
     _embed_video_tokenizer(out, model)
 
-    rows = list(range(cfg.shard_index, len(source), cfg.num_shards))
+    rows = range(cfg.shard_index, len(source), cfg.num_shards)  # ranges, not lists: a manifest may be huge
     chunks = [rows[i : i + cfg.chunk_rows] for i in range(0, len(rows), cfg.chunk_rows)]
     folder = part_dir(out, cfg.shard_index, cfg.num_shards)
     folder.mkdir(parents=True, exist_ok=True)
