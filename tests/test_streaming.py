@@ -38,6 +38,11 @@ def write_moving(path, frames: int, h: int = 64, w: int = 96, fps: int = 25):
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(single_thread_isolated):
+    yield
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
