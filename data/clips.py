@@ -156,9 +156,14 @@ class SkipLog:
     def record(self, row: SourceRow, skip: SkipRow) -> None:
         self.counts[skip.reason] += 1
         if self.path is not None:
-            with open(self.path, "a") as fh:
-                fh.write(json.dumps({"index": row.index, "video": row.video, "reason": skip.reason,
-                                     "detail": skip.detail}) + "\n")
+            try:
+                with open(self.path, "a") as fh:
+                    fh.write(json.dumps({"index": row.index, "video": row.video, "reason": skip.reason,
+                                         "detail": skip.detail}) + "\n")
+            except OSError as exc:
+                from reelm.atomic import describe_os_error
+
+                raise ReelmError(f"{self.path}: cannot record a skipped row ({describe_os_error(exc)})") from None
 
     @property
     def total(self) -> int:

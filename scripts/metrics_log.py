@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reelm.atomic import write_text
+from reelm.atomic import describe_os_error, write_text
 from reelm.errors import ReelmError
 
 METRICS_FILE = "metrics.jsonl"
@@ -44,9 +44,13 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise ReelmError(f"{self.path}: cannot write the metrics log ({describe_os_error(exc)}); the checkpoints "
+                             "written so far are intact: fix it and resume with --resume") from None
         if self.writer is not None:
             for key, value in record.items():
                 if key not in ("step", "split") and isinstance(value, (int, float)):
