@@ -120,6 +120,8 @@ def load_shards(out: str | Path) -> ShardSet:
     if not (out / INFO_FILE).is_file():
         raise ShardError(f"{out}: not a shard folder (no {INFO_FILE}); make one with 'reelm data tokenize'")
     info = load_json(out / INFO_FILE)
+    if not isinstance(info, dict):
+        raise ShardError(f"{out}/{INFO_FILE}: expected a JSON object; make the shards again with 'reelm data tokenize'")
     if info.get("format_version") != SHARDS_VERSION:
         raise ShardError(f"{out}: shard format version {info.get('format_version')!r}, this reelm reads "
                          f"{SHARDS_VERSION}; make the shards again with 'reelm data tokenize'")

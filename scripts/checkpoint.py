@@ -163,16 +163,21 @@ def _json_problem(path: Path) -> str | None:
 
 
 def read_meta(ckpt_dir: str | Path, kind: str | None = None) -> dict:
-    """The checkpoint's ``reelm.json``, checked for format version and (optionally) kind."""
+    """The checkpoint's ``reelm.json``, checked for its shape (an object whose ``config`` is an object),
+    format version and (optionally) kind."""
     ckpt_dir = Path(ckpt_dir)
     meta_path = ckpt_dir / META_FILE
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_bytes())
     except FileNotFoundError:
         raise CheckpointError(f"{ckpt_dir}: not a reelm checkpoint (no {META_FILE}); give a training run folder or "
                               f"one of its {STEP_PREFIX}NNNNNN folders") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{meta_path}: corrupt ({exc}); use another checkpoint of the run") from None
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise CheckpointError(f"{meta_path}: corrupt ({type(exc).__name__}: {exc}); use another checkpoint of the "
+                              "run") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+        raise CheckpointError(f"{meta_path}: not a reelm checkpoint description (expected a JSON object with a "
+                              "'config' object); use another checkpoint of the run")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{ckpt_dir}: checkpoint format version {version!r}, this reelm reads {FORMAT_VERSION}; "
