@@ -27,6 +27,7 @@ SKIP_UNREADABLE = "unreadable video"
 SKIP_TOO_SHORT = "too short"
 SKIP_BAD_TIME = "bad start/end time"
 SKIP_OUTSIDE_ROOT = "outside the dataset root"
+SKIP_ERROR = "unexpected error"  # a bug or an unforeseen file: recorded with its exception, never fatal to a job
 TEMPORAL_CROPS = ("center", "random")
 
 
@@ -115,6 +116,10 @@ def load_clips(source: Source, row: SourceRow, spec: ClipSpec, rng: np.random.Ge
         return clips
     except VideoReadError as exc:
         raise SkipRow(SKIP_MISSING if exc.reason == NOT_FOUND else SKIP_UNREADABLE, str(exc)) from None
+    except (SkipRow, MemoryError):
+        raise
+    except Exception as exc:  # anything else one file provokes is recorded, not allowed to end a batch job
+        raise SkipRow(SKIP_ERROR, f"{row.video}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
 
 
 def _still(path: Path, spec: ClipSpec, read_video) -> Clip | None:

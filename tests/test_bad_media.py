@@ -143,3 +143,26 @@ def test_the_corpus_covers_the_issue(bad_media):
     with av.open(str(bad_media["alpha"])) as container:
         assert container.streams.video[0].codec_context.pix_fmt == "rgba"
     assert json.dumps(str(bad_media["unicode_name"]), ensure_ascii=False).count("日本語") == 1
+
+
+def test_an_unforeseen_error_on_one_file_is_recorded_and_the_job_goes_on(bad_media, media_env, tmp_path, monkeypatch):
+    from bad_media import write_manifest
+    from entry_points import run_cli
+
+    original = video_read.read_video
+
+    def read_video_with_a_bug(path, **kwargs):
+        if "odd_33x17" in str(path):
+            raise RuntimeError("a decoder bug")
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(video_read, "read_video", read_video_with_a_bug)
+    cases = {name: bad_media[name] for name in ("odd_33x17", "ten_bit", "zero_byte")}
+    manifest = write_manifest(cases, tmp_path)
+    outcome = run_cli(["data", "tokenize", "--video-tokenizer", str(media_env.tokenizer), "--data", str(manifest),
+                       "--out", str(tmp_path / "shards"), "--num-frames", "5", "--size", "32", "--text-vocab-size",
+                       "300", "--no-progress", "--allow-outside-root"])
+    assert outcome.kind == "used" and "used 1, skipped 2" in outcome.message and "unexpected error: 1" in outcome.message
+    errors = {json.loads(line)["reason"]: json.loads(line) for line in
+              (tmp_path / "shards" / "errors.jsonl").read_text().splitlines()}
+    assert "RuntimeError: a decoder bug" in errors["unexpected error"]["detail"]
