@@ -5,7 +5,7 @@ synthetic world needs none: every index is a fresh random clip), split across ra
 cut into clips by :func:`reelm.data.clips.load_clips` with a generator seeded by
 ``(seed, epoch, row)``. Captions are not needed: a folder of raw videos trains a tokenizer as it
 is. Clips are batched by frame count, so images (1-frame clips) and videos train jointly in
-separate batches. Unusable rows are recorded in a :class:`SkipLog`.
+separate batches. Unusable rows are recorded in a :class:`SkipLog`, once each.
 
 The state is ``(epoch, cursor)`` plus the rows whose clips wait in a partly filled batch;
 they are re-read on resume, which gives the same clips, so a resumed run sees exactly the
@@ -39,6 +39,7 @@ class ClipStream:
         self._order_epoch: int | None = None
         self._order: np.ndarray | range = range(0)
         self._failures_in_a_row = 0
+        self._recorded: set[int] = set()
 
     def state_dict(self) -> dict:
         pending = [[e, r, k] for items in self._waiting.values() for e, r, k, _ in items]
@@ -87,7 +88,9 @@ class ClipStream:
                 clips = self._clips(self.epoch, row_index)
                 self._failures_in_a_row = 0
             except SkipRow as skip:
-                self.skip_log.record(self.source.row(row_index), skip)
+                if row_index not in self._recorded:  # once per row, not once per epoch
+                    self._recorded.add(row_index)
+                    self.skip_log.record(self.source.row(row_index), skip)
                 self._failures_in_a_row += 1
                 if self._failures_in_a_row > max(len(order), 1):
                     raise ReelmError(f"{self.source.name}: no usable clips ({self.skip_log.summary(0)})") from None

@@ -9,6 +9,7 @@ then loads and checks the saved one.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ from reelm.atomic import publish_dir, staging_path
 from reelm.data.shards import LAYOUT_DIR
 from reelm.data.sources import Source
 from reelm.data.text_tokenizer import TextTokenizerError, load_text_tokenizer, train_text_tokenizer
-from reelm.data.token_layout import TokenLayout
+from reelm.data.token_layout import LayoutError, TokenLayout
 
 
 def shard_layout(out: Path, source: Source, *, text_tokenizer: str | None, text_vocab_size: int, codebook_size: int,
@@ -33,12 +34,17 @@ def shard_layout(out: Path, source: Source, *, text_tokenizer: str | None, text_
         layout.save(staged)
         publish_dir(staged, folder, replace=False)
     layout = TokenLayout.load(folder)
-    layout.check_video_tokenizer(identity)
+    try:
+        layout.check_video_tokenizer(identity)
+    except LayoutError as exc:
+        raise LayoutError(f"{out}: holds shards of another video tokenizer ({exc}); use a new --out, or the "
+                          "tokenizer they were made with") from None
     return layout
 
 
 def _fit_on_captions(source: Source, vocab_size: int):
     captions = source.captions()
-    if not captions:
+    first = next(captions, None)
+    if first is None:
         raise TextTokenizerError(f"{source.name}: no captions to fit a text tokenizer on (pass --text-tokenizer)")
-    return train_text_tokenizer(captions, vocab_size=vocab_size)
+    return train_text_tokenizer(itertools.chain([first], captions), vocab_size=vocab_size)

@@ -136,24 +136,28 @@ def load_shards(out: str | Path) -> ShardSet:
     if not (out / INFO_FILE).is_file():
         raise ShardError(f"{out}: not a shard folder (no {INFO_FILE}); make one with 'reelm data tokenize'")
     info = load_json(out / INFO_FILE)
+    if not isinstance(info, dict):
+        raise ShardError(f"{out}/{INFO_FILE}: expected a JSON object; make the shards again with 'reelm data tokenize'")
     if info.get("format_version") != SHARDS_VERSION:
-        raise ShardError(f"{out}: shard format version {info.get('format_version')}, this reelm reads {SHARDS_VERSION}")
+        raise ShardError(f"{out}: shard format version {info.get('format_version')!r}, this reelm reads "
+                         f"{SHARDS_VERSION}; make the shards again with 'reelm data tokenize'")
     layout = TokenLayout.load(out / LAYOUT_DIR)
     chunks = chunk_folders(out)
     if not chunks:
-        raise ShardError(f"{out}: no finished chunks yet")
+        raise ShardError(f"{out}: no finished chunks yet; run (or finish) 'reelm data tokenize --out {out}' first")
     tables, skipped = [], []
     for chunk in chunks:
         try:
             tables.append(datasets.load_from_disk(str(chunk)))
         except Exception as exc:  # datasets raises several types for a damaged folder
-            raise ShardError(f"{chunk}: unreadable chunk ({type(exc).__name__}: {exc})") from None
+            raise ShardError(f"{chunk}: unreadable chunk ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                             "delete it and re-run the same 'reelm data tokenize' command to write it again") from None
         skip_file = chunk / SKIPPED_FILE
         if skip_file.is_file():
             skipped += [json.loads(line) for line in skip_file.read_text().splitlines() if line]
     dataset = datasets.concatenate_datasets(tables)
     if len(dataset) == 0:
-        raise ShardError(f"{out}: the shards hold no clips")
+        raise ShardError(f"{out}: the shards hold no clips (every row was skipped: see {out}/errors.jsonl)")
     video_tokenizer = out / VIDEO_TOKENIZER_DIR
     return ShardSet(dataset=dataset, layout=layout, info=info, chunks=len(chunks), skipped=skipped,
                     video_tokenizer=video_tokenizer if (video_tokenizer / "reelm.json").is_file() else None)

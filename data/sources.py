@@ -5,15 +5,17 @@ same-name ``.txt`` captions, any Hugging Face ``datasets.Dataset`` with a video-
 caption column, or the synthetic world (the default) — is a sequence of :class:`SourceRow`
 addressed by a stable index, so a job can be split across processes by index
 (``index % num_shards == shard_index``) and resumed without re-reading what it finished.
-Rows are not validated here; :mod:`reelm.data.clips` turns a row into clips or a skip
+Rows are not validated here, except that a manifest's paths must stay inside its folder (the
+dataset root) unless allowed; :mod:`reelm.data.clips` turns a row into clips or a skip
 reason.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator
 
 from reelm.errors import ReelmError
 
@@ -23,6 +25,7 @@ MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 VIDEO_COLUMNS = ("video", "video_path", "path", "file", "image")
 CAPTION_COLUMNS = ("caption", "text", "description")
 SYNTHETIC = "synthetic"
+CAPTION_BATCH = 4096  # manifest rows read at a time when streaming captions
 
 
 class SourceError(ReelmError):
@@ -37,6 +40,7 @@ class SourceRow:
     start: float | None = None  # seconds
     end: float | None = None
     attributes: dict | None = None  # ground truth, when the source knows it
+    problem: str | None = None  # why the source refuses the row before reading it (a path outside the root)
 
     @property
     def is_image(self) -> bool:
@@ -54,18 +58,21 @@ class Source:
     def row(self, index: int) -> SourceRow:
         raise NotImplementedError
 
-    def captions(self) -> Sequence[str]:
-        return [c for c in (self.row(i).caption for i in range(len(self))) if c]
+    def captions(self) -> Iterator[str]:
+        """Every non-empty caption, streamed (a manifest's may not fit in memory at once)."""
+        return (c for c in (self.row(i).caption for i in range(len(self))) if c)
 
 
 class TableSource(Source):
     """Rows of a table (a ``datasets.Dataset``) with a video column and a caption column."""
 
     def __init__(self, table, *, name: str, root: Path | None = None,
-                 video_column: str | None = None, caption_column: str | None = None):
+                 video_column: str | None = None, caption_column: str | None = None,
+                 allow_outside_root: bool = False):
         self.table = table
         self.name = name
         self.root = root
+        self.allow_outside_root = allow_outside_root
         columns = list(table.column_names)
         self.video_column = _pick_column(columns, video_column, VIDEO_COLUMNS, "video", name)
         self.caption_column = _pick_column(columns, caption_column, CAPTION_COLUMNS, "caption", name)
@@ -77,8 +84,12 @@ class TableSource(Source):
     def row(self, index: int) -> SourceRow:
         record = self.table[int(index)]
         video = str(record[self.video_column] or "")
-        if video and self.root is not None and not Path(video).is_absolute():
-            video = str(self.root / video)
+        problem = None
+        if video and self.root is not None:
+            target = Path(video) if Path(video).is_absolute() else self.root / video
+            if not self.allow_outside_root and not is_inside(target, self.root):
+                problem = f"{video}: outside the dataset root {self.root} (pass --allow-outside-root to allow it)"
+            video = str(target)
         return SourceRow(
             index=int(index),
             video=video,
@@ -86,10 +97,12 @@ class TableSource(Source):
             start=_seconds(record.get("start")),
             end=_seconds(record.get("end")),
             attributes=record.get("attributes") if isinstance(record.get("attributes"), dict) else None,
+            problem=problem,
         )
 
-    def captions(self) -> Sequence[str]:
-        return [c for c in (_text(v) for v in self.table[self.caption_column]) if c]
+    def captions(self) -> Iterator[str]:
+        for batch in self.table.select_columns([self.caption_column]).iter(batch_size=CAPTION_BATCH):
+            yield from (c for c in (_text(v) for v in batch[self.caption_column]) if c)
 
 
 class FolderSource(Source):
@@ -98,8 +111,10 @@ class FolderSource(Source):
     def __init__(self, folder: Path, files: list[Path] | None = None):
         self.name = str(files[0]) if files and len(files) == 1 else str(folder)
         suffixes = VIDEO_SUFFIXES + IMAGE_SUFFIXES
+        # Every entry named like media, files or not: a folder named x.mp4 or a broken link is a row that is
+        # then skipped with its reason, never dropped unseen.
         self.files = files if files is not None else \
-            sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -138,9 +153,15 @@ class SyntheticSource(Source):
 
 
 def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None, start: int = 0,
-                video_column: str | None = None, caption_column: str | None = None) -> Source:
+                video_column: str | None = None, caption_column: str | None = None,
+                allow_outside_root: bool = False) -> Source:
     """A source from ``"synthetic"`` (``world_cfg``, clips ``start`` on), a manifest path, a folder path,
-    a single video or image file, or a ``datasets.Dataset``."""
+    a single video or image file, or a ``datasets.Dataset``.
+
+    A manifest's paths are relative to its folder, the dataset root; a path that leads outside it
+    (``../../etc/passwd``, an absolute path elsewhere) gives a row that is skipped with that reason,
+    unless ``allow_outside_root``.
+    """
     import datasets
 
     if isinstance(spec, Source):
@@ -166,8 +187,14 @@ def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None, star
         table = datasets.load_dataset(loader, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises many types for a malformed file
         raise SourceError(f"{path}: cannot read manifest ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
-    return TableSource(table, name=str(path), root=path.parent,
-                       video_column=video_column, caption_column=caption_column)
+    return TableSource(table, name=str(path), root=path.parent, video_column=video_column,
+                       caption_column=caption_column, allow_outside_root=allow_outside_root)
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies under ``root`` once ``..`` and ``.`` are resolved (links inside the root are trusted)."""
+    target, base = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(root))
+    return target == base or target.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _pick_column(columns: list[str], chosen: str | None, candidates: tuple[str, ...], what: str, name: str) -> str:

@@ -12,6 +12,10 @@ times measured from the stream start, for every ``start + k / fps`` before the l
 ends. Times are exact fractions; "<=" allows just under one tick of the stream's time base,
 since containers round timestamps to it (Matroska stores milliseconds).
 
+Frames are shown as a player shows them: turned upright by the stream's display matrix
+(rotation metadata), alpha dropped, any bit depth converted to 8-bit RGB. (:func:`probe`
+reports the size as stored.)
+
 Every failure is a :class:`VideoReadError` naming the file and one of the reasons below;
 FFmpeg errors never escape raw, and FFmpeg's error log lines while demuxing or decoding
 (truncated Matroska, corrupt H.264 slices) count as corruption.
@@ -20,7 +24,9 @@ FFmpeg errors never escape raw, and FFmpeg's error log lines while demuxing or d
 from __future__ import annotations
 
 import contextlib
+import errno
 import numbers
+import os
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -268,7 +274,10 @@ def _frame_duration(frame: av.VideoFrame, stream) -> Fraction:
 
 
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")  # (H, W, 3)
+    """The frame as shown: RGB (alpha dropped, any bit depth), turned upright by its display matrix."""
+    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+    quarter_turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise, as the display matrix says
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 
 
 def _timed_frames(
@@ -283,7 +292,7 @@ def _timed_frames(
     tick = _tick(stream)
     origin = stream.start_time
     if start > 0 and origin is not None and stream.time_base:
-        with contextlib.suppress(av.error.FFmpegError):
+        with contextlib.suppress(av.error.FFmpegError), av.logging.Capture():  # a failed seek's log is not news
             container.seek(origin + int(start / tick), stream=stream, backward=True, any_frame=False)
         frames = _with_times(_decode(path, container, stream), stream, origin)
         first = next(frames, None)
@@ -293,7 +302,8 @@ def _timed_frames(
             yield from frames
             return
         try:
-            container.seek(origin, stream=stream, backward=True, any_frame=False)
+            with av.logging.Capture():
+                container.seek(origin, stream=stream, backward=True, any_frame=False)
         except av.error.FFmpegError as exc:
             raise _fail(path, CORRUPT, f"cannot seek back to the start: {_describe(exc)}") from None
     yield from _with_times(_decode(path, container, stream), stream, origin)
@@ -366,7 +376,9 @@ def _is_still(container: av.container.InputContainer) -> bool:
 def _open(path: Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     """The open container and its first video stream (cover art excluded), or VideoReadError."""
     if not path.exists():
-        raise _fail(path, NOT_FOUND)
+        if path.is_symlink() and _is_link_loop(path):
+            raise _fail(path, UNREADABLE, "a symbolic link loop")
+        raise _fail(path, NOT_FOUND, f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else None)
     if path.is_dir():
         raise _fail(path, NOT_MEDIA, "a directory")
     if path.stat().st_size == 0:
@@ -391,6 +403,16 @@ def _open(path: Path) -> Iterator[tuple[av.container.InputContainer, av.video.st
         yield container, videos[0]
     finally:
         container.close()
+
+
+def _is_link_loop(path: Path) -> bool:
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # how Python < 3.13 reports a loop
+        return True
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 _log_lock = threading.Lock()

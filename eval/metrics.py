@@ -9,7 +9,9 @@ fully inside the frame — the definition scikit-image's ``structural_similarity
 
 Both are sums over frames, so :class:`ClipMetrics` takes a long clip chunk by chunk (a few
 frames at a time, in float64) and gives exactly the whole-clip values without ever holding
-the clip, along with the per-frame values a report plots.
+the clip, along with the per-frame values a report plots. The Gaussian window is applied as
+two 1D passes of shifted sums (never a convolution's k x k unfold, which at 1080p asked for
+tens of GB in float64), a few frames at a time, so SSIM's memory is a few arrays of one pass.
 
 Follows: Wang, Bovik, Sheikh, Simoncelli 2004 ("Image quality assessment: from error
 visibility to structural similarity").
@@ -19,12 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from reelm.errors import ReelmError
 
 DATA_RANGE = 255.0
-SSIM_FRAMES_PER_PASS = 8  # frames convolved at once: bounds SSIM's float64 working memory
+SSIM_PIXELS_PER_PASS = 2**21  # frame pixels (x 3 channels) per SSIM pass: bounds its float64 working memory
 
 
 class MetricInputError(ReelmError):
@@ -55,24 +56,34 @@ def ssim_per_frame(reference: np.ndarray, test: np.ndarray, *, window: int = 11,
         raise MetricInputError(f"frames of {ref.shape[1]}x{ref.shape[2]} are smaller than the {window}x{window} "
                                "SSIM window")
     kernel = _gaussian_kernel(window, sigma)
-    return np.concatenate([_ssim_frames(ref[i:i + SSIM_FRAMES_PER_PASS], out[i:i + SSIM_FRAMES_PER_PASS], kernel)
-                           for i in range(0, len(ref), SSIM_FRAMES_PER_PASS)])
+    per_pass = max(1, SSIM_PIXELS_PER_PASS // (ref.shape[1] * ref.shape[2]))
+    return np.concatenate([_ssim_frames(ref[i:i + per_pass], out[i:i + per_pass], kernel)
+                           for i in range(0, len(ref), per_pass)])
 
 
 def _gaussian_kernel(window: int, sigma: float) -> torch.Tensor:
+    """The normalized 1D Gaussian ``(window,)``; the 2D window is its outer product (separable)."""
     coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]  # (1, 1, window, window)
+    return g / g.sum()
 
 
 def _ssim_frames(ref: np.ndarray, out: np.ndarray, kernel: torch.Tensor) -> np.ndarray:
     t, c = ref.shape[0], ref.shape[-1]
-    x = torch.from_numpy(ref).permute(0, 3, 1, 2).reshape(-1, 1, *ref.shape[1:3])  # (T*3, 1, H, W)
-    y = torch.from_numpy(out).permute(0, 3, 1, 2).reshape(-1, 1, *out.shape[1:3])
+    x = torch.from_numpy(ref).permute(0, 3, 1, 2).reshape(-1, *ref.shape[1:3]).contiguous()  # (T*3, H, W)
+    y = torch.from_numpy(out).permute(0, 3, 1, 2).reshape(-1, *out.shape[1:3]).contiguous()
 
-    def blur(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(z, kernel)
+    weights = kernel.tolist()
+
+    def blur(z: torch.Tensor) -> torch.Tensor:  # (N, H, W) -> (N, H - k + 1, W - k + 1), valid positions only
+        k = len(weights)
+        rows = torch.zeros(z.shape[0], z.shape[1] - k + 1, z.shape[2], dtype=z.dtype)
+        for i, g in enumerate(weights):  # separable, accumulated in place: no k*k unfold, no temporaries
+            rows.add_(z[:, i:i + rows.shape[1]], alpha=g)
+        cols = torch.zeros(*rows.shape[:2], z.shape[2] - k + 1, dtype=z.dtype)
+        for i, g in enumerate(weights):
+            cols.add_(rows[:, :, i:i + cols.shape[2]], alpha=g)
+        return cols
 
     c1, c2 = (0.01 * DATA_RANGE) ** 2, (0.03 * DATA_RANGE) ** 2
     mu_x, mu_y = blur(x), blur(y)
@@ -86,11 +97,12 @@ def _ssim_frames(ref: np.ndarray, out: np.ndarray, kernel: torch.Tensor) -> np.n
 class ClipMetrics:
     """PSNR and SSIM of a clip given chunk by chunk (:meth:`update`), equal to the whole-clip values.
 
-    Also keeps each frame's PSNR and SSIM, for plots by frame index.
+    Also keeps each frame's PSNR and SSIM, for plots by frame index. ``ssim=False`` keeps PSNR
+    only (for frames smaller than the SSIM window, where SSIM is undefined).
     """
 
-    def __init__(self, *, window: int = 11, sigma: float = 1.5):
-        self.window, self.sigma = window, sigma
+    def __init__(self, *, window: int = 11, sigma: float = 1.5, ssim: bool = True):
+        self.window, self.sigma, self.with_ssim = window, sigma, ssim
         self.squared_error, self.values = 0.0, 0
         self.frame_psnr: list[float] = []
         self.frame_ssim: list[float] = []
@@ -103,11 +115,12 @@ class ClipMetrics:
         self.squared_error += float(error.sum())
         self.values += error.size
         self.frame_psnr += [psnr_from_mse(float(e.mean())) for e in error]
-        self.frame_ssim += ssim_per_frame(ref, out, window=self.window, sigma=self.sigma).tolist()
+        if self.with_ssim:
+            self.frame_ssim += ssim_per_frame(ref, out, window=self.window, sigma=self.sigma).tolist()
 
     @property
     def frames(self) -> int:
-        return len(self.frame_ssim)
+        return len(self.frame_psnr)
 
     def psnr(self) -> float:
         if not self.values:
@@ -115,6 +128,8 @@ class ClipMetrics:
         return psnr_from_mse(self.squared_error / self.values)
 
     def ssim(self) -> float:
+        if not self.with_ssim:
+            raise MetricInputError("SSIM was not computed (ssim=False)")
         if not self.frame_ssim:
             raise MetricInputError("no frames were compared")
         return float(np.mean(self.frame_ssim))

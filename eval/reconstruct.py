@@ -30,7 +30,7 @@ import torch
 from reelm import __version__
 from reelm.atomic import write_text
 from reelm.config import save_json, to_dict
-from reelm.data.clips import ClipSpec, SkipRow
+from reelm.data.clips import ClipSpec, SkipRow, check_clip_spec
 from reelm.data.row_reader import RowReader, read_rows
 from reelm.data.sources import SyntheticSource, open_source
 from reelm.data.synthetic import WorldOptions
@@ -55,6 +55,7 @@ class ReconstructConfig:
     batch_size: int = 8
     lpips_path: str | None = None  # LPIPS-VGG16 weights (reelm.tokenizer.perceptual); None: no LPIPS
     i3d_path: str | None = None  # I3D weights for rFVD (reelm.eval.i3d); None: no rFVD
+    allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
 
 
 @dataclass
@@ -77,8 +78,10 @@ def evaluate_reconstruction(tokenizer: str | Path, data: Any, out: str | Path, c
     chosen = resolve_device(device)
     model = load_tokenizer(tokenizer).to(chosen).eval()
     spec = cfg.clip
+    check_clip_spec(spec, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
     world = cfg.world.world_config(size=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=cfg.seed)
-    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start)
+    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start,
+                         allow_outside_root=cfg.allow_outside_root)
     lpips = _lpips(cfg.lpips_path, chosen)
     counts = np.zeros(model.codebook_size, dtype=np.int64)
     records, skipped, adherence, kept = [], [], [], []

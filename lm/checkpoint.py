@@ -59,6 +59,7 @@ from reelm.checkpoint import (
     load_state,
     read_meta,
     resolve_checkpoint,
+    save_failed,
     save_state,
     staging_dir,
     step_dir_name,
@@ -66,6 +67,7 @@ from reelm.checkpoint import (
 )
 from reelm.config import from_dict, to_dict
 from reelm.data.token_layout import LayoutError, TokenLayout
+from reelm.distributed import any_rank
 from reelm.lm.model import LMConfig, hf_config, select_attention
 
 KIND = "lm"
@@ -124,12 +126,22 @@ def load_lm(path: str | Path, *, device: torch.device | str = "cpu", dtype: torc
     folder = resolve_checkpoint(path)
     meta = read_meta(folder, KIND)
     layout = TokenLayout.load(folder)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=dtype or "auto", attn_implementation=attn_implementation or select_attention(device)
-    ).to(device)
+    model = load_hf_model(folder, dtype=dtype or "auto",
+                          attn_implementation=attn_implementation or select_attention(device)).to(device)
     check_hf_config(folder, model.config, from_dict(LMConfig, meta["config"], where=f"{folder}/{META_FILE} config"),
                     layout)
     return model.eval(), layout, meta
+
+
+def load_hf_model(folder: str | Path, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained(folder, **kwargs)``, a damaged or foreign folder as one
+    :class:`CheckpointError` line (safetensors weights only: a pickle in their place is refused, never run)."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, **kwargs)
+    except Exception as exc:  # transformers and safetensors raise many types for a damaged folder
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise CheckpointError(f"{folder}: cannot load the model ({type(exc).__name__}: {reason}); use an intact "
+                              "checkpoint folder (an earlier step of the run)") from None
 
 
 def check_hf_config(folder: Path, config, lm_cfg: LMConfig, layout: TokenLayout) -> None:
@@ -160,7 +172,8 @@ def check_video_tokenizer_identity(tokenizer_dir: str | Path, layout: TokenLayou
     try:
         layout.check_video_tokenizer(identity)
     except LayoutError as exc:
-        raise CheckpointError(f"{source}: not the video tokenizer this model was trained on ({exc})") from None
+        raise CheckpointError(f"{source}: not the video tokenizer this model was trained on ({exc}); leave "
+                              "--video-tokenizer out to use the model folder's own") from None
 
 
 # --- training checkpoints under DeepSpeed -----------------------------------------------------
@@ -198,7 +211,11 @@ def load_optimizer_state(engine, state: dict) -> None:
 def save_training_checkpoint(run_dir: str | Path, step: int, engine, *, layout: TokenLayout, lm_cfg: LMConfig,
                              video_tokenizer: Path | None, trainer_state: dict, rank_state: dict, metadata: dict,
                              keep_last: int | None) -> Path:
-    """Stage, write (every rank its own files), barrier, commit on rank 0. Collective: call on every rank."""
+    """Stage, write (every rank its own files), agree, commit on rank 0. Collective: call on every rank.
+
+    A write that fails on any rank (a full disk) fails on every rank with one :class:`CheckpointError`
+    line, the staging folder removed and the previous checkpoints untouched.
+    """
     dist = torch.distributed
     rank = dist.get_rank()
     staged = staging_dir(run_dir, step)
@@ -206,19 +223,35 @@ def save_training_checkpoint(run_dir: str | Path, step: int, engine, *, layout: 
         shutil.rmtree(staged, ignore_errors=True)
         staged.mkdir(parents=True)
     dist.barrier()
-    with _whole_parameters(engine):
+    failure = None
+    try:
+        with _whole_parameters(engine):
+            if rank == 0:
+                write_model_files(staged, engine.module, layout, video_tokenizer=video_tokenizer)
+        save_state(staged, rank_file("optimizer", rank), optimizer_state(engine))
+        save_state(staged, rank_file("trainer", rank), rank_state)
         if rank == 0:
-            write_model_files(staged, engine.module, layout, video_tokenizer=video_tokenizer)
-    save_state(staged, rank_file("optimizer", rank), optimizer_state(engine))
-    save_state(staged, rank_file("trainer", rank), rank_state)
+            save_state(staged, TRAINER_STATE, trainer_state)
+    except Exception as exc:
+        failure = exc
+    _raise_if_failed(failure, run_dir, step, engine.device)
     if rank == 0:
-        save_state(staged, TRAINER_STATE, trainer_state)
-    dist.barrier()
-    if rank == 0:
-        write_meta(staged, KIND, to_dict(lm_cfg), **metadata)
-        commit(run_dir, step, keep_last=keep_last)
-    dist.barrier()
+        try:
+            write_meta(staged, KIND, to_dict(lm_cfg), **metadata)
+            commit(run_dir, step, keep_last=keep_last)
+        except Exception as exc:
+            failure = exc
+    _raise_if_failed(failure, run_dir, step, engine.device)
     return Path(run_dir) / step_dir_name(step)
+
+
+def _raise_if_failed(failure: Exception | None, run_dir: str | Path, step: int, device) -> None:
+    """On every rank, once every rank is here: the save's error if any rank failed (staging removed)."""
+    if not any_rank(failure is not None, device):
+        return
+    if torch.distributed.get_rank() == 0:
+        shutil.rmtree(staging_dir(run_dir, step), ignore_errors=True)
+    raise save_failed(run_dir, step, failure or CheckpointError("another rank could not write its files"))
 
 
 def load_training_state(folder: str | Path, engine) -> tuple[dict, dict]:

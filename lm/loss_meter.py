@@ -59,6 +59,16 @@ class LossMeter:
             self.counts[offset:offset + width] += torch.bincount(group, minlength=width + 1)[:width]
             offset += width
 
+    def merge(self, other: LossMeter) -> None:
+        """Add the sums and counts of ``other`` (a step's own meter, kept only if the step was applied)."""
+        self.sums += other.sums
+        self.counts += other.counts
+
+    def local_mean(self) -> float:
+        """This rank's mean loss over all targets so far (no collective; NaN when there are none)."""
+        count = float(self.counts[0])
+        return float(self.sums[0]) / count if count else float("nan")
+
     def reduce(self) -> dict[str, float]:
         """Mean loss per group over every rank (collective), then reset. Groups without targets are left out."""
         totals = torch.stack([self.sums, self.counts])

@@ -15,6 +15,10 @@ follows the one resume rule of :mod:`reelm.resume`: logging, validation and chec
 intervals may change, nothing else; a finished run may be continued to more steps, with
 the schedule re-planned (said in one line, recorded in the checkpoint).
 
+A step whose gradients hold NaN/Inf on any rank is skipped (no update, the schedule held,
+its losses kept out of the logged means) and logged; ``max_nonfinite_steps`` in a row stop
+the run with one line, its checkpoints intact.
+
 Follows: nanoGPT / nanochat's train loop; VideoPoet's multi-task pretraining mixture.
 """
 
@@ -28,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from reelm.checkpoint import capture_rng, list_checkpoints, read_meta, restore_rng
+from reelm.checkpoint import capture_rng, latest_checkpoint, list_checkpoints, read_meta, restore_rng
 from reelm.config import ConfigError, apply_overrides, from_dict, split_overrides, to_dict
 from reelm.cpu_allocator import keep_freed_memory
 from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader, split_indices
@@ -37,7 +41,7 @@ from reelm.data.token_layout import IGNORE_INDEX, TokenLayout
 from reelm.device import use_bf16
 from reelm.distributed import DistInfo, init_distributed
 from reelm.errors import ReelmError
-from reelm.lm.checkpoint import KIND, load_training_state, remove_stale_staging, save_training_checkpoint
+from reelm.lm.checkpoint import KIND, load_hf_model, load_training_state, remove_stale_staging, save_training_checkpoint
 from reelm.lm.deepspeed_setup import build_engine
 from reelm.lm.ds_config import config_zero_stage, load_deepspeed_config, resolve_deepspeed_config
 from reelm.lm.flops import flops_per_token, measure_peak_flops
@@ -45,7 +49,7 @@ from reelm.lm.loss_meter import LossMeter, shift_left, target_modality, token_lo
 from reelm.lm.model import LMConfig, build_model, compile_layers, cxx_compiler, preset as lm_preset, select_attention
 from reelm.lm.plots import PLOT_FILE, plot_losses
 from reelm.metrics_log import MetricsLog
-from reelm.resume import ResumePlan, plan_resume
+from reelm.resume import ResumePlan, nonfinite_stop, plan_resume
 from reelm.schedule import replanned_message
 
 
@@ -68,6 +72,7 @@ class TrainConfig:
     val_fraction: float = 0.05
     checkpoint_every: int = 50
     keep_last: int = 3  # 0: keep every checkpoint
+    max_nonfinite_steps: int = 5  # a step with a NaN/Inf loss or gradient is skipped; this many in a row stop the run
     seed: int = 0
     zero_stage: int = 2
     activation_checkpointing: bool = False
@@ -80,7 +85,8 @@ class TrainConfig:
 
 
 # What a resumed run may change without losing exactness: what is logged, validated and kept, never what is computed.
-SAFE_TO_CHANGE = frozenset({"log_every", "val_every", "val_batches", "checkpoint_every", "keep_last"})
+SAFE_TO_CHANGE = frozenset({"log_every", "val_every", "val_batches", "checkpoint_every", "keep_last",
+                            "max_nonfinite_steps"})
 
 
 @dataclass
@@ -117,10 +123,11 @@ def resolve_configs(preset: str | None, overrides: list[str], deepspeed_config: 
 
 
 def check_config(cfg: TrainConfig, lm_cfg: LMConfig) -> None:
-    positive = ("steps", "micro_batch_size", "grad_accum_steps", "block_size", "log_every", "checkpoint_every")
-    bad = [name for name in positive if getattr(cfg, name) < 1]
+    positive = ("steps", "micro_batch_size", "grad_accum_steps", "block_size", "log_every", "checkpoint_every",
+                "max_nonfinite_steps")
+    bad = [f"{name}={getattr(cfg, name)}" for name in positive if getattr(cfg, name) < 1]
     if bad:
-        raise ConfigError(f"training config: {bad} must be at least 1")
+        raise ConfigError(f"training config: {', '.join(bad)}: must be at least 1 (e.g. --steps 100)")
     if cfg.zero_stage not in range(4):
         raise ConfigError(f"training config: zero_stage {cfg.zero_stage} is not one of 0, 1, 2, 3")
     if cfg.compile and cfg.zero_stage == 3:
@@ -156,14 +163,25 @@ def prepare_batch(batch: dict[str, torch.Tensor], layout: TokenLayout, device: t
     return {key: value.to(device, non_blocking=True) for key, value in prepared.items()}
 
 
-def train_step(engine, micro_batches: list[dict[str, torch.Tensor]], meter: LossMeter) -> None:
-    """One optimizer step over prepared ``micro_batches`` (gradient accumulation); losses go to ``meter``."""
+def train_step(engine, micro_batches: list[dict[str, torch.Tensor]], meter: LossMeter) -> float | None:
+    """One optimizer step over prepared ``micro_batches`` (gradient accumulation); losses go to ``meter``.
+
+    Returns ``None``, or this rank's loss when the step was skipped because a gradient was NaN/Inf
+    on some rank (DeepSpeed's overflow check: no update, the schedule held; its losses stay out
+    of ``meter``).
+    """
+    step_meter = LossMeter(meter.sums.device)
+    skipped_before = engine.skipped_steps
     for batch in micro_batches:
         logits = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
         losses = token_losses(logits, batch["targets"])  # (B, L)
         engine.backward(losses.sum() / (batch["targets"] != IGNORE_INDEX).sum().clamp(min=1))
         engine.step()  # steps the optimizer and the schedule at the accumulation boundary
-        meter.add(losses, batch)
+        step_meter.add(losses, batch)
+    if engine.skipped_steps != skipped_before:
+        return step_meter.local_mean()
+    meter.merge(step_meter)
+    return None
 
 
 @torch.no_grad()
@@ -185,8 +203,6 @@ class LMTrainer:
     def __init__(self, dist: DistInfo, shards: ShardSet, run_dir: Path, lm_cfg: LMConfig, cfg: TrainConfig,
                  ds_raw: dict, *, saved: dict | None, preset: str | None, peak_flops: float | None,
                  tensorboard: bool, progress: bool):
-        from transformers import AutoModelForCausalLM
-
         self.dist, self.shards, self.layout, self.run_dir = dist, shards, shards.layout, run_dir
         self.lm_cfg, self.cfg, self.saved, self.progress = lm_cfg, cfg, saved, progress
         bf16 = use_bf16(dist.device)
@@ -196,7 +212,7 @@ class LMTrainer:
                                    rank=dist.rank, world_size=dist.world_size)
         attn = select_attention(dist.device)
         if saved:
-            model = AutoModelForCausalLM.from_pretrained(saved["folder"], dtype=torch.float32, attn_implementation=attn)
+            model = load_hf_model(saved["folder"], dtype=torch.float32, attn_implementation=attn)
         else:
             torch.manual_seed(cfg.seed)
             model = build_model(lm_cfg, self.layout.vocab_size, bos_id=self.layout.bos_id, eos_id=self.layout.eos_id,
@@ -209,6 +225,7 @@ class LMTrainer:
         self.model_flops = flops_per_token(model, cfg.block_size)
         self.engine, self.scheduler = build_engine(model, cfg, ds_config)
         self.step = 0
+        self.nonfinite_in_a_row = 0
         self.tokens_per_step = cfg.micro_batch_size * cfg.block_size * cfg.grad_accum_steps * dist.world_size
         self.schedule_plans = list((saved or {}).get("schedule_plans") or [{"from_step": 0, "steps": cfg.steps}])
         self.metadata = {
@@ -233,6 +250,7 @@ class LMTrainer:
         """Load the checkpoint's optimizer, schedule, data position and RNG; re-plan a continued finished run."""
         trainer_state, rank_state = load_training_state(self.saved["folder"], self.engine)
         self.step = int(trainer_state["step"])
+        self.nonfinite_in_a_row = int(trainer_state.get("nonfinite_in_a_row", 0))
         self.scheduler.load_state_dict(trainer_state["scheduler"])
         self.loader.load_state_dict(rank_state["loader"])
         restore_rng(rank_state["rng"])
@@ -259,10 +277,14 @@ class LMTrainer:
             lr = self.scheduler.get_last_lr()[0]
             micro_batches = [prepare_batch(self.loader.next_batch(), self.layout, self.dist.device)
                              for _ in range(cfg.grad_accum_steps)]
-            train_step(self.engine, micro_batches, meter)
+            skipped_loss = train_step(self.engine, micro_batches, meter)
             self.step = step
             window.steps += 1
             bar.update()
+            if skipped_loss is not None:
+                self._skipped(skipped_loss, bar)
+            else:
+                self.nonfinite_in_a_row = 0
             if step % cfg.log_every == 0 or step == end:
                 self._log(meter, window, lr, bar)
             with window.paused():
@@ -279,6 +301,9 @@ class LMTrainer:
 
     def _log(self, meter: LossMeter, window: _Window, lr: float, bar) -> None:
         losses = meter.reduce()
+        if "loss" not in losses:  # every step since the last line was skipped: nothing to average
+            window.restart()
+            return
         tokens_per_s = window.steps * self.tokens_per_step / window.seconds()
         self.last = {"step": self.step, "split": "train", **losses, "lr": lr, "tokens": self.step * self.tokens_per_step,
                      "tokens_per_s": tokens_per_s, "mfu": self.model_flops * tokens_per_s / self.peak}
@@ -288,6 +313,18 @@ class LMTrainer:
         self.log.write(self.last)
         bar.set_postfix(loss=f"{losses['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", mfu=f"{self.last['mfu']:.1%}")
         window.restart()
+
+    def _skipped(self, loss: float, bar) -> None:
+        """Log a skipped (NaN/Inf) step; stop the run after ``max_nonfinite_steps`` of them in a row."""
+        self.nonfinite_in_a_row += 1
+        self.log.write({"step": self.step, "split": "train", "skipped": 1, "loss": loss})
+        if self.dist.is_main:
+            bar.write(f"reelm lm train: step {self.step}: a gradient (loss {loss:.4g}) is not finite; step skipped "
+                      f"({self.nonfinite_in_a_row} in a row)")
+        if self.nonfinite_in_a_row >= self.cfg.max_nonfinite_steps:
+            bar.close()
+            self.log.close()
+            raise ReelmError(nonfinite_stop("reelm lm train", self.run_dir, self.step, self.nonfinite_in_a_row))
 
     def _validate(self, bar) -> None:
         rank, world = (self.dist.rank, self.dist.world_size) if len(self.val_ids) >= self.dist.world_size else (0, 1)
@@ -302,7 +339,8 @@ class LMTrainer:
         self.checkpoint = save_training_checkpoint(
             self.run_dir, self.step, self.engine, layout=self.layout, lm_cfg=self.lm_cfg,
             video_tokenizer=self.shards.video_tokenizer,
-            trainer_state={"step": self.step, "scheduler": self.scheduler.state_dict()},
+            trainer_state={"step": self.step, "scheduler": self.scheduler.state_dict(),
+                           "nonfinite_in_a_row": self.nonfinite_in_a_row},
             rank_state={"loader": self.loader.state_dict(), "rng": capture_rng()},
             metadata={**self.metadata, "step": self.step, "tokens_seen": self.step * self.tokens_per_step,
                       "skipped": dict(self.loader.skipped), "metrics": self.last,
@@ -372,7 +410,8 @@ def _saved(run_dir: Path, resume: bool) -> dict | None:
                          "pass --resume to continue it, or choose a new --out")
     if not found:
         return None
-    return {**read_meta(found[-1][1], KIND), "folder": found[-1][1]}
+    folder = latest_checkpoint(run_dir)
+    return {**read_meta(folder, KIND), "folder": folder}
 
 
 def _check_resume(saved: dict, lm_cfg: LMConfig, cfg: TrainConfig, world_size: int, layout: TokenLayout) -> ResumePlan:

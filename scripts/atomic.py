@@ -1,30 +1,54 @@
 """Atomic writes: the one way reelm puts a file or a folder on disk.
 
 A file is written to a hidden temporary name beside its destination, flushed to disk and
-renamed onto it (:func:`atomic_write`); a folder is filled under a hidden staging name and
+renamed onto it (:func:`atomic_write`, or :func:`atomic_file` for a writer that streams); a folder is filled under a hidden staging name and
 published whole (:func:`publish_dir`). A reader therefore sees the previous version or the
 new one, never half of either, and a crash or SIGKILL mid-write leaves the destination as
 it was (at worst a hidden ``.NAME.*.partial`` beside it, which nothing reads).
 
 Every checkpoint, shard chunk, codes file, video, contact sheet, text tokenizer, summary and
 report goes through here. A failure becomes one :class:`AtomicWriteError` line naming the
-destination (or the error type the caller names, e.g. ``VideoWriteError`` for videos).
+destination (or the error type the caller names, e.g. ``VideoWriteError`` for videos); a
+full, read-only or forbidden disk is said in words, with what to do (:func:`describe_error`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from reelm.errors import ReelmError
 
 
 class AtomicWriteError(ReelmError):
     """A file or folder that could not be written (missing folder, full disk, writer error)."""
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, *, error: type[ReelmError] = AtomicWriteError) -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` to fill in the ``with`` body; on success it is fsynced and
+    renamed onto ``path``, on any exception removed (``path`` keeps its previous state) and the exception
+    passes through unchanged. For writers that stream (a video written chunk by chunk)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise error(f"{path}: folder {path.parent} does not exist; create it first or write elsewhere")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+    try:
+        yield tmp
+        try:
+            _fsync_file(tmp)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise error(f"{path}: writing failed ({describe_os_error(exc)})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None], *,
@@ -34,22 +58,41 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *,
     If ``write`` fails (its exceptions other than :class:`ReelmError` become ``error``) or is
     interrupted, the temporary file is removed and ``path`` keeps its previous state.
     """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise error(f"{path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-    try:
-        write(tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except ReelmError:
-        raise
-    except Exception as exc:
-        raise error(f"{path}: writing failed ({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with atomic_file(path, error=error) as tmp:
+        try:
+            write(tmp)
+        except ReelmError:
+            raise
+        except Exception as exc:
+            raise error(f"{path}: writing failed ({describe_error(exc)})") from exc
+    return Path(path)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed write: what the OS said (with what to do for a full or read-only disk), or the error."""
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.errno in _ADVICE:
+        return describe_os_error(cause)
+    text = " ".join(str(exc).split())
+    if "No space left on device" in text:  # libraries that report errno as text (safetensors, FFmpeg)
+        return f"no space left on device: {_ADVICE[errno.ENOSPC]}"
+    return f"{type(exc).__name__}: {text}"
+
+
+_ADVICE = {
+    errno.ENOSPC: "free some space or write to another disk",
+    errno.EDQUOT: "the disk quota is used up; free some space or write to another disk",
+    errno.EROFS: "the file system is read-only; write to another folder",
+    errno.EACCES: "no permission to write there; write to another folder",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    advice = _ADVICE.get(exc.errno)
+    return f"{reason.lower() if advice else reason}: {advice}" if advice else reason
 
 
 def write_text(path: str | Path, text: str, **kwargs: Any) -> Path:
@@ -95,7 +138,7 @@ def publish_dir(staged: str | Path, final: str | Path, *, replace: bool = True) 
                 shutil.rmtree(staged, ignore_errors=True)  # another process published it first
         fsync_dir(final.parent)
     except OSError as exc:
-        raise AtomicWriteError(f"{final}: publishing failed ({exc.strerror or exc})") from exc
+        raise AtomicWriteError(f"{final}: publishing failed ({describe_os_error(exc)})") from exc
     return final
 
 

@@ -13,8 +13,17 @@ A run directory holds step-numbered checkpoints::
 
 A checkpoint is written into a hidden staging folder (``.step-000200.partial``) and
 renamed into place only once every file is on disk, so a visible ``step-*`` folder is
-always complete: a crash or SIGKILL mid-save leaves the previous checkpoints intact.
-Nothing is ever pickled: weights and state tensors are safetensors, the rest is JSON.
+always complete: a crash or SIGKILL mid-save leaves the previous checkpoints intact. A save
+that fails (a full disk) removes its staging folder and says so in one line; the previous
+checkpoints stay. Nothing is ever pickled: weights and state tensors are safetensors, the
+rest is JSON.
+
+Each checkpoint lists its files and their sizes (``files.json``, written at commit). A run
+folder's latest checkpoint is its newest one that passes :func:`verify_checkpoint` (every
+listed file present, every safetensors file at its saved size and consistent with its header,
+every JSON file parseable); a damaged newer one (a file truncated, deleted or overwritten after
+the save) is skipped with a one-line warning, in favour of the one before. The last
+``keep_last`` checkpoints are kept.
 
 Follows: nanochat's checkpoint_manager (step-numbered model / meta / optimizer files,
 one strict loader) and torchtitan's "trainer state saved and restored as one".
@@ -33,11 +42,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reelm import __version__
-from reelm.atomic import publish_dir, staging_path, write_json, write_text
-from reelm.errors import ReelmError
+from reelm.atomic import describe_error, publish_dir, staging_path, write_json, write_text
+from reelm.errors import ReelmError, warn
 
 FORMAT_VERSION = 1
 META_FILE = "reelm.json"
+FILES_FILE = "files.json"  # every file of the checkpoint and its size, written at commit
 STEP_PREFIX = "step-"
 
 
@@ -63,33 +73,118 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder, or a run folder's latest complete checkpoint."""
+    """A checkpoint folder (as given: its loader checks it), or a run folder's latest usable checkpoint
+    (see :func:`latest_checkpoint`)."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: not found")
+        raise CheckpointError(f"{path}: not found; give a run folder or a {STEP_PREFIX}NNNNNN checkpoint folder")
     if (path / META_FILE).is_file():
         return path
-    checkpoints = list_checkpoints(path)
+    return latest_checkpoint(path)
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """The newest checkpoint of ``run_dir`` that :func:`verify_checkpoint` passes; each damaged newer one is
+    skipped with a one-line warning. A :class:`CheckpointError` when there is none."""
+    run_dir = Path(run_dir)
+    checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
-        raise CheckpointError(f"{path}: neither a checkpoint (no {META_FILE}) nor a run folder with checkpoints")
-    return checkpoints[-1][1]
+        raise CheckpointError(f"{run_dir}: neither a checkpoint (no {META_FILE}) nor a run folder with checkpoints; "
+                              f"give the --out folder of a training run, or one of its {STEP_PREFIX}NNNNNN folders")
+    damaged = []
+    for _, folder in reversed(checkpoints):
+        problem = verify_checkpoint(folder)
+        if problem is None:
+            for bad, why in damaged:
+                if (str(bad), why) not in _warned:  # once per process, however often the run is looked up
+                    _warned.add((str(bad), why))
+                    warn(f"{bad} is damaged ({why}); skipping it for {folder.name}")
+            return folder
+        damaged.append((folder, problem))
+    raise CheckpointError(f"{run_dir}: every checkpoint is damaged (newest: {damaged[0][0].name}: {damaged[0][1]}); "
+                          "start a new run")
+
+
+def verify_checkpoint(folder: str | Path) -> str | None:
+    """What is wrong with a checkpoint folder (one line), or ``None``: a file listed in ``files.json`` missing
+    (or a safetensors file of another size than saved), or one of its own (top-level) safetensors files
+    whose header does not match its size, or JSON files that do not parse. Cheap: reads headers, not weights."""
+    folder = Path(folder)
+    listing = folder / FILES_FILE
+    if listing.is_file():
+        try:
+            expected = json.loads(listing.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return f"{FILES_FILE} does not parse ({exc})"
+        for name, size in sorted(expected.items()):
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if name.endswith(".safetensors") and path.stat().st_size != size:  # JSON may be edited by hand
+                return f"{name} is {path.stat().st_size} bytes, {size} when saved"
+    for path in sorted(folder.iterdir()):  # a subfolder (the LM's video_tokenizer/) is checked when it is loaded
+        if path.name.endswith(".safetensors"):
+            problem = _safetensors_problem(path)
+        elif path.suffix == ".json":
+            problem = _json_problem(path)
+        else:
+            continue
+        if problem:
+            return f"{path.relative_to(folder)}: {problem}"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            length = int.from_bytes(fh.read(8), "little")
+            if size < 8 or length > size - 8:
+                return f"truncated ({size} bytes)"
+            header = json.loads(fh.read(length))
+        end = max((int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"),
+                  default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return f"not a safetensors file ({type(exc).__name__})"
+    if 8 + length + end != size:
+        return f"{size} bytes where its header says {8 + length + end} (truncated or overwritten)"
+    return None
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return f"does not parse as JSON ({type(exc).__name__})"
+    return None
 
 
 def read_meta(ckpt_dir: str | Path, kind: str | None = None) -> dict:
-    """The checkpoint's ``reelm.json``, checked for format version and (optionally) kind."""
+    """The checkpoint's ``reelm.json``, checked for its shape (an object whose ``config`` is an object),
+    format version and (optionally) kind."""
     ckpt_dir = Path(ckpt_dir)
     meta_path = ckpt_dir / META_FILE
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_bytes())
     except FileNotFoundError:
-        raise CheckpointError(f"{ckpt_dir}: not a reelm checkpoint (no {META_FILE})") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{meta_path}: corrupt ({exc})") from None
+        raise CheckpointError(f"{ckpt_dir}: not a reelm checkpoint (no {META_FILE}); give a training run folder or "
+                              f"one of its {STEP_PREFIX}NNNNNN folders") from None
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise CheckpointError(f"{meta_path}: corrupt ({type(exc).__name__}: {exc}); use another checkpoint of the "
+                              "run") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+        raise CheckpointError(f"{meta_path}: not a reelm checkpoint description (expected a JSON object with a "
+                              "'config' object); use another checkpoint of the run")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{ckpt_dir}: checkpoint format version {version}, this reelm reads {FORMAT_VERSION}")
+        raise CheckpointError(f"{ckpt_dir}: checkpoint format version {version!r}, this reelm reads {FORMAT_VERSION}; "
+                              "use the reelm version that wrote it")
     if kind is not None and meta.get("kind") != kind:
-        raise CheckpointError(f"{ckpt_dir}: a {meta.get('kind')!r} checkpoint, expected {kind!r}")
+        raise CheckpointError(f"{ckpt_dir}: a {meta.get('kind')!r} checkpoint, expected {kind!r}; give a {kind} "
+                              "run folder or checkpoint folder")
     return meta
 
 
@@ -121,6 +216,8 @@ def commit(run_dir: str | Path, step: int, keep_last: int | None = None) -> Path
     staged = staging_dir(run_dir, step)
     if not (staged / META_FILE).is_file():
         raise CheckpointError(f"{staged}: nothing staged to commit (no {META_FILE})")
+    files = {str(p.relative_to(staged)): p.stat().st_size for p in sorted(staged.rglob("*")) if p.is_file()}
+    write_json(staged / FILES_FILE, files, error=CheckpointError)
     final = publish_dir(staged, run_dir / step_dir_name(step))
     if keep_last is not None and keep_last > 0:
         for _, old in list_checkpoints(run_dir)[:-keep_last]:
@@ -134,12 +231,28 @@ def save_checkpoint(
     write: Callable[[Path], None],
     keep_last: int | None = None,
 ) -> Path:
-    """Single-process save: stage, let ``write(folder)`` fill it, commit."""
+    """Single-process save: stage, let ``write(folder)`` fill it, commit. A failure (a full disk) removes the
+    staging folder and raises one :class:`CheckpointError` line; earlier checkpoints are untouched."""
     staged = staging_dir(run_dir, step)
     shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    write(staged)
-    return commit(run_dir, step, keep_last=keep_last)
+    try:
+        staged.mkdir(parents=True)
+        write(staged)
+        return commit(run_dir, step, keep_last=keep_last)
+    except BaseException as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise save_failed(run_dir, step, exc) from exc
+
+
+def save_failed(run_dir: str | Path, step: int, exc: BaseException) -> CheckpointError:
+    """The one-line error of a checkpoint that could not be saved, naming the one that is intact."""
+    previous = [p.name for s, p in list_checkpoints(run_dir) if s != step]
+    kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+    reason = str(exc) if isinstance(exc, ReelmError) else describe_error(exc)
+    return CheckpointError(f"{Path(run_dir) / step_dir_name(step)}: saving failed ({reason}); {kept}. Free space "
+                           "(or fix the folder) and resume with --resume")
 
 
 # --- nested state (optimizer, scheduler, RNG, data position) without pickle ---------------
@@ -162,6 +275,8 @@ def load_state(folder: str | Path, name: str) -> Any:
         tensors = load_file(str(folder / f"{name}.safetensors"))
     except FileNotFoundError as exc:
         raise CheckpointError(f"{folder}: missing {Path(exc.filename).name}") from None
+    except Exception as exc:  # json and safetensors raise several types for damaged files
+        raise CheckpointError(f"{folder}: {name} is damaged ({describe_error(exc)}); use an earlier checkpoint") from None
     return _unflatten(skeleton, tensors)
 
 

@@ -2,7 +2,9 @@
 
 Each group lives in ``reelm.commands.<group>`` and exposes ``register(subparsers)``;
 every subcommand parses its flags and calls the library. Heavy imports (torch, av)
-happen inside the subcommand, so ``reelm --help`` stays instant.
+happen inside the subcommand, so ``reelm --help`` stays instant. A :class:`ReelmError` is
+printed as one ``reelm: error: ...`` line (exit code 2); so is running out of memory, with
+what to try for that command (:data:`OOM_HINTS`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What to try when a command runs out of memory, by command ("group subcommand").
+OOM_HINTS = {
+    "tokenizer train": "use a smaller --batch-size, --size or --num-frames, or a smaller --preset",
+    "tokenizer encode": "use a smaller --size (the shorter side in pixels), or --device cpu",
+    "tokenizer decode": "decode on --device cpu, or encode the video at a smaller --size",
+    "tokenizer reconstruct": "use a smaller --size (the shorter side in pixels), or --device cpu",
+    "data tokenize": "use a smaller --batch-size or --size, or fewer --workers",
+    "lm train": "use a smaller micro batch (--set micro_batch_size=N, with --set grad_accum_steps=M to keep the "
+                "global batch), --set activation_checkpointing=true, a higher ZeRO stage, or a smaller --preset",
+    "generate": "use a smaller --batch-size or --num-samples, fewer --frames, or --device cpu",
+    "caption": "use a smaller --batch-size, or --device cpu",
+    "eval reconstruct": "use a smaller --batch-size or --size",
+}
+DEFAULT_OOM_HINT = "use a smaller batch size, size or preset, or --device cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -42,6 +60,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reelm: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        where = _out_of_memory(exc)
+        if where is None:
+            raise
+        command = f"{args.group} {getattr(args, 'command', '') or ''}".strip()
+        hint = OOM_HINTS.get(command, DEFAULT_OOM_HINT)
+        detail = " ".join(str(exc).split())[:160]
+        print(f"reelm: error: out of {where} memory in 'reelm {command}'" + (f" ({detail})" if detail else "")
+              + f"; {hint}", file=sys.stderr)
+        return 2
+
+
+def _out_of_memory(exc: BaseException) -> str | None:
+    """``"GPU"`` / ``"CPU"`` when ``exc`` is an allocation failure, else None."""
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA, MPS, XPU), torch not imported here
+        return "GPU"
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
+        return "CPU" if "cpu" in str(exc).lower() or isinstance(exc, MemoryError) else "GPU"
+    return None
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ def load_json(path: str | Path) -> Any:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        raise ConfigError(f"{path}: not valid JSON ({exc}); fix the file or write it again") from None
 
 
 def apply_overrides(cfg: T, overrides: list[str] | None, *, prefix: str = "") -> T:

@@ -11,6 +11,9 @@ an uninterrupted run) only if nothing that shapes the computation changes. So
   (as the Hugging Face Trainer and nanoGPT allow). The schedule is then re-planned from
   the current step for the new total; the trainer says so in one line and records it.
 
+:func:`nonfinite_stop` is the one message of a run both trainers stop after too many NaN/Inf
+steps in a row.
+
 Follows: the resume semantics of the Hugging Face Trainer (``resume_from_checkpoint``,
 continuing past ``max_steps``) and nanoGPT's ``init_from='resume'``.
 """
@@ -75,3 +78,15 @@ def plan_resume(where: str, *, step: int, saved: dict, now: dict, safe: frozense
                          f"(only {allowed} and, for a finished run, {steps_key} may change), or start a new run")
     safely = tuple(key for key, _, _ in changed if key != steps_key)
     return ResumePlan(step=step, continues_finished=continues, changed_safely=safely)
+
+
+def nonfinite_stop(command: str, run_dir, step: int, in_a_row: int) -> str:
+    """The message of a run stopped by non-finite losses: what happened, what is intact, what to do next."""
+    from reelm.checkpoint import list_checkpoints
+
+    found = list_checkpoints(run_dir)
+    kept = (f"its latest checkpoint, {found[-1][1].name}, is intact and --resume continues from it"
+            if found else "no checkpoint was written yet")
+    return (f"{command}: stopped at step {step}: the loss or its gradient was NaN/Inf in {in_a_row} steps in a row "
+            f"(each skipped); {kept}. Lower the learning rate (--set lr=...) in a new run, or check the data; "
+            "--set max_nonfinite_steps=N allows longer runs of bad steps")

@@ -3,6 +3,10 @@
 ``real_media``: the folder of real clips named by the ``REELM_TEST_MEDIA`` environment
 variable; tests using it skip cleanly when it is unset or missing. The clips are never
 copied into the repository.
+
+``bad_media``: the bad-media corpus of ``tests/bad_media.py`` made once per session,
+``{case name: path}``; ``media_env``: the tiny models the entry points of
+``tests/entry_points.py`` run with.
 """
 
 from __future__ import annotations
@@ -74,3 +78,17 @@ def make_model_folder(root: Path, *, seed: int = 0) -> Path:
     cfg = LMConfig(hidden_size=64, num_layers=2, num_heads=2, max_position_embeddings=512)
     model = build_model(cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id, pad_id=layout.pad_id)
     return export_lm(root / "model", model, layout, cfg, video_tokenizer=root / "tok", clip=MODEL_CLIP, step=0)
+
+
+@pytest.fixture(scope="session")
+def bad_media(tmp_path_factory) -> dict[str, Path]:
+    from bad_media import make_corpus
+
+    return make_corpus(tmp_path_factory.mktemp("bad_media"))
+
+
+@pytest.fixture(scope="session")
+def media_env(tmp_path_factory):
+    from entry_points import build_env
+
+    return build_env(tmp_path_factory.mktemp("media_env"))

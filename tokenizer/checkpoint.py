@@ -55,7 +55,8 @@ def check_identity(saved: Mapping[str, Any], model: VideoTokenizer, source: str 
     keys = ("identity_version", *IDENTITY_FIELDS)
     diffs = [f"{k} {saved.get(k)!r} != {current[k]!r}" for k in keys if saved.get(k) != current[k]]
     if diffs:
-        raise TokenizerMismatchError(f"{source}: made by another tokenizer ({', '.join(diffs)})")
+        raise TokenizerMismatchError(f"{source}: made by another tokenizer ({', '.join(diffs)}); use the tokenizer "
+                                     "that made it, or make it again with this one")
 
 
 def save_tokenizer(model: VideoTokenizer, folder: str | Path) -> Path:

@@ -23,7 +23,7 @@ import torch
 
 from reelm.atomic import publish_dir, staging_path
 from reelm.config import to_dict
-from reelm.data.clips import ClipSpec, SkipLog, SkipRow
+from reelm.data.clips import ClipSpec, SkipLog, SkipRow, check_clip_spec
 from reelm.data.row_reader import RowReader, read_rows
 from reelm.data.shard_layout import shard_layout
 from reelm.data.shards import (
@@ -59,6 +59,7 @@ class TokenizeConfig:
     text_tokenizer: str | None = None  # a tokenizer.json (or folder); None = fit a BPE on the captions
     text_vocab_size: int = 4096
     seed: int = 0
+    allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
 
 
 def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cfg: TokenizeConfig,
@@ -70,9 +71,11 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     chosen = resolve_device(device)
     model = load_tokenizer(video_tokenizer).to(chosen).eval()
     spec = cfg.clip
+    check_clip_spec(spec, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
     t, h, w = model.latent_shape(spec.num_frames, spec.size, spec.size)
     world = cfg.world.world_config(size=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=cfg.seed)
-    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start)
+    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start,
+                         allow_outside_root=cfg.allow_outside_root)
     identity = tokenizer_identity(model)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,7 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     })
     _embed_video_tokenizer(out, model)
 
-    rows = list(range(cfg.shard_index, len(source), cfg.num_shards))
+    rows = range(cfg.shard_index, len(source), cfg.num_shards)  # ranges, not lists: a manifest may be huge
     chunks = [rows[i : i + cfg.chunk_rows] for i in range(0, len(rows), cfg.chunk_rows)]
     folder = part_dir(out, cfg.shard_index, cfg.num_shards)
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,9 @@ checkpoint's ``model.safetensors`` holds when enabled. bf16 autocast on GPUs
 A checkpoint is a ``step-NNNNNN/`` folder of the reelm format: the loadable tokenizer
 (``model.safetensors`` + ``reelm.json``), ``train_config.json``, and the trainer state —
 raw weights, optimizer, scheduler, discriminator, data position and RNG — as JSON +
-safetensors. Resuming follows :mod:`reelm.resume`'s rule: it restores all of it, so N
+safetensors. A step whose loss or gradient norm is NaN/Inf is skipped (no update of weights,
+optimizer, schedule, EMA or discriminator; the batch is consumed) and logged;
+``max_nonfinite_steps`` in a row stop the run with one line, the checkpoints intact. Resuming follows :mod:`reelm.resume`'s rule: it restores all of it, so N
 steps straight and N/2 + N/2 with a resume in between give the same weights; only the
 logging and checkpoint intervals may change, and a finished run may be continued to more
 steps with its schedule re-planned.
@@ -35,14 +37,14 @@ from torch.nn.parallel import DistributedDataParallel
 from reelm import checkpoint as ckpt
 from reelm.config import ConfigError, apply_overrides, from_dict, load_json, resolve_preset, save_json, to_dict
 from reelm.data.clip_stream import ClipStream
-from reelm.data.clips import ClipSpec, SkipLog
+from reelm.data.clips import ClipSpec, SkipLog, check_clip_spec
 from reelm.data.sources import open_source
 from reelm.data.synthetic import WorldOptions
 from reelm.device import autocast
-from reelm.distributed import barrier, init_distributed
+from reelm.distributed import any_rank, init_distributed
 from reelm.errors import ReelmError
 from reelm.metrics_log import MetricsLog
-from reelm.resume import ResumePlan, plan_resume
+from reelm.resume import ResumePlan, nonfinite_stop, plan_resume
 from reelm.schedule import replanned_message, warmup_cosine
 from reelm.tokenizer.checkpoint import KIND, LEGACY_TRAINING_KEY, save_tokenizer
 from reelm.tokenizer.losses import LOSS_PRESETS, LossConfig, TokenizerLoss
@@ -51,7 +53,7 @@ from reelm.tokenizer.model import PRESETS, TokenizerConfig, VideoTokenizer
 TRAIN_CONFIG_FILE = "train_config.json"
 SYNTHETIC_CLIPS = 10**9  # the synthetic world is endless; this only bounds the index
 # What a resumed run may change without losing exactness: what is logged and kept, never what is computed.
-SAFE_TO_CHANGE = frozenset({"log_every", "checkpoint_every", "keep_last"})
+SAFE_TO_CHANGE = frozenset({"log_every", "checkpoint_every", "keep_last", "max_nonfinite_steps"})
 
 
 @dataclass(kw_only=True)
@@ -69,8 +71,10 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_last: int = 3
     log_every: int = 10
+    max_nonfinite_steps: int = 5  # a step with a NaN/Inf loss or gradient is skipped; this many in a row stop the run
     seed: int = 0
     data: str = "synthetic"  # "synthetic", a folder, or a manifest
+    allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
     clip: ClipSpec = field(default_factory=lambda: ClipSpec(num_frames=17, size=64, fps=8.0, temporal_crop="random"))
     world: WorldOptions = field(default_factory=WorldOptions)  # what --data synthetic draws
     loss: LossConfig = field(default_factory=LossConfig)  # the training objective
@@ -96,13 +100,15 @@ def resolve_configs(preset: str | None, overrides: list[str], saved: tuple[Token
     model_cfg = apply_overrides(model_cfg, model_sets, prefix="model.")
     cfg = apply_overrides(cfg, train_sets)
     check_config(cfg)
+    check_clip_spec(cfg.clip, spatial=model_cfg.spatial_downsample, temporal=model_cfg.temporal_downsample)
     return model_cfg, cfg
 
 
 def check_config(cfg: TrainConfig) -> None:
-    bad = [name for name in ("steps", "batch_size", "checkpoint_every", "log_every") if getattr(cfg, name) < 1]
+    bad = [f"{name}={getattr(cfg, name)}" for name in ("steps", "batch_size", "checkpoint_every", "log_every",
+                                                       "max_nonfinite_steps") if getattr(cfg, name) < 1]
     if bad:
-        raise ConfigError(f"tokenizer training config: {bad} must be at least 1")
+        raise ConfigError(f"tokenizer training config: {', '.join(bad)}: must be at least 1 (e.g. --steps 100)")
     if cfg.clip.num_frames < 1 or cfg.clip.size < 1:
         raise ConfigError(f"tokenizer training config: clip.num_frames and clip.size must be at least 1, got "
                           f"{cfg.clip.num_frames} and {cfg.clip.size}")
@@ -138,7 +144,8 @@ class Trainer:
             if cfg.ema_decay > 0 else None)
         world = cfg.world.world_config(size=cfg.clip.size, num_frames=cfg.clip.num_frames, fps=cfg.clip.fps,
                                        seed=cfg.seed)
-        source = open_source(cfg.data, num_clips=SYNTHETIC_CLIPS, world_cfg=world, start=cfg.world.start)
+        source = open_source(cfg.data, num_clips=SYNTHETIC_CLIPS, world_cfg=world, start=cfg.world.start,
+                             allow_outside_root=cfg.allow_outside_root)
         self.out.mkdir(parents=True, exist_ok=True)
         self.skips = SkipLog(self.out / f"errors-rank{self.rank}.jsonl")
         self.stream = ClipStream(source, cfg.clip, cfg.batch_size, seed=cfg.seed,
@@ -146,6 +153,7 @@ class Trainer:
         self.log = MetricsLog(self.out, enabled=self.rank == 0)
         self.schedule_plans = [{"from_step": 0, "steps": cfg.steps}]
         self.step = 0
+        self.nonfinite_in_a_row = 0
 
     # --- one step -----------------------------------------------------------------------
 
@@ -157,9 +165,18 @@ class Trainer:
             terms = self.loss.generator_loss(video, recon.float(), quant, step=self.step,
                                              last_layer=self.model.last_layer)
         self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         lr = self.scheduler.get_last_lr()[0]
+        nonfinite = any_rank(not bool(torch.isfinite(terms["loss"])), self.device)  # every rank skips, or none
+        if not nonfinite:
+            terms["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            nonfinite = not bool(torch.isfinite(grad_norm))  # the same on every rank: DDP reduced the gradients
+        if nonfinite:  # skipped: no update of the weights, optimizer, schedule, EMA or discriminator
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.nonfinite_in_a_row += 1
+            return {"loss": float(terms["loss"].detach()), "skipped": 1, "lr": lr}
+        self.nonfinite_in_a_row = 0
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
@@ -189,16 +206,29 @@ class Trainer:
             logs = self.train_step()
             logs["seconds"] = time.perf_counter() - began
             bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}", psnr=f"{logs['psnr']:.1f}",
-                            usage=f"{logs.get('codebook_usage', float('nan')):.2f}")
-            if self.step % self.cfg.log_every == 0 or self.step == end:
+            if logs.get("skipped"):
                 self.log.write({"step": self.step, "split": "train", **logs})
+                if self.rank == 0:
+                    bar.write(f"reelm tokenizer train: step {self.step}: the loss ({logs['loss']}) or its gradient is "
+                              f"not finite; step skipped ({self.nonfinite_in_a_row} in a row)")
+                if self.nonfinite_in_a_row >= self.cfg.max_nonfinite_steps:
+                    bar.close()
+                    self.log.close()
+                    raise ReelmError(nonfinite_stop("reelm tokenizer train", self.out, self.step,
+                                                    self.nonfinite_in_a_row))
+            else:
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", psnr=f"{logs['psnr']:.1f}",
+                                usage=f"{logs.get('codebook_usage', float('nan')):.2f}")
+                if self.step % self.cfg.log_every == 0 or self.step == end:
+                    self.log.write({"step": self.step, "split": "train", **logs})
             if self.step % self.cfg.checkpoint_every == 0 or self.step == end:
                 last = self.save()
         bar.close()
         self.log.close()
-        if self.skips.total:
-            print(f"reelm tokenizer train: skipped rows: {self.skips.summary(0)} (see {self.skips.path})")
+        if self.skips.total and self.rank == 0:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skips.counts.items()))
+            print(f"reelm tokenizer train: skipped {self.skips.total} unusable rows ({reasons}); each is listed with "
+                  f"its reason in {self.skips.path}")
         return last
 
     # --- checkpoints ----------------------------------------------------------------------
@@ -210,11 +240,15 @@ class Trainer:
         if self.world_size > 1:
             gathered = [None] * self.world_size
             dist.all_gather_object(gathered, per_rank)
-        path = None
+        path, failure = None, None
         if self.rank == 0:
-            path = ckpt.save_checkpoint(self.out, self.step, lambda folder: self._write(folder, gathered),
-                                        keep_last=self.cfg.keep_last)
-        barrier()
+            try:
+                path = ckpt.save_checkpoint(self.out, self.step, lambda folder: self._write(folder, gathered),
+                                            keep_last=self.cfg.keep_last)
+            except ckpt.CheckpointError as exc:
+                failure = exc
+        if any_rank(failure is not None, self.device):  # every rank stops, none waits for the others
+            raise failure or ckpt.CheckpointError(f"{self.out}: rank 0 could not save step {self.step}; see its error")
         return path
 
     def _write(self, folder: Path, per_rank: list[dict]) -> None:
@@ -232,6 +266,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "ranks": per_rank,  # data position and RNG of every rank
             "world_size": self.world_size,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
         }
         ckpt.save_state(folder, "trainer_state", state)
 
@@ -251,6 +286,7 @@ class Trainer:
         self.stream.load_state_dict(state["ranks"][self.rank]["stream"])
         ckpt.restore_rng(state["ranks"][self.rank]["rng"])
         self.step = int(state["step"])
+        self.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
         self.schedule_plans = list(state.get("schedule_plans") or [{"from_step": 0, "steps": saved_steps}])
         if plan.continues_finished:
             self.scheduler.last_epoch = self.step - 1
@@ -275,8 +311,8 @@ def train(model_cfg: TokenizerConfig | None, cfg: TrainConfig | None, out: str |
     if found and not resume:
         raise ReelmError(f"{out}: already holds checkpoints; pass --resume to continue, or use a new --out")
     plan, saved_steps = None, 0
-    if resume and found:
-        folder = found[-1][1]
+    folder = ckpt.latest_checkpoint(out) if resume and found else None
+    if folder is not None:
         saved_model, saved_train = saved_configs(folder)
         model_cfg, cfg = model_cfg or saved_model, cfg or saved_train
         saved_steps = saved_train.steps
@@ -288,7 +324,7 @@ def train(model_cfg: TokenizerConfig | None, cfg: TrainConfig | None, out: str |
         raise ConfigError("no tokenizer config: pass --preset")
     trainer = Trainer(model_cfg, cfg, out, progress=progress, device=device)
     if plan is not None:
-        trainer.resume(found[-1][1], plan, saved_steps)
+        trainer.resume(folder, plan, saved_steps)
     return trainer.run(stop_at)
 
 

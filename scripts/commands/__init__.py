@@ -41,6 +41,13 @@ def add_world_flags(parser: argparse.ArgumentParser, *, scope: str = "") -> None
                         "(default: 0)")
 
 
+def add_outside_root_flag(parser: argparse.ArgumentParser) -> None:
+    """``--allow-outside-root``: a manifest's paths may lead outside its folder (refused and skipped otherwise)."""
+    parser.add_argument("--allow-outside-root", action="store_true",
+                        help="let a manifest's video paths lead outside its folder (absolute paths elsewhere, "
+                        "'../'); without it such rows are skipped and recorded")
+
+
 def world_settings(args: argparse.Namespace) -> list[str]:
     """The world flags given, as ``KEY=VALUE`` settings of :class:`reelm.data.synthetic.WorldOptions`."""
     given = {"split": args.split, "max_objects": args.max_objects, "start": args.start,

@@ -7,6 +7,7 @@ import argparse
 from reelm.commands import (
     add_device_flag,
     add_group,
+    add_outside_root_flag,
     add_progress_flag,
     add_sampling_flags,
     add_world_flags,
@@ -37,6 +38,7 @@ def register(subparsers) -> None:
                    "to report rFVD")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="clips per tokenizer forward (default: 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world and the clip windows")
+    add_outside_root_flag(p)
     add_device_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=reconstruct_main)
@@ -91,7 +93,8 @@ def reconstruct_main(args: argparse.Namespace) -> int:
 
     cfg = ReconstructConfig(clip=ClipSpec(num_frames=args.num_frames, fps=args.fps, size=args.size),
                             num_clips=args.num_clips, world=world_options(args), seed=args.seed,
-                            batch_size=args.batch_size, lpips_path=args.lpips, i3d_path=args.i3d)
+                            batch_size=args.batch_size, lpips_path=args.lpips, i3d_path=args.i3d,
+                            allow_outside_root=args.allow_outside_root)
     summary = evaluate_reconstruction(args.tokenizer, args.data, args.out, cfg, device=args.device,
                                       progress=args.progress)
     adherence = summary.get("adherence")

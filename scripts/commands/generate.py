@@ -136,10 +136,16 @@ def caption_main(args: argparse.Namespace) -> int:
     from reelm.generation.pipeline import DEFAULT_CAPTION_TOKENS
     from reelm.lm.sampling import Sampling
 
-    if args.max_tokens is not None and args.max_tokens < 1:
-        from reelm.errors import ReelmError
+    from reelm.errors import ReelmError
 
+    if args.max_tokens is not None and args.max_tokens < 1:
         raise ReelmError(f"--max-tokens {args.max_tokens}: must be at least 1")
+    if args.json is not None:
+        from pathlib import Path
+
+        if not Path(args.json).parent.is_dir():
+            raise ReelmError(f"--json {args.json}: folder {Path(args.json).parent} does not exist; create it first "
+                             "or write elsewhere")
     pipe = _pipeline(args)
     with _bar(args.progress, None, "caption") as bar:
         out = pipe.caption(args.videos, max_tokens=args.max_tokens or DEFAULT_CAPTION_TOKENS, seed=args.seed,

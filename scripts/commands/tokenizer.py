@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_device_flag, add_group, add_progress_flag, add_set_flag, add_world_flags, world_settings
+from reelm.commands import (
+    add_device_flag,
+    add_group,
+    add_outside_root_flag,
+    add_progress_flag,
+    add_set_flag,
+    add_world_flags,
+    world_settings,
+)
 
 
 def register(subparsers) -> None:
@@ -27,6 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="end this invocation after STEP with a checkpoint; --resume continues")
     add_set_flag(p, "model.quantizer.kind=fsq, lr=3e-4, clip.size=128, loss.recon_weight=2")
+    add_outside_root_flag(p)
     add_device_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=train_main)
@@ -37,17 +46,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=encode_main)
 
     p = group.add_parser("decode", help="Decode a codes file into a video.",
-                         description="Decode CODES (.npz from 'reelm tokenizer encode') into an MP4 or GIF.")
+                         description="Decode CODES (.npz from 'reelm tokenizer encode') into an MP4 or GIF, "
+                         "streaming chunk by chunk.")
     p.add_argument("codes", metavar="CODES")
     p.add_argument("--tokenizer", required=True, help="run folder or checkpoint folder")
     p.add_argument("-o", "--output", required=True, help="video to write (.mp4 or .gif)")
     p.add_argument("--fps", type=float, help="frame rate of the output (default: the codes file's)")
     add_device_flag(p)
+    add_progress_flag(p)
     p.set_defaults(func=decode_main)
 
     p = group.add_parser("reconstruct", help="Encode + decode a video; print PSNR and SSIM.",
                          description="Round-trip VIDEO through the tokenizer, write the reconstruction and a "
-                         "side-by-side contact sheet (OUTPUT with .png), print PSNR and SSIM.")
+                         "side-by-side contact sheet (OUTPUT with .png), print PSNR and SSIM. Streams: memory does "
+                         "not grow with the video's length.")
     _common(p, "VIDEO", "reconstructed video to write (.mp4 or .gif)")
     p.set_defaults(func=reconstruct_main)
 
@@ -60,6 +72,7 @@ def _common(p: argparse.ArgumentParser, what: str, output_help: str) -> None:
     p.add_argument("--size", type=int, help="resize the shorter side to this (default: native)")
     p.add_argument("--max-frames", type=int, help="read at most this many frames")
     add_device_flag(p)
+    add_progress_flag(p)
 
 
 def train_main(args: argparse.Namespace) -> int:
@@ -76,6 +89,8 @@ def train_main(args: argparse.Namespace) -> int:
     overrides += [f"world.{setting}" for setting in world_settings(args)]
     if args.data is not None:
         overrides.append(f"data={args.data}")
+    if args.allow_outside_root:
+        overrides.append("allow_outside_root=true")
     saved = saved_configs(args.out) if args.resume and list_checkpoints(args.out) else None
     model_cfg, train_cfg = resolve_configs(args.preset, overrides, saved)
     last = train(model_cfg, train_cfg, args.out, resume=args.resume, progress=args.progress, device=args.device,
@@ -85,64 +100,95 @@ def train_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _encode(args: argparse.Namespace):
-    """The tokenizer of ``--tokenizer`` on its device, and the codes + metadata of ``args.video``."""
+def _check_video_args(args: argparse.Namespace) -> None:
+    """The input and the reading flags, checked before a model is loaded."""
+    from reelm.data.video_read import probe
+    from reelm.errors import ReelmError
+
+    for flag in ("fps", "size", "max_frames"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            raise ReelmError(f"--{flag.replace('_', '-')} {value}: must be positive")
+    probe(args.video)
+
+
+def _resized(args: argparse.Namespace, meta: dict) -> str:
+    """Says so when native-size frames were resized to fit the tokenizer (too small, or too large)."""
+    if args.size is None and meta.get("size") is not None:
+        return f" (resized: shorter side {meta['size']} px, to fit the tokenizer; --size N chooses)"
+    return ""
+
+
+def _model(args: argparse.Namespace):
     from reelm.device import resolve_device
     from reelm.tokenizer.checkpoint import load_tokenizer
-    from reelm.tokenizer.video_codec import encode_video
 
     device = resolve_device(args.device)
-    model = load_tokenizer(args.tokenizer).to(device)
-    codes, meta = encode_video(model, args.video, fps=args.fps, size=args.size, max_frames=args.max_frames,
-                               device=device)
-    return model, device, codes, meta
+    return load_tokenizer(args.tokenizer).to(device), device
 
 
 def encode_main(args: argparse.Namespace) -> int:
-    from reelm.tokenizer.codes_file import save_codes
+    import sys
 
-    _, _, codes, meta = _encode(args)
+    from tqdm import tqdm
+
+    from reelm.tokenizer.codes_file import check_codes_path, save_codes
+    from reelm.tokenizer.video_codec import encode_video
+
+    check_codes_path(args.output)
+    _check_video_args(args)
+    model, device = _model(args)
+    with tqdm(desc="encode", unit="frame", disable=not args.progress, file=sys.stderr) as bar:
+        codes, meta = encode_video(model, args.video, fps=args.fps, size=args.size, max_frames=args.max_frames,
+                                   device=device, progress=bar.update)
     save_codes(args.output, codes, meta)
     t, h, w = codes.shape
-    print(f"reelm tokenizer encode: {meta['frames']} frames {meta['height']}x{meta['width']} -> codes {t}x{h}x{w} "
-          f"-> {args.output}")
+    print(f"reelm tokenizer encode: {meta['frames']} frames {meta['height']}x{meta['width']}{_resized(args, meta)} "
+          f"-> codes {t}x{h}x{w} -> {args.output}")
     return 0
 
 
 def decode_main(args: argparse.Namespace) -> int:
-    from reelm.data.video_write import write_video
-    from reelm.device import resolve_device
-    from reelm.tokenizer.checkpoint import check_identity, load_tokenizer
-    from reelm.tokenizer.codes_file import load_codes
-    from reelm.tokenizer.video_codec import decode_codes
+    import sys
 
+    from tqdm import tqdm
+
+    from reelm.data.video_write import check_video_path, open_video
+    from reelm.errors import ReelmError
+    from reelm.tokenizer.checkpoint import check_identity
+    from reelm.tokenizer.codes_file import load_codes
+    from reelm.tokenizer.video_codec import iter_decoded
+
+    check_video_path(args.output)
+    if args.fps is not None and not args.fps > 0:
+        raise ReelmError(f"--fps {args.fps}: must be positive")
     codes, meta = load_codes(args.codes)
-    device = resolve_device(args.device)
-    model = load_tokenizer(args.tokenizer).to(device)
+    model, device = _model(args)
     check_identity(meta["tokenizer"], model, source=str(args.codes))
-    frames = decode_codes(model, codes, device=device)
     fps = args.fps or meta.get("fps") or 8.0
-    write_video(args.output, frames, fps)
-    print(f"reelm tokenizer decode: codes {'x'.join(map(str, codes.shape))} -> {len(frames)} frames -> {args.output}")
+    total = 1 + (len(codes) - 1) * model.temporal_downsample
+    with tqdm(total=total, desc="decode", unit="frame", disable=not args.progress, file=sys.stderr) as bar, \
+            open_video(args.output, fps) as video:
+        for frames in iter_decoded(model, codes, device=device):
+            video.write(frames)
+            bar.update(len(frames))
+    print(f"reelm tokenizer decode: codes {'x'.join(map(str, codes.shape))} -> {video.frames} frames "
+          f"-> {args.output}")
     return 0
 
 
 def reconstruct_main(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from reelm.data.video_write import check_video_path
+    from reelm.eval.roundtrip import reconstruct_file
 
-    from reelm.data.contact_sheet import contact_sheet
-    from reelm.data.video_read import read_video
-    from reelm.data.video_write import write_video
-    from reelm.eval.metrics import psnr, ssim
-    from reelm.tokenizer.video_codec import decode_codes, frame_geometry
-
-    model, device, codes, meta = _encode(args)
-    recon = decode_codes(model, codes, device=device)
-    _, crop = frame_geometry(args.video, args.size, model.spatial_downsample)
-    original = read_video(args.video, fps=args.fps, num_frames=len(recon), size=args.size, crop=crop)
-    fps = meta["fps"] or 8.0
-    write_video(args.output, recon, fps)
-    sheet = contact_sheet([original, recon], Path(args.output).with_suffix(".png"), labels=["original", "reconstruction"])
-    print(f"reelm tokenizer reconstruct: {len(recon)} frames {crop[0]}x{crop[1]}, codes {'x'.join(map(str, codes.shape))}: "
-          f"PSNR {psnr(original, recon):.2f} dB, SSIM {ssim(original, recon):.4f} -> {args.output}, {sheet}")
+    check_video_path(args.output)
+    _check_video_args(args)
+    model, device = _model(args)
+    result = reconstruct_file(model, args.video, args.output, fps=args.fps, size=args.size,
+                              max_frames=args.max_frames, device=device, progress=args.progress)
+    t, h, w = result.codes_shape
+    ssim = f"{result.ssim:.4f}" if result.ssim is not None else "n/a (frames smaller than its 11x11 window)"
+    print(f"reelm tokenizer reconstruct: {result.frames} frames {result.height}x{result.width}"
+          f"{_resized(args, {'size': result.size})}, codes {t}x{h}x{w}: "
+          f"PSNR {result.psnr:.2f} dB, SSIM {ssim} -> {result.video}, {result.sheet}")
     return 0

@@ -61,11 +61,12 @@ def read_prompts(path: str | Path) -> list[str]:
     """Prompts from a UTF-8 text file, one per line (blank lines skipped); a one-line error otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise OutputError(f"--prompts {path}: not found" if not path.exists() else f"--prompts {path}: not a file")
+        raise OutputError(f"--prompts {path}: {'not found' if not path.exists() else 'not a file'}; give a UTF-8 text "
+                          "file with one prompt per line")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        raise OutputError(f"--prompts {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        raise OutputError(f"--prompts {path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
     prompts = [line.strip() for line in lines if line.strip()]
     if not prompts:
         raise OutputError(f"--prompts {path}: holds no prompts (one per line)")
