@@ -11,9 +11,10 @@ from reelm.data.synthetic import SyntheticWorld, WorldConfig
 from reelm.data.synthetic_scene import COLORS
 from reelm.data.synthetic_shapes import inside
 from reelm.data.video_read import frames_to_tensor, tensor_to_frames
-from reelm.tokenizer.losses import TokenizerLoss
+from reelm.schedule import warmup_cosine
+from reelm.tokenizer.losses import LOSS_PRESETS, TokenizerLoss
 from reelm.tokenizer.model import PRESETS, VideoTokenizer
-from reelm.tokenizer.train import TrainConfig, lr_factor
+from reelm.tokenizer.train import TrainConfig
 
 SIZE, FRAMES, STEPS = 32, 5, 300
 # Half the smallest distance between two palette colors (yellow-orange, 90.7): below it, the
@@ -55,10 +56,11 @@ def test_tiny_tokenizer_gives_back_object_colors():
     clips = one_clip_per_color()
     video = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (8, 3, T, H, W)
     cfg = PRESETS["tiny"]()
-    model, loss = VideoTokenizer(cfg), TokenizerLoss(cfg.loss)
-    train = TrainConfig(steps=STEPS, lr=2e-3, warmup_steps=10)
+    train = TrainConfig(steps=STEPS, lr=2e-3, warmup_steps=10, loss=LOSS_PRESETS["tiny"]())
+    model, loss = VideoTokenizer(cfg), TokenizerLoss(train.loss)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=train.betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train))
+    scheduler = warmup_cosine(optimizer, warmup_steps=train.warmup_steps, total_steps=STEPS,
+                              min_lr_ratio=train.min_lr_ratio)
     for step in range(STEPS):
         recon, quant = model(video)
         terms = loss.generator_loss(video, recon, quant, step=step)
