@@ -58,9 +58,26 @@ def init_distributed(device: str | torch.device = "auto", *, need_group: bool = 
 
 
 def shutdown_distributed() -> None:
-    """Leave the process group, if one was made (idempotent)."""
+    """Leave the process group, if one was made (idempotent).
+
+    DeepSpeed keeps clones of the world group in module globals; they die with the group, so they
+    are forgotten too, or a second training in the same process (a notebook, the tests) would find
+    DeepSpeed holding a destroyed group ("Group ... is not registered").
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        _forget_deepspeed_groups()
+
+
+def _forget_deepspeed_groups() -> None:
+    import sys
+
+    groups = sys.modules.get("deepspeed.utils.groups")
+    if groups is None:
+        return
+    for name in ("_WORLD_GROUP", "_DATA_PARALLEL_GROUP", "_ZERO_PARAM_INTRA_PARALLEL_GROUP"):
+        if hasattr(groups, name):
+            setattr(groups, name, None)
 
 
 def barrier() -> None:

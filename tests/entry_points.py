@@ -93,7 +93,6 @@ def bounded(seconds: float):
 
 def run_cli(argv: list[str], *, out_dir: Path | None = None) -> Outcome:
     """``reelm ARGV`` in this process: used (exit 0), refused (exit 2, its error line), or crashed."""
-    from reelm import distributed
     from reelm.cli import main
     from reelm.tokenizer import video_codec
 
@@ -102,9 +101,6 @@ def run_cli(argv: list[str], *, out_dir: Path | None = None) -> Outcome:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
             pytest.MonkeyPatch.context() as patch:
         patch.setattr(video_codec, "MAX_PIXELS", TEST_MAX_PIXELS)
-        # 'reelm lm train' leaves its process group when it ends, as a process does once; in this shared test
-        # process the group stays, as the in-process trainings of test_lm_train keep it (DeepSpeed caches it).
-        patch.setattr(distributed, "shutdown_distributed", lambda: None)
         try:
             with bounded(CASE_SECONDS):
                 code = main(argv)

@@ -401,3 +401,16 @@ def test_two_process_zero2_through_the_deepspeed_launcher_resumes_exactly(shards
     AutoModelForCausalLM.from_pretrained(folder)
     with pytest.raises(ReelmError, match="2 processes, this run has 1"):
         train(shards, tmp_path / "resumed", resume=True, peak_flops=1e11, progress=False)
+
+
+def test_training_again_after_leaving_the_process_group_works(shards, tmp_path):
+    """A notebook (or the demo) trains, leaves the process group, and trains again in the same process:
+    DeepSpeed's cached clone of the old group must not outlive it."""
+    from reelm.distributed import shutdown_distributed
+
+    first = run(shards, tmp_path / "a", 2)
+    shutdown_distributed()
+    second = run(shards, tmp_path / "b", 2)
+    shutdown_distributed()
+    assert first.step == second.step == 2
+    assert all(torch.equal(weights(first.checkpoint)[k], v) for k, v in weights(second.checkpoint).items())
