@@ -73,6 +73,12 @@ def test_demo_runs_every_stage_resumes_after_kills_and_reuses_finished_stages(tm
     assert videos and read_video(out / "eval" / "generate" / "samples" / videos[0]).shape[1:] == (32, 32, 3)
     page = (out / "report.html").read_text()
     assert "Results against the targets" in page and "eval/generate/report.html" in page
+    from PIL import Image
+
+    from reelm.demo.report import contact_sheet_for_docs
+
+    sheet = contact_sheet_for_docs(out, tmp_path / "demo.png", max_bytes=20_000)  # README's docs/demo.png
+    assert sheet.stat().st_size <= 20_000 and Image.open(sheet).mode == "RGB"
     # The LM resumed from its checkpoint: its log holds each step once.
     steps = [json.loads(line)["step"] for line in (out / "lm" / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["split"] == "train"]

@@ -103,10 +103,21 @@ def _samples(report: Report, out: Path) -> None:
     section.image(render_sheet(clips, max_frames=9, labels=labels), "text-to-video samples", name="samples")
 
 
-def contact_sheet_for_docs(out: Path, target: Path) -> Path:
-    """The demo's sample sheet (small enough to commit, e.g. docs/demo.png)."""
+def contact_sheet_for_docs(out: Path, target: Path, *, max_bytes: int = 300_000) -> Path:
+    """The demo's sample sheet as a PNG small enough to commit (e.g. docs/demo.png): scaled down by
+    steps of 3/4 until it is under ``max_bytes`` (colours kept exact: a palette loses the rare object hues)."""
+    import io
+
+    from PIL import Image
+
     from reelm.atomic import atomic_write
 
-    source = out / "report_files" / "samples.png"
-    data = source.read_bytes()
+    image = Image.open(out / "report_files" / "samples.png").convert("RGB")
+    while True:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        if buffer.tell() <= max_bytes or min(image.size) < 64:
+            break
+        image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.Resampling.LANCZOS)
+    data = buffer.getvalue()
     return atomic_write(target, lambda tmp: tmp.write_bytes(data))
