@@ -84,10 +84,11 @@ def generate_main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from reelm.errors import ReelmError
-    from reelm.generation.outputs import check_output, read_prompts, sample_paths, write_sample
+    from reelm.data.video_write import check_video_path
+    from reelm.generation.outputs import read_prompts, sample_paths, write_sample
     from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
 
-    output = check_output(args.output)
+    output = check_video_path(args.output)
     if args.image and args.video:
         raise ReelmError("give --image (image-to-video) or --video (continuation), not both")
     if args.prompt is not None and args.prompts:

@@ -15,7 +15,7 @@ import numpy as np
 
 from reelm.atomic import write_json
 from reelm.data.contact_sheet import contact_sheet
-from reelm.data.video_write import WRITERS, write_video
+from reelm.data.video_write import write_video
 from reelm.errors import ReelmError
 
 SHEET_FRAMES = 9
@@ -23,17 +23,6 @@ SHEET_FRAMES = 9
 
 class OutputError(ReelmError):
     """An output path or a prompt file that cannot be used."""
-
-
-def check_output(path: str | Path) -> Path:
-    """``path`` if a video can be written there: a known suffix, an existing folder. Checked before any work."""
-    path = Path(path)
-    if path.suffix.lower() not in WRITERS:
-        raise OutputError(f"{path}: cannot write {path.suffix or 'files without a suffix'!r}; "
-                          f"name the output {' or '.join(sorted(WRITERS))}")
-    if not path.parent.is_dir():
-        raise OutputError(f"{path}: folder {path.parent} does not exist; create it first")
-    return path
 
 
 def sample_paths(output: Path, prompts: int, samples: int) -> list[Path]:
