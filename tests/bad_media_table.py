@@ -29,6 +29,7 @@ def short(outcome) -> str:
 
     reasons = [r for r in (video_read.NOT_FOUND, video_read.NOT_MEDIA, video_read.NO_VIDEO_STREAM, video_read.CORRUPT,
                            video_read.NO_FRAMES, video_read.UNREADABLE) if r in outcome.message]
+    reasons.sort(key=outcome.message.index)  # the reason comes first; a library's detail may hold another phrase
     if outcome.kind == "used":
         return "used, resized to fit" if "(resized" in outcome.message else "used"
     if outcome.kind == "refused":
