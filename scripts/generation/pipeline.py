@@ -48,7 +48,9 @@ from reelm.generation.model_folder import ModelFolder, load_model_folder
 from reelm.lm.engine import GenerationEngine, Progress, Request
 from reelm.lm.sampling import Sampling
 
-DEFAULT_GUIDANCE = 3.0  # classifier-free guidance scale (BENCHMARKS.md, generation: chosen by measurement)
+# Chosen on the demo's model (BENCHMARKS.md, "Sampling defaults"): guidance 3 nearly doubles the color read
+# back over none; temperatures below 1 (and greedy) fade objects into the background.
+DEFAULT_GUIDANCE = 3.0  # classifier-free guidance scale
 DEFAULT_SAMPLING = Sampling(temperature=1.0, top_k=None, top_p=None)
 DEFAULT_CAPTION_TOKENS = 48  # text ids at most in a caption
 DEFAULT_BATCH = 8  # prompts per engine call
