@@ -25,6 +25,7 @@ from reelm.errors import ReelmError, one_line_reason
 from reelm.eval.clips import ClipInputError, iter_clips
 from reelm.eval.i3d import file_sha256
 from reelm.eval.provenance import deterministic, environment, metric_result, not_computed
+from reelm.weights import local_folder
 
 CLIPSIM_VERSION = "reelm.eval clipsim 1"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -45,7 +46,8 @@ class ClipScorer:
     def __init__(self, folder: str | Path, *, device: str | torch.device = "cpu"):
         from transformers import CLIPModel, CLIPProcessor
 
-        self.folder, self.device = Path(folder), torch.device(device)
+        self.folder = local_folder(folder, error=ClipModelError, what="CLIP model folder")
+        self.device = torch.device(device)
         try:
             self.model = CLIPModel.from_pretrained(self.folder, local_files_only=True).to(self.device).eval()
             self.processor = CLIPProcessor.from_pretrained(self.folder, local_files_only=True)

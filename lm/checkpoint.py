@@ -69,6 +69,7 @@ from reelm.config import from_dict, to_dict
 from reelm.data.token_layout import LayoutError, TokenLayout
 from reelm.distributed import any_rank
 from reelm.lm.model import LMConfig, hf_config, select_attention
+from reelm.weights import local_folder
 
 KIND = "lm"
 TRAINER_STATE = "trainer_state"
@@ -135,9 +136,11 @@ def load_lm(path: str | Path, *, device: torch.device | str = "cpu", dtype: torc
 
 def load_hf_model(folder: str | Path, **kwargs):
     """``AutoModelForCausalLM.from_pretrained(folder, **kwargs)``, a damaged or foreign folder as one
-    :class:`CheckpointError` line (safetensors weights only: a pickle in their place is refused, never run)."""
+    :class:`CheckpointError` line (safetensors weights only: a pickle in their place is refused, never run).
+    Local folders only (:func:`reelm.weights.local_folder`): a Hub repo id is refused, never looked up."""
+    local_folder(folder, error=CheckpointError)
     try:
-        return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, local_files_only=True, **kwargs)
     except Exception as exc:  # transformers and safetensors raise many types for a damaged folder
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise CheckpointError(f"{folder}: cannot load the model ({type(exc).__name__}: {reason}); use an intact "

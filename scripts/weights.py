@@ -19,6 +19,14 @@ import torch
 
 from reelm.errors import ReelmError, one_line_reason
 
+def local_folder(path: str | Path, *, error: type[ReelmError] = ReelmError, what: str = "model folder") -> Path:
+    """``path`` if it is a folder on this machine, else one ``error`` line. Called before any
+    ``from_pretrained``: given a Hub repo id, transformers contacts the Hub even with ``local_files_only``."""
+    if not Path(path).is_dir():
+        raise error(f"{path}: not a {what} here (reelm loads local folders only, never from the Hub)")
+    return Path(path)
+
+
 def read_weights(path: str | Path, *, error: type[ReelmError] = ReelmError, what: str = "weights") -> dict:
     """The tensors of a safetensors file, or of a plain PyTorch state dict (``weights_only`` loading).
 

@@ -184,3 +184,34 @@ def test_the_readme_pipeline_example_runs_as_written(folder, tmp_path, monkeypat
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["out"].videos[0].shape == (9, 32, 32, 3)
+
+
+def test_a_hub_style_name_is_a_local_error_and_never_downloads(tmp_path, monkeypatch):
+    """``from_pretrained`` (and the model loader under it) take local folders only: a Hub repo id is refused in
+    one line, and no network connection is even tried."""
+    import socket
+
+    from reelm.errors import ReelmError
+    from reelm.lm.checkpoint import load_hf_model
+
+    tried = []
+
+    def no_network(*args, **kwargs):
+        tried.append(args)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ReelmError) as caught:
+        VideoPipeline.from_pretrained("someone/video-model", device="cpu")
+    assert "someone/video-model" in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(CheckpointError, match="someone/video-model"):
+        load_hf_model("someone/video-model")
+    from reelm.eval.clip_score import ClipModelError, ClipScorer
+
+    with pytest.raises(ClipModelError, match="openai/clip-vit-base-patch32: not a CLIP model folder here"):
+        ClipScorer("openai/clip-vit-base-patch32")
+    assert tried == []

@@ -9,7 +9,7 @@ engine (token ids), so it sits above both.
 Example::
 
     from reelm.generation import VideoPipeline
-    pipe = VideoPipeline.from_pretrained("runs/lm")
+    pipe = VideoPipeline.from_pretrained("runs/lm")   # a local folder: never downloaded
     out = pipe("a red circle moves to the left", seed=0)   # out.videos[0]: (T, H, W, 3) uint8
 """
 

@@ -3,7 +3,7 @@
 Three lines, in the shape Hugging Face ``diffusers`` users know::
 
     from reelm.generation import VideoPipeline
-    pipe = VideoPipeline.from_pretrained("runs/lm")                  # a run folder or a step folder
+    pipe = VideoPipeline.from_pretrained("runs/lm")                  # a local run or step folder (never the Hub)
     out = pipe("a red circle moves to the left", seed=0)             # out.videos[0]: (T, H, W, 3) uint8
 
 One :class:`VideoPipeline` does the four jobs of one pretrained model:
