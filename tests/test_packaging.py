@@ -70,3 +70,39 @@ def test_no_bare_imports_of_card_folders():
                 names = [node.module]
             offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.split(".")[0] in GENERIC_NAMES]
     assert not offenders, offenders
+
+
+# Imported only by the benchmark against its peer (scripts/bench/bench_tokenizer.py), which says how to install it.
+BENCHMARK_PEERS = {"magvit2_pytorch", "torchvision"}
+
+
+def _declared_distributions() -> set[str]:
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return {re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0].lower().replace("_", "-") for spec in project["dependencies"]}
+
+
+def test_every_module_the_library_imports_is_a_declared_dependency():
+    """README's first command installs only `dependencies`: a library import served by a dev extra (scikit-image
+    once was) would make `reelm demo` fail on a fresh install while every test passed."""
+    import importlib.metadata
+
+    provides = importlib.metadata.packages_distributions()
+    declared = _declared_distributions()
+    undeclared = []
+    for folder in ("scripts", "data", "lm", "eval", "tokenizer"):
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    modules = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for top in {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names) - {"reelm"} - BENCHMARK_PEERS:
+                    dists = {d.lower().replace("_", "-") for d in provides.get(top, [])}
+                    if not dists & declared:
+                        undeclared.append(f"{path.relative_to(REPO)}:{node.lineno} {top} ({sorted(dists) or 'not installed'})")
+    assert not undeclared, undeclared
