@@ -19,6 +19,7 @@ import torch
 
 from reelm.errors import ReelmError, one_line_reason
 
+
 def local_folder(path: str | Path, *, error: type[ReelmError] = ReelmError, what: str = "model folder") -> Path:
     """``path`` if it is a folder on this machine, else one ``error`` line. Called before any
     ``from_pretrained``: given a Hub repo id, transformers contacts the Hub even with ``local_files_only``."""
