@@ -2,8 +2,7 @@
 
 The shipped configs (``deepspeed_configs/zero0.json`` .. ``zero3.json``) leave every value
 the training config owns as ``"auto"``; :func:`resolve_deepspeed_config` fills them in
-(micro batch, gradient accumulation, global batch, clipping, bf16 on GPUs / fp32 on CPUs)
-and rejects a user config whose explicit values disagree with the training config, so
+(micro batch, gradient accumulation, global batch, clipping, ZeRO stage, precision) and rejects a user config whose explicit values disagree with the training config, so
 the two can never silently differ. This module imports no torch, so the command line can
 list the shipped names in ``--help`` instantly.
 
@@ -49,22 +48,36 @@ def config_zero_stage(config: dict) -> int | None:
     return None if stage == AUTO else int(stage)
 
 
-def resolve_deepspeed_config(config: dict, cfg: TrainConfig, *, world_size: int, bf16: bool) -> dict:
-    """``config`` with its ``"auto"`` values taken from ``cfg``; explicit values must agree with it."""
+def resolve_deepspeed_config(config: dict, cfg: TrainConfig, *, world_size: int, bf16: bool,
+                             device_type: str = "cuda") -> dict:
+    """``config`` with its ``"auto"`` values taken from ``cfg``; explicit values must agree with it.
+
+    bf16 training is DeepSpeed's ``bf16`` mode on GPUs (bf16 weights, fp32 master copy in the
+    optimizer) and its ``torch_autocast`` section on CPUs (fp32 weights, matmuls in bf16: the
+    CPU optimizer step stays in fp32, and the saved weights are what trained).
+    """
+    on_gpu = device_type != "cpu"
     owned = {
         ("train_micro_batch_size_per_gpu",): cfg.micro_batch_size,
         ("gradient_accumulation_steps",): cfg.grad_accum_steps,
         ("train_batch_size",): cfg.micro_batch_size * cfg.grad_accum_steps * world_size,
         ("gradient_clipping",): cfg.grad_clip,
-        ("bf16", "enabled"): bf16,
+        ("bf16", "enabled"): bf16 and on_gpu,
         ("zero_optimization", "stage"): cfg.zero_stage,
     }
+    if bf16 and not on_gpu:
+        owned[("torch_autocast", "enabled")] = True
+        owned[("torch_autocast", "dtype")] = "bfloat16"
+    elif config.get("torch_autocast", {}).get("enabled") not in (None, False, AUTO):
+        raise ReelmError("DeepSpeed config: torch_autocast.enabled is true but the training config trains in "
+                         f"{'DeepSpeed bf16' if bf16 else 'fp32'} here; remove the section and set precision "
+                         "with --set precision=auto|bf16|fp32")
     for section in ("optimizer", "scheduler"):
         if section in config:
             raise ReelmError(f"DeepSpeed config: remove its {section!r} section; reelm builds the {section} "
                              "from the training config (lr, warmup_steps, ...)")
     if config.get("fp16", {}).get("enabled") not in (None, False):
-        raise ReelmError("DeepSpeed config: fp16 is not supported (bf16 on GPUs, fp32 on CPUs)")
+        raise ReelmError("DeepSpeed config: fp16 is not supported (bf16 or fp32: --set precision=auto|bf16|fp32)")
     if config.get("zero_optimization", {}).get("elastic_checkpoint"):
         raise ReelmError("DeepSpeed config: zero_optimization.elastic_checkpoint is not supported")
     resolved = json.loads(json.dumps(config))

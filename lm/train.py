@@ -38,7 +38,7 @@ from reelm.cpu_allocator import keep_freed_memory
 from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader, split_indices
 from reelm.data.shards import ShardSet, load_shards
 from reelm.data.token_layout import IGNORE_INDEX, TokenLayout
-from reelm.device import use_bf16
+from reelm.device import PRECISIONS, train_in_bf16
 from reelm.distributed import DistInfo, init_distributed
 from reelm.errors import ReelmError
 from reelm.lm.checkpoint import KIND, load_hf_model, load_training_state, remove_stale_staging, save_training_checkpoint
@@ -77,6 +77,7 @@ class TrainConfig:
     zero_stage: int = 2
     activation_checkpointing: bool = False
     compile: bool | None = None  # torch.compile each decoder layer; None: see use_compile
+    precision: str = "auto"  # auto: bf16 where the device multiplies bf16 natively (GPUs, AMX CPUs), else fp32; bf16; fp32
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
     def loader(self) -> LoaderConfig:
@@ -130,6 +131,8 @@ def check_config(cfg: TrainConfig, lm_cfg: LMConfig) -> None:
         raise ConfigError(f"training config: {', '.join(bad)}: must be at least 1 (e.g. --steps 100)")
     if cfg.zero_stage not in range(4):
         raise ConfigError(f"training config: zero_stage {cfg.zero_stage} is not one of 0, 1, 2, 3")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"training config: precision={cfg.precision!r}: choose from {', '.join(PRECISIONS)}")
     if cfg.compile and cfg.zero_stage == 3:
         raise ConfigError("training config: compile=true is supported with ZeRO stages 0-2; ZeRO-3 gathers each "
                           "layer's parameters in hooks, which needs DeepSpeed's own compile support (not used yet)")
@@ -205,8 +208,9 @@ class LMTrainer:
                  tensorboard: bool, progress: bool):
         self.dist, self.shards, self.layout, self.run_dir = dist, shards, shards.layout, run_dir
         self.lm_cfg, self.cfg, self.saved, self.progress = lm_cfg, cfg, saved, progress
-        bf16 = use_bf16(dist.device)
-        ds_config = resolve_deepspeed_config(ds_raw, cfg, world_size=dist.world_size, bf16=bf16)
+        bf16 = train_in_bf16(dist.device, cfg.precision)
+        ds_config = resolve_deepspeed_config(ds_raw, cfg, world_size=dist.world_size, bf16=bf16,
+                                             device_type=dist.device.type)
         self.train_ids, self.val_ids = split_indices(len(shards.dataset), cfg.val_fraction, cfg.seed)
         self.loader = PackedLoader(shards.dataset, self.layout, cfg.loader(), indices=self.train_ids,
                                    rank=dist.rank, world_size=dist.world_size)

@@ -2,8 +2,14 @@
 
 Every command that runs a model takes ``--device auto|cpu|cuda|cuda:N``. ``auto`` is the GPU
 when PyTorch sees one, else the CPU; a process launched as one rank of several
-(``LOCAL_RANK``) takes the GPU of its local rank. Mixed precision is bf16 autocast on GPUs
-that support it and full fp32 elsewhere (CPUs train and infer in fp32).
+(``LOCAL_RANK``) takes the GPU of its local rank.
+
+Precision. Training (``precision`` in both trainers' configs: ``auto``, ``bf16`` or ``fp32``)
+runs in bf16 mixed precision where the hardware multiplies bf16 natively: GPUs with bf16
+support, and CPUs with AMX or AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and
+later), where oneDNN's bf16 matmuls and convolutions are several times its fp32 ones; elsewhere,
+and with ``precision=fp32``, it is full fp32. Weights are always kept in fp32 on CPUs (autocast
+computes in bf16). Inference holds its weights in bf16 on GPUs and in fp32 on CPUs.
 """
 
 from __future__ import annotations
@@ -40,9 +46,37 @@ def resolve_device(name: str | torch.device | None = "auto", *, local_rank: int 
     return torch.device("cuda", number)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 def use_bf16(device: torch.device) -> bool:
-    """Whether work on ``device`` runs in bf16 (GPUs with bf16 support) rather than fp32."""
+    """Whether inference on ``device`` holds its weights in bf16 (GPUs with bf16 support) rather than fp32."""
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 in hardware: a GPU with bf16 support, a CPU with AMX or AVX512-BF16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(check is not None and bool(check()) for check in checks)
+
+
+def train_in_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether training on ``device`` runs in bf16 mixed precision under the ``precision`` setting.
+
+    ``auto`` is bf16 where :func:`native_bf16` holds, fp32 elsewhere; ``bf16`` insists (an error
+    where the hardware would emulate it, many times slower); ``fp32`` never uses bf16.
+    """
+    if precision not in PRECISIONS:
+        raise ReelmError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return False
+    native = native_bf16(device)
+    if precision == "bf16" and not native:
+        raise ReelmError(f"precision=bf16: this {device.type.upper()} has no native bf16 arithmetic "
+                         "(AMX or AVX512-BF16 on CPUs); use precision=auto or fp32")
+    return native
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
@@ -50,9 +84,9 @@ def compute_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if use_bf16(device) else torch.float32
 
 
-def autocast(device: torch.device):
-    """A bf16 autocast context on GPUs that support it, a no-op elsewhere."""
-    if use_bf16(device):
+def autocast(device: torch.device, enabled: bool | None = None):
+    """A bf16 autocast context on ``device`` when ``enabled`` (None: where :func:`use_bf16` holds), else a no-op."""
+    if use_bf16(device) if enabled is None else enabled:
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

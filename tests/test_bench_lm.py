@@ -47,6 +47,20 @@ def test_bench_compares_compiled_and_eager_paths_in_one_run(capsys):
         tiny["deepspeed_compiled"]["tokens_per_s"] / tiny["bare_compiled"]["tokens_per_s"], rel=1e-3)
 
 
+def test_bench_compares_bf16_and_fp32_paths_each_against_its_own_peak(capsys):
+    bench_lm.main(["--presets", "tiny", "--block-size", "32", "--micro-batch", "1", "--vocab-size", "512",
+                   "--steps", "1", "--warmup", "1", "--peak-size", "128", "--peak-repeats", "2", "--compile", "off",
+                   "--precision", "both"])
+    report = json.loads(capsys.readouterr().out)
+    tiny = report["presets"]["tiny"]
+    assert report["peak_bf16_flops"] > 0 and report["settings"]["precision"] == "both"
+    for path, peak in (("deepspeed", "peak_fp32_flops"), ("deepspeed_bf16", "peak_bf16_flops"),
+                       ("bare_bf16", "peak_bf16_flops")):
+        assert tiny[path]["fraction_of_peak"] == pytest.approx(tiny[path]["achieved_flops"] / report[peak], rel=1e-3)
+    assert tiny["bf16_over_fp32"]["bare"] == pytest.approx(
+        tiny["bare_bf16"]["tokens_per_s"] / tiny["bare"]["tokens_per_s"], rel=1e-3)
+
+
 def test_interleaving_reverses_the_order_and_times_only_the_steps_after_warm_up():
     calls = []
     measured = bench_lm.time_interleaved({"a": lambda b: calls.append(("a", b)), "b": lambda b: calls.append(("b", b))},

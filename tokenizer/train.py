@@ -7,8 +7,9 @@ adversarial loss is active). The training objective (loss weights, LPIPS file,
 discriminator) is part of the training config, not of the model. The learning rate warms
 up linearly and decays on a cosine to ``min_lr_ratio`` (:mod:`reelm.schedule`, shared with
 the LM); gradients are clipped; an EMA of the weights is kept and is what the
-checkpoint's ``model.safetensors`` holds when enabled. bf16 autocast on GPUs
-(:mod:`reelm.device`).
+checkpoint's ``model.safetensors`` holds when enabled. ``precision=auto`` trains in bf16
+autocast where the device multiplies bf16 natively (GPUs, CPUs with AMX or AVX512-BF16;
+:mod:`reelm.device`), in fp32 elsewhere; the weights stay fp32.
 
 A checkpoint is a ``step-NNNNNN/`` folder of the reelm format: the loadable tokenizer
 (``model.safetensors`` + ``reelm.json``), ``train_config.json``, and the trainer state —
@@ -40,7 +41,7 @@ from reelm.data.clip_stream import ClipStream
 from reelm.data.clips import ClipSpec, SkipLog, check_clip_spec
 from reelm.data.sources import open_source
 from reelm.data.synthetic import WorldOptions
-from reelm.device import autocast
+from reelm.device import PRECISIONS, autocast, train_in_bf16
 from reelm.distributed import any_rank, init_distributed
 from reelm.errors import ReelmError
 from reelm.metrics_log import MetricsLog
@@ -73,6 +74,7 @@ class TrainConfig:
     log_every: int = 10
     max_nonfinite_steps: int = 5  # a step with a NaN/Inf loss or gradient is skipped; this many in a row stop the run
     seed: int = 0
+    precision: str = "auto"  # auto: bf16 autocast where the device multiplies bf16 natively, else fp32; bf16; fp32
     data: str = "synthetic"  # "synthetic", a folder, or a manifest
     allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
     clip: ClipSpec = field(default_factory=lambda: ClipSpec(num_frames=17, size=64, fps=8.0, temporal_crop="random"))
@@ -112,6 +114,8 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.clip.num_frames < 1 or cfg.clip.size < 1:
         raise ConfigError(f"tokenizer training config: clip.num_frames and clip.size must be at least 1, got "
                           f"{cfg.clip.num_frames} and {cfg.clip.size}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"tokenizer training config: precision={cfg.precision!r}: choose from {', '.join(PRECISIONS)}")
 
 
 def batch_psnr(video: torch.Tensor, recon: torch.Tensor) -> float:
@@ -128,6 +132,7 @@ class Trainer:
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.dist = init_distributed(device)
         self.rank, self.world_size, self.device = self.dist.rank, self.dist.world_size, self.dist.device
+        self.bf16 = train_in_bf16(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
         self.model = VideoTokenizer(model_cfg).to(self.device)
         self.loss = TokenizerLoss(cfg.loss).to(self.device)
@@ -160,7 +165,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         video = self.stream.next_batch().to(self.device)  # (B, 3, T, H, W)
         self.model.train()
-        with autocast(self.device):
+        with autocast(self.device, self.bf16):
             recon, quant = self.ddp(video)
             terms = self.loss.generator_loss(video, recon.float(), quant, step=self.step,
                                              last_layer=self.model.last_layer)

@@ -11,7 +11,10 @@ For each preset, on the same batches (blocks of random video codes of a token la
 
 Each path runs eager and with its decoder layers compiled (``deepspeed_compiled``,
 ``bare_compiled``; ``reelm lm train`` compiles them by default on CPUs); ``--compile off`` or
-``on`` keeps one of the two.
+``on`` keeps one of the two. ``--precision bf16`` (or ``both``) adds the same paths in bf16
+mixed precision (suffix ``_bf16``: DeepSpeed's ``torch_autocast`` section, as ``reelm lm
+train`` uses on CPUs with native bf16, and ``torch.autocast`` in the bare loop), each measured
+against the bf16 matmul peak.
 
 The paths run interleaved: every batch goes through each, the order reversing from step to
 step, so that a drift in the machine's speed during the run falls on all alike and their
@@ -93,6 +96,7 @@ def time_interleaved(steps: dict, batches: list[dict], warmup: int) -> dict[str,
 
 
 COMPILE_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
+PRECISION_MODES = {"fp32": (False,), "bf16": (True,), "both": (False, True)}
 
 
 def bench_preset(name: str, args) -> dict:
@@ -111,7 +115,10 @@ def bench_preset(name: str, args) -> dict:
     layout = bench_layout(args.vocab_size)
     batches = make_batches(args.warmup + args.steps, args.micro_batch, args.block_size, layout, seed=0)
     tokens = args.micro_batch * args.block_size
-    ds_config = resolve_deepspeed_config(load_deepspeed_config(args.deepspeed_config), cfg, world_size=1, bf16=False)
+
+    def ds_config(bf16: bool) -> dict:
+        return resolve_deepspeed_config(load_deepspeed_config(args.deepspeed_config), cfg, world_size=1, bf16=bf16,
+                                        device_type="cpu")
 
     def fresh_model(compiled: bool):
         torch.manual_seed(0)
@@ -121,20 +128,21 @@ def bench_preset(name: str, args) -> dict:
             compile_layers(model)  # as reelm lm train does with compile=true
         return model.train()
 
-    def deepspeed_step(compiled: bool):
-        engine, _ = build_engine(fresh_model(compiled), cfg, ds_config)
+    def deepspeed_step(compiled: bool, bf16: bool):
+        engine, _ = build_engine(fresh_model(compiled), cfg, ds_config(bf16))
         engine.train()
         meter = LossMeter("cpu")
         return lambda batch: train_step(engine, [prepare_batch(batch, layout, "cpu")], meter)
 
-    def bare_step(compiled: bool):
+    def bare_step(compiled: bool, bf16: bool):
         model = fresh_model(compiled)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                       weight_decay=cfg.weight_decay, fused=True)  # the kernel reelm's optimizer uses
 
         def step(batch):
-            loss = model(input_ids=batch["input_ids"], labels=batch["labels"], position_ids=batch["position_ids"],
-                         use_cache=False).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(input_ids=batch["input_ids"], labels=batch["labels"],
+                             position_ids=batch["position_ids"], use_cache=False).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -147,10 +155,11 @@ def bench_preset(name: str, args) -> dict:
               "flops_per_token": flops_per_token(probe, args.block_size)}
     del probe
     steps = {}
-    for compiled in COMPILE_MODES[args.compile]:
-        suffix = "_compiled" if compiled else ""
-        steps["deepspeed" + suffix] = deepspeed_step(compiled)
-        steps["bare" + suffix] = bare_step(compiled)
+    for bf16 in PRECISION_MODES[args.precision]:
+        for compiled in COMPILE_MODES[args.compile]:
+            suffix = ("_compiled" if compiled else "") + ("_bf16" if bf16 else "")
+            steps["deepspeed" + suffix] = deepspeed_step(compiled, bf16)
+            steps["bare" + suffix] = bare_step(compiled, bf16)
     measured = time_interleaved(steps, batches, args.warmup)
     del steps
     gc.collect()
@@ -168,11 +177,18 @@ def bench_preset(name: str, args) -> dict:
     def ratio(a: str, b: str) -> float:
         return round(result[a]["tokens_per_s"] / result[b]["tokens_per_s"], 4)
 
-    for suffix in ("", "_compiled"):
+    for suffix in ("", "_compiled", "_bf16", "_compiled_bf16"):
         if "deepspeed" + suffix in result:
             result[f"deepspeed{suffix}_over_bare{suffix}"] = ratio("deepspeed" + suffix, "bare" + suffix)
     if args.compile == "both":
-        result["compiled_over_eager"] = {path: ratio(path + "_compiled", path) for path in ("deepspeed", "bare")}
+        result["compiled_over_eager"] = {path: ratio(path + "_compiled", path) for path in ("deepspeed", "bare")
+                                         if path in result}
+        if args.precision != "fp32":
+            result["compiled_over_eager_bf16"] = {path: ratio(f"{path}_compiled_bf16", f"{path}_bf16")
+                                                  for path in ("deepspeed", "bare")}
+    if args.precision == "both":
+        result["bf16_over_fp32"] = {path: ratio(f"{path}_bf16", path) for path in
+                                    ("deepspeed", "bare", "deepspeed_compiled", "bare_compiled") if path in result}
     return result
 
 
@@ -193,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", default="both", choices=tuple(COMPILE_MODES),
                         help="torch.compile each decoder layer, as reelm lm train does on CPUs: off, on, or both "
                              "(eager and compiled paths interleaved in one run) (default: both)")
+    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISION_MODES),
+                        help="fp32, bf16 (mixed precision, as reelm lm train on CPUs with native bf16) or both "
+                             "(interleaved in one run) (default: fp32)")
     parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak (default: 2048)")
     parser.add_argument("--peak-repeats", type=int, default=10, help="timed matmuls for the peak (default: 10)")
     args = parser.parse_args(argv)
@@ -210,28 +229,35 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed prints its op builds; stdout is the JSON's
         init_distributed("cpu", need_group=True)
 
-    def measure_peak() -> float:
-        return measure_peak_flops("cpu", torch.float32, size=args.peak_size, repeats=args.peak_repeats)
+    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if args.precision != "fp32" else {})}
 
-    peak_start = measure_peak()
+    def measure_peaks() -> dict[str, float]:
+        return {name: measure_peak_flops("cpu", dtype, size=args.peak_size, repeats=args.peak_repeats)
+                for name, dtype in dtypes.items()}
+
+    peaks_start = measure_peaks()
     with contextlib.redirect_stdout(sys.stderr):  # deepspeed.initialize builds its comm op (and says so) too
         presets = {name: bench_preset(name, args) for name in args.presets.split(",")}
-    peak_end = measure_peak()
+    peaks_end = measure_peaks()
     # The machine showed it can do the higher of the two readings: divide by that (the stricter fraction).
-    peak = max(peak_start, peak_end)
+    peaks = {name: max(peaks_start[name], peaks_end[name]) for name in dtypes}
+    peak = peaks["fp32"]
     for result in presets.values():
         for path in [key for key, value in result.items() if isinstance(value, dict) and "achieved_flops" in value]:
-            result[path]["fraction_of_peak"] = round(result[path]["achieved_flops"] / peak, 4)
+            path_peak = peaks["bf16" if path.endswith("_bf16") else "fp32"]
+            result[path]["fraction_of_peak"] = round(result[path]["achieved_flops"] / path_peak, 4)
     report = {
         "machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__},
         "peak_fp32_flops": round(peak),
         "peak_method": f"the higher of two readings (before and after the presets), each the median of "
                        f"{args.peak_repeats} fp32 torch.mm {args.peak_size}x{args.peak_size}",
-        "peak_fp32_flops_readings": [round(peak_start), round(peak_end)],
+        "peak_fp32_flops_readings": [round(peaks_start["fp32"]), round(peaks_end["fp32"])],
+        **({"peak_bf16_flops": round(peaks["bf16"]),
+            "peak_bf16_flops_readings": [round(peaks_start["bf16"]), round(peaks_end["bf16"])]} if "bf16" in peaks else {}),
         "settings": {"block_size": args.block_size, "micro_batch": args.micro_batch, "steps": args.steps,
                      "warmup": args.warmup, "deepspeed_config": args.deepspeed_config, "compile": args.compile,
-                     "dtype": "float32",
+                     "dtype": "float32", "precision": args.precision,
                      "attention": "sdpa", "malloc": malloc,
                      "order": "interleaved: each batch through every path, the order reversing each step"},
         "presets": presets,

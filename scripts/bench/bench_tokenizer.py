@@ -3,7 +3,9 @@
 In one run, on the same 2 x 17 x 64 x 64 batches and the same number of torch threads:
 
 - ``reelm``: ``VideoTokenizer(PRESETS[--preset]())`` trained by ``Trainer.train_step`` (the
-  step ``reelm tokenizer train`` runs) on a fixed pool of pre-rendered synthetic train clips;
+  step ``reelm tokenizer train`` runs) on a fixed pool of pre-rendered synthetic train clips,
+  in fp32 like the peer by default (``--precision auto`` measures it as ``reelm tokenizer
+  train`` runs by default: bf16 autocast on CPUs with native bf16);
 - ``peer``: lucidrains' magvit2-pytorch ``VideoTokenizer`` in its own virtualenv (created
   under ``--peer-venv`` on first use, then reused), served by this same file in a subprocess
   (``--peer-worker``) that speaks JSON lines. Its layer stack is the one in magvit2-pytorch's
@@ -327,7 +329,8 @@ def ensure_peer_venv(path: Path) -> Path:
 # --- reelm side ----------------------------------------------------------------------------------
 
 
-def reelm_side(preset: str, sched: Schedule, train: np.ndarray, folder: Path) -> tuple[Side, dict]:
+def reelm_side(preset: str, sched: Schedule, train: np.ndarray, folder: Path,
+               precision: str = "fp32") -> tuple[Side, dict]:
     """reelm's tokenizer as a :class:`Side` whose step is ``Trainer.train_step``, and what it is."""
     from reelm.data.clips import ClipSpec
     from reelm.tokenizer.losses import LOSS_PRESETS
@@ -338,7 +341,7 @@ def reelm_side(preset: str, sched: Schedule, train: np.ndarray, folder: Path) ->
     loss = replace(LOSS_PRESETS[preset](), recon="l2", perceptual_path=None, adversarial_weight=0.0)
     cfg = TrainConfig(steps=10**9, loss=loss, batch_size=sched.batch, lr=sched.lr, betas=sched.betas,
                       weight_decay=sched.weight_decay, warmup_steps=sched.lr_warmup_steps, min_lr_ratio=1.0,
-                      grad_clip=sched.grad_clip, seed=sched.seed,
+                      grad_clip=sched.grad_clip, seed=sched.seed, precision=precision,
                       clip=ClipSpec(num_frames=sched.frames, size=sched.size, fps=8.0, temporal_crop="random"))
     trainer = Trainer(model_cfg, cfg, folder / "reelm-run", progress=False)
     trainer.stream = ClipPool(train, sched.batch)
@@ -347,6 +350,7 @@ def reelm_side(preset: str, sched: Schedule, train: np.ndarray, folder: Path) ->
     return side, {
         "parameters": sum(p.numel() for p in model.parameters()),
         "codebook_size": model.codebook_size,
+        "precision": {"setting": precision, "bf16": trainer.bf16},
         "compression": {"space": model.spatial_downsample, "time": model.temporal_downsample},
         "loss": {"recon": "l2", "quantizer": asdict(model_cfg.quantizer)},
         "threads": torch.get_num_threads(),
@@ -495,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW LR on both sides (default: 1e-3, reelm's)")
     parser.add_argument("--lr-warmup-steps", type=int, default=0, help="linear LR warm-up steps (default: 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (default: 2)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16"),
+                        help="reelm's training precision (the peer trains in fp32); auto: as reelm tokenizer "
+                             "train does by default (default: fp32, the like-for-like comparison)")
     parser.add_argument("--skip-peer", action="store_true", help="measure reelm only")
     parser.add_argument("--skip-memory", action="store_true", help="skip the streaming-encode memory test")
     parser.add_argument("--peer-venv", type=Path, default=PEER_VENV, help=f"peer virtualenv (default: {PEER_VENV})")
@@ -520,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="reelm-bench-tok-") as tmp:
         folder = Path(tmp)
         train, val = render_clips(args.train_clips, sched, "train"), render_clips(args.val_clips, sched, "val")
-        ours, ours_info = reelm_side(args.preset, sched, train, folder)
+        ours, ours_info = reelm_side(args.preset, sched, train, folder, args.precision)
         sides, info = {"reelm": ours}, {"reelm": ours_info}
         if peer_python is not None:
             np.save(folder / "train.npy", train)
