@@ -2,7 +2,10 @@
 
 The defaults are the settings measured to fit the whole pipeline into 15 minutes on a 2-core
 CPU without a GPU (BENCHMARKS.md, demo): 64 x 64 clips of 9 frames at 8 fps (3 latent frames
-of 8 x 8 codes), one object on plain backgrounds, the ``tiny`` video tokenizer and LM.
+of 8 x 8 codes), one object on plain backgrounds, the ``tiny`` video tokenizer and LM, both
+trained in bf16 where the CPU multiplies bf16 natively (``precision=auto``; the reference
+machine has AMX) and the LM's layers compiled: on a CPU without native bf16 the same steps take
+about 1.5x as long (use ``--budget-minutes`` to fit a budget there).
 ``--budget-minutes B`` scales the two training stages' steps (and the training set) by
 ``B / 15``; everything else keeps its size, so a small budget is a quick smoke run and a
 larger one buys better models.
@@ -31,7 +34,7 @@ class DemoConfig:
     heldout_clips: int = 48  # rendered to MP4 per held-out set (seen and held-out combinations)
     # the video tokenizer
     tokenizer_preset: str = "tiny"
-    tokenizer_steps: int = 600
+    tokenizer_steps: int = 1000
     tokenizer_settings: list[str] = field(default_factory=lambda: ["batch_size=8", "checkpoint_every=50"])
     tokenizer_eval_clips: int = 48
     # text tokenizer and shards
@@ -40,10 +43,10 @@ class DemoConfig:
     chunk_rows: int = 500
     # the LM
     lm_preset: str = "tiny"
-    lm_steps: int = 800
+    lm_steps: int = 1600
     lm_settings: list[str] = field(default_factory=lambda: [
         "block_size=512", "micro_batch_size=8", "lr=2e-3", "warmup_steps=30", "checkpoint_every=50",
-        "val_every=100", "log_every=10", "compile=false"])
+        "val_every=100", "log_every=10", "compile=true"])
     # generation and eval
     eval_prompts: int = 24  # per group: seen and held-out combinations
     eval_samples: int = 2
