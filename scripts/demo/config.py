@@ -34,7 +34,7 @@ class DemoConfig:
     heldout_clips: int = 48  # rendered to MP4 per held-out set (seen and held-out combinations)
     # the video tokenizer
     tokenizer_preset: str = "tiny"
-    tokenizer_steps: int = 1000
+    tokenizer_steps: int = 900
     tokenizer_settings: list[str] = field(default_factory=lambda: ["batch_size=8", "checkpoint_every=50"])
     tokenizer_eval_clips: int = 48
     # text tokenizer and shards
@@ -43,7 +43,7 @@ class DemoConfig:
     chunk_rows: int = 500
     # the LM
     lm_preset: str = "tiny"
-    lm_steps: int = 1600
+    lm_steps: int = 1500
     lm_settings: list[str] = field(default_factory=lambda: [
         "block_size=512", "micro_batch_size=8", "lr=2e-3", "warmup_steps=30", "checkpoint_every=50",
         "val_every=100", "log_every=10", "compile=true"])
