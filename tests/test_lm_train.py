@@ -63,6 +63,15 @@ def make_shards(out: Path, num_clips: int, seed: int = 0) -> TokenLayout:
 
 
 def run(data, out, steps, *overrides, **kwargs):
+    """One training run, as a fresh process would make it.
+
+    torch.compile's state is process-wide: after enough compiles of the decoder layer (other runs
+    of this process with other shapes, precisions or modes) dynamo stops compiling it and runs it
+    eagerly, and earlier shapes make later compiles dynamic-shaped. Either changes bf16 rounding,
+    so a run here and the run it is compared with would differ for a reason no real resume has
+    (each ``reelm lm train --resume`` is a new process). Reset it, as a new process starts.
+    """
+    torch._dynamo.reset()
     return train(data, out, preset="tiny", overrides=[*COMMON, f"steps={steps}", *overrides],
                  peak_flops=1e11, progress=False, **kwargs)
 
