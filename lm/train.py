@@ -38,7 +38,7 @@ from reelm.cpu_allocator import keep_freed_memory
 from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader, split_indices
 from reelm.data.shards import ShardSet, load_shards
 from reelm.data.token_layout import IGNORE_INDEX, TokenLayout
-from reelm.device import PRECISIONS, train_in_bf16
+from reelm.device import PRECISIONS, saved_precision, train_in_bf16
 from reelm.distributed import DistInfo, init_distributed
 from reelm.errors import ReelmError
 from reelm.lm.checkpoint import KIND, load_hf_model, load_training_state, remove_stale_staging, save_training_checkpoint
@@ -415,7 +415,8 @@ def _saved(run_dir: Path, resume: bool) -> dict | None:
     if not found:
         return None
     folder = latest_checkpoint(run_dir)
-    return {**read_meta(folder, KIND), "folder": folder}
+    meta = read_meta(folder, KIND)
+    return {**meta, **({"train": saved_precision(meta["train"])} if "train" in meta else {}), "folder": folder}
 
 
 def _check_resume(saved: dict, lm_cfg: LMConfig, cfg: TrainConfig, world_size: int, layout: TokenLayout) -> ResumePlan:

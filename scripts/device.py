@@ -79,6 +79,17 @@ def train_in_bf16(device: torch.device, precision: str = "auto") -> bool:
     return native
 
 
+def saved_precision(train_config: dict) -> dict:
+    """A saved training config with its ``precision``; one saved before the setting existed gets the one it ran in.
+
+    Runs before 2026-11-26 trained in bf16 on GPUs and in fp32 on CPUs: ``auto`` keeps that on
+    GPUs, ``fp32`` on CPUs (``auto`` there would switch a resumed run to bf16 on AMX CPUs).
+    """
+    if "precision" in train_config:
+        return train_config
+    return {**train_config, "precision": "auto" if torch.cuda.is_available() else "fp32"}
+
+
 def compute_dtype(device: torch.device) -> torch.dtype:
     """The dtype weights are held in for inference on ``device``: bf16 where supported, else fp32."""
     return torch.bfloat16 if use_bf16(device) else torch.float32

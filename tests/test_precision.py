@@ -87,3 +87,28 @@ def test_a_bad_precision_is_a_config_error(tmp_path):
 
     with pytest.raises(ReelmError, match="precision='half': choose from auto, bf16, fp32"):
         check_config(apply_overrides(TrainConfig(), ["precision=half"]))
+
+
+def test_a_run_saved_before_the_setting_resumes_in_the_precision_it_ran_in(tmp_path, monkeypatch):
+    import json
+
+    from reelm.checkpoint import list_checkpoints
+    from reelm.device import saved_precision
+    from reelm.tokenizer.train import saved_configs, train
+
+    assert saved_precision({"precision": "bf16", "lr": 1.0}) == {"precision": "bf16", "lr": 1.0}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert saved_precision({"lr": 1.0})["precision"] == "auto"  # it ran in bf16 on a GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert saved_precision({"lr": 1.0})["precision"] == "fp32"  # it ran in fp32 on a CPU
+    cfg = apply_overrides(TrainConfig(steps=4, checkpoint_every=2, log_every=1),
+                          ["clip.num_frames=5", "clip.size=32", "batch_size=2"])
+    run = tmp_path / "old"
+    train(PRESETS["tiny"](), cfg, run, progress=False, device="cpu", stop_at=2)
+    config_file = list_checkpoints(run)[-1][1] / "train_config.json"
+    old = json.loads(config_file.read_text())
+    del old["precision"]  # as a checkpoint written before the setting existed
+    config_file.write_text(json.dumps(old))
+    assert saved_configs(run)[1].precision == "fp32"
+    train(None, None, run, resume=True, progress=False, device="cpu")  # resumes, no "precision changed" refusal
+    assert [step for step, _ in list_checkpoints(run)][-1] == 4

@@ -41,7 +41,7 @@ from reelm.data.clip_stream import ClipStream
 from reelm.data.clips import ClipSpec, SkipLog, check_clip_spec
 from reelm.data.sources import open_source
 from reelm.data.synthetic import WorldOptions
-from reelm.device import PRECISIONS, autocast, train_in_bf16
+from reelm.device import PRECISIONS, autocast, saved_precision, train_in_bf16
 from reelm.distributed import any_rank, init_distributed
 from reelm.errors import ReelmError
 from reelm.metrics_log import MetricsLog
@@ -338,7 +338,7 @@ def saved_configs(run: str | Path) -> tuple[TokenizerConfig, TrainConfig]:
     folder = ckpt.resolve_checkpoint(run)
     model = dict(ckpt.read_meta(folder, KIND)["config"])
     legacy_loss = model.pop(LEGACY_TRAINING_KEY, None)  # pre-0.2: the objective lived in the model config
-    train = load_json(folder / TRAIN_CONFIG_FILE)
+    train = saved_precision(load_json(folder / TRAIN_CONFIG_FILE))
     if legacy_loss is not None and "loss" not in train:
         train = {**train, "loss": legacy_loss}
     return (from_dict(TokenizerConfig, model, where=f"{folder}/reelm.json config"),
