@@ -2,8 +2,9 @@
 
 The shipped configs (``deepspeed_configs/zero0.json`` .. ``zero3.json``) leave every value
 the training config owns as ``"auto"``; :func:`resolve_deepspeed_config` fills them in
-(micro batch, gradient accumulation, global batch, clipping, ZeRO stage, precision) and rejects a user config whose explicit values disagree with the training config, so
-the two can never silently differ. This module imports no torch, so the command line can
+(micro batch, gradient accumulation, global batch, clipping, ZeRO stage, precision) and
+rejects a user config whose explicit values disagree with the training config, so the two can
+never silently differ. This module imports no torch, so the command line can
 list the shipped names in ``--help`` instantly.
 
 Follows: the ``"auto"`` config values of transformers' DeepSpeed integration.

@@ -107,6 +107,7 @@ def bench_preset(name: str, args) -> dict:
     from reelm.lm.flops import flops_per_token, non_embedding_parameters
     from reelm.lm.loss_meter import LossMeter
     from reelm.lm.model import build_model, compile_layers, preset
+    from reelm.device import autocast
     from reelm.lm.train import TrainConfig, prepare_batch, train_step
 
     lm_cfg = preset(name)
@@ -140,7 +141,7 @@ def bench_preset(name: str, args) -> dict:
                                       weight_decay=cfg.weight_decay, fused=True)  # the kernel reelm's optimizer uses
 
         def step(batch):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with autocast(torch.device("cpu"), bf16):  # reelm.device's, as the tokenizer trainer uses it
                 loss = model(input_ids=batch["input_ids"], labels=batch["labels"],
                              position_ids=batch["position_ids"], use_cache=False).loss
             loss.backward()
