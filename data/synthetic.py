@@ -32,7 +32,8 @@ import numpy as np
 from reelm.config import ConfigError
 from reelm.data.captions import caption_for, parse_caption
 from reelm.data.synthetic_render import render_frames
-from reelm.data.synthetic_scene import HELD_OUT, SPLITS, held_out_matches, is_held_out, sample_scene
+from reelm.data.synthetic_scene import (COLORS, HELD_OUT, MOTIONS, SHAPES, SIZES, SPEEDS, SPLITS, Vocabulary,
+                                        held_out_matches, is_held_out, sample_scene)
 
 __all__ = [
     "WorldOptions",
@@ -66,6 +67,19 @@ class WorldConfig:
     max_objects: int = 2
     textured_backgrounds: bool = True
     split: str = "train"
+    # the attribute values drawn (subsets of reelm.data.synthetic_scene's tables) and where objects start
+    shapes: tuple[str, ...] = SHAPES
+    colors: tuple[str, ...] = tuple(COLORS)
+    sizes: tuple[str, ...] = tuple(SIZES)
+    motions: tuple[str, ...] = tuple(MOTIONS)
+    speeds: tuple[str, ...] = tuple(SPEEDS)
+    start_positions: str = "away"  # "away": in the half the motion leads away from; "independent": see synthetic_scene
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary(shapes=tuple(self.shapes), colors=tuple(self.colors), sizes=tuple(self.sizes),
+                          motions=tuple(self.motions), speeds=tuple(self.speeds),
+                          start_positions=self.start_positions)
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -82,6 +96,15 @@ class WorldConfig:
             raise ConfigError(f"world max_objects must be in 1..{MAX_OBJECTS}, got {self.max_objects!r}")
         if self.split not in SPLITS:
             raise ConfigError(f"world split must be one of {list(SPLITS)}, got {self.split!r}")
+        for name in ("shapes", "colors", "sizes", "motions", "speeds"):
+            if isinstance(getattr(self, name), str) or not isinstance(getattr(self, name), (list, tuple)):
+                raise ConfigError(f"world {name} must be a list of names, got {getattr(self, name)!r}")
+        problems = self.vocabulary.problems()
+        if problems:
+            raise ConfigError(problems[0])
+        if self.split == "heldout" and not self.vocabulary.held_out():
+            raise ConfigError(f"this world draws none of the held-out combinations {list(HELD_OUT)}, so it has no "
+                              f"'heldout' split")
 
 
 @dataclass(kw_only=True)
@@ -96,13 +119,21 @@ class WorldOptions:
     max_objects: int = 2
     textured_backgrounds: bool = True
     start: int = 0  # first clip index, to shard a world between jobs
+    shapes: tuple[str, ...] = SHAPES
+    colors: tuple[str, ...] = tuple(COLORS)
+    sizes: tuple[str, ...] = tuple(SIZES)
+    motions: tuple[str, ...] = tuple(MOTIONS)
+    speeds: tuple[str, ...] = tuple(SPEEDS)
+    start_positions: str = "away"
 
     def world_config(self, *, size: int, num_frames: int, fps: float, seed: int) -> WorldConfig:
         """The world of square ``size`` x ``size`` clips of ``num_frames`` at ``fps`` these options describe."""
         if not _is_int(self.start) or self.start < 0:
             raise ConfigError(f"world start must be a non-negative integer, got {self.start!r}")
         return WorldConfig(height=size, width=size, num_frames=num_frames, fps=fps, seed=seed, split=self.split,
-                           max_objects=self.max_objects, textured_backgrounds=self.textured_backgrounds)
+                           max_objects=self.max_objects, textured_backgrounds=self.textured_backgrounds,
+                           shapes=self.shapes, colors=self.colors, sizes=self.sizes, motions=self.motions,
+                           speeds=self.speeds, start_positions=self.start_positions)
 
 
 def _is_int(value) -> bool:
@@ -142,6 +173,7 @@ class SyntheticWorld:
             max_objects=cfg.max_objects,
             textured=cfg.textured_backgrounds,
             split=cfg.split,
+            vocabulary=cfg.vocabulary,
         )
         attributes = {
             "split": cfg.split,

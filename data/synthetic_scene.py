@@ -3,8 +3,12 @@ sampling a scene's ground truth (objects, their per-frame tracks, the background
 
 Every object has a shape, a color, a size (radius as a fraction of the frame's shorter
 side), a motion (eight directions or static) and a speed (frame sides per second; ``None``
-when static). Moving objects start in the half of the frame their motion leads away from
-and bounce off the frame edges, so the whole shape stays in frame on every frame; the
+when static), each drawn from a :class:`Vocabulary` (by default every value there is).
+Where objects start is the vocabulary's ``start_positions``: ``"away"`` (the default) puts a
+moving object in the half of the frame its motion leads away from; ``"independent"`` draws
+every object's start from one region, the same for every motion, inside which no motion of
+the vocabulary reaches a frame edge during the clip, so frame 0 says nothing about the motion.
+Objects bounce off the frame edges, so the whole shape stays in frame on every frame; the
 captioned motion is the initial direction. Objects in one scene have distinct colors.
 
 Held-out combinations (``HELD_OUT``), never in the "train" or "val" splits, present in
@@ -21,6 +25,7 @@ the object's center is covered by an object drawn after it (later objects are on
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -76,6 +81,42 @@ MIN_SEPARATION_TRIES = 20
 DECIMALS = 3
 
 
+START_POSITIONS = ("away", "independent")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vocabulary:
+    """The attribute values a world draws from (a subset of the tables above, in their order) and where objects start."""
+
+    shapes: tuple[str, ...] = SHAPES
+    colors: tuple[str, ...] = tuple(COLORS)
+    sizes: tuple[str, ...] = tuple(SIZES)
+    motions: tuple[str, ...] = tuple(MOTIONS)
+    speeds: tuple[str, ...] = tuple(SPEEDS)
+    start_positions: str = "away"
+
+    def problems(self) -> list[str]:
+        """What is wrong with these values, one message each (empty when they are usable)."""
+        found = []
+        for name, table in (("shapes", SHAPES), ("colors", COLORS), ("sizes", SIZES), ("motions", MOTIONS),
+                            ("speeds", SPEEDS)):
+            values = getattr(self, name)
+            unknown = [v for v in values if v not in table]
+            if not values or unknown or len(set(values)) != len(values):
+                found.append(f"world {name} must be distinct values from {list(table)}, got {list(values)!r}")
+        if self.start_positions not in START_POSITIONS:
+            found.append(f"world start_positions must be one of {list(START_POSITIONS)}, got {self.start_positions!r}")
+        return found
+
+    def held_out(self) -> tuple[dict[str, str], ...]:
+        """The ``HELD_OUT`` combinations this vocabulary can draw."""
+        tables = {"shape": self.shapes, "color": self.colors, "motion": self.motions}
+        return tuple(combo for combo in HELD_OUT if all(v in tables[k] for k, v in combo.items()))
+
+
+FULL = Vocabulary()
+
+
 def held_out_matches(attributes: dict) -> list[dict[str, str]]:
     """The ``HELD_OUT`` combinations present in a scene (``attributes["objects"]``), in order."""
     return [dict(combo) for combo in HELD_OUT if any(_matches(obj, combo) for obj in attributes["objects"])]
@@ -100,28 +141,32 @@ def sample_scene(
     max_objects: int,
     textured: bool,
     split: str,
+    vocabulary: Vocabulary = FULL,
 ) -> dict:
     """Draw one scene's ground truth: ``{"background": ..., "objects": [...]}`` with tracks."""
-    objects = _sample_objects(rng, int(rng.integers(1, max_objects + 1)), split)
+    objects = _sample_objects(rng, int(rng.integers(1, max_objects + 1)), split, vocabulary)
     background = _sample_background(rng, height, width, textured)
     starts: list[tuple[float, float, float]] = []
+    reach = _reach(vocabulary, height, width, num_frames, fps) if vocabulary.start_positions == "independent" else None
     for obj in objects:
         obj["radius"] = round(SIZES[obj["size"]] * min(height, width), DECIMALS)
-        center = _sample_start(rng, obj, height, width, starts)
+        center = _sample_start(rng, obj, height, width, starts, reach)
         starts.append((*center, obj["radius"]))
         obj["track"] = _track(obj, center, height, width, num_frames, fps)
     _mark_occlusions(objects)
     return {"background": background, "objects": objects}
 
 
-def _sample_objects(rng: np.random.Generator, count: int, split: str) -> list[dict]:
+def _sample_objects(rng: np.random.Generator, count: int, split: str, vocabulary: Vocabulary) -> list[dict]:
     """``count`` objects with distinct colors; for "heldout", one carries a held-out combination."""
     objects: list[dict] = []
+    held_out = vocabulary.held_out()
     if split == "heldout":
-        combo = HELD_OUT[int(rng.integers(len(HELD_OUT)))]
-        objects.append(_sample_object(rng, fixed=combo, used_colors=set()))
+        combo = held_out[int(rng.integers(len(held_out)))]
+        objects.append(_sample_object(rng, vocabulary, fixed=combo, used_colors=set()))
+    count = min(count, len(vocabulary.colors))
     while len(objects) < count:
-        obj = _sample_object(rng, fixed={}, used_colors={o["color"] for o in objects})
+        obj = _sample_object(rng, vocabulary, fixed={}, used_colors={o["color"] for o in objects})
         if split == "heldout" or not any(_matches(obj, combo) for combo in HELD_OUT):
             objects.append(obj)
     if split == "heldout":
@@ -129,14 +174,15 @@ def _sample_objects(rng: np.random.Generator, count: int, split: str) -> list[di
     return objects
 
 
-def _sample_object(rng: np.random.Generator, *, fixed: dict[str, str], used_colors: set[str]) -> dict:
-    colors = [c for c in COLORS if c not in used_colors]
+def _sample_object(rng: np.random.Generator, vocabulary: Vocabulary, *, fixed: dict[str, str],
+                   used_colors: set[str]) -> dict:
+    colors = [c for c in vocabulary.colors if c not in used_colors]
     obj = {
-        "shape": SHAPES[int(rng.integers(len(SHAPES)))],
+        "shape": vocabulary.shapes[int(rng.integers(len(vocabulary.shapes)))],
         "color": colors[int(rng.integers(len(colors)))],
-        "size": list(SIZES)[int(rng.integers(len(SIZES)))],
-        "motion": list(MOTIONS)[int(rng.integers(len(MOTIONS)))],
-        "speed": list(SPEEDS)[int(rng.integers(len(SPEEDS)))],
+        "size": vocabulary.sizes[int(rng.integers(len(vocabulary.sizes)))],
+        "motion": vocabulary.motions[int(rng.integers(len(vocabulary.motions)))],
+        "speed": vocabulary.speeds[int(rng.integers(len(vocabulary.speeds)))],
     }
     obj.update(fixed)
     if obj["motion"] == "static":
@@ -150,17 +196,39 @@ def _center_range(obj: dict, height: int, width: int) -> tuple[float, float, flo
     return -x0, width - x1, -y0, height - y1
 
 
+def _reach(vocabulary: Vocabulary, height: int, width: int, num_frames: int, fps: float) -> tuple[float, float]:
+    """``(x, y)`` pixels the farthest-moving object of the vocabulary travels along each axis during a clip."""
+    fastest = max(SPEEDS[s] for s in vocabulary.speeds) * min(height, width) / fps * max(num_frames - 1, 0)
+    moving = [MOTIONS[m] for m in vocabulary.motions if m != "static"]
+    return (fastest * max((abs(ux) for ux, _ in moving), default=0.0),
+            fastest * max((abs(uy) for _, uy in moving), default=0.0))
+
+
 def _sample_start(
-    rng: np.random.Generator, obj: dict, height: int, width: int, others: list[tuple[float, float, float]]
+    rng: np.random.Generator, obj: dict, height: int, width: int, others: list[tuple[float, float, float]],
+    reach: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
-    """A start center in the half the motion leads away from, apart from earlier objects if it can be."""
+    """A start center (see the module docstring: ``reach`` set means independent of the motion), apart from
+    earlier objects if it can be."""
     x_lo, x_hi, y_lo, y_hi = _center_range(obj, height, width)
     vx, vy = MOTIONS[obj["motion"]]
+    if reach is not None:  # one region for every motion: the center, shrunk by how far any motion travels
+        x_lo, x_hi = _shrunk(x_lo, x_hi, reach[0])
+        y_lo, y_hi = _shrunk(y_lo, y_hi, reach[1])
+        vx = vy = 0.0
     for _ in range(MIN_SEPARATION_TRIES):
         center = (_start_coord(rng, x_lo, x_hi, vx), _start_coord(rng, y_lo, y_hi, vy))
         if all(math.dist(center, (ox, oy)) >= obj["radius"] + r for ox, oy, r in others):
             break
     return center
+
+
+def _shrunk(lo: float, hi: float, margin: float) -> tuple[float, float]:
+    """``[lo + margin, hi - margin]``, or the middle of ``[lo, hi]`` where that is empty."""
+    if hi - lo <= 2 * margin:
+        mid = (lo + hi) / 2
+        return mid, mid
+    return lo + margin, hi - margin
 
 
 def _start_coord(rng: np.random.Generator, lo: float, hi: float, velocity: float) -> float:

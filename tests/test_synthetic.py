@@ -311,3 +311,85 @@ def test_cli_reports_bad_flags_in_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("reelm: error:") and "height" in err[0]
+
+
+# --- vocabularies and start positions ----------------------------------------------------------------------
+
+DEMO_LIKE = dict(num_frames=9, max_objects=1, textured_backgrounds=False, shapes=("circle", "square", "triangle"),
+                 sizes=("large",), motions=("left", "right", "up", "down", "static"), speeds=("slow",))
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_a_vocabulary_limits_what_the_world_draws(split):
+    w = world(split=split, **DEMO_LIKE)
+    drawn = {key: set() for key in ("shape", "size", "motion", "speed")}
+    for i in range(120):
+        obj = w.attributes(i)["objects"][0]
+        for key in drawn:
+            drawn[key].add(obj[key])
+        assert parse_caption(w.caption(i))["objects"][0]["shape"] == obj["shape"]
+    assert drawn["shape"] <= set(DEMO_LIKE["shapes"]) and drawn["size"] == {"large"}
+    assert drawn["motion"] <= set(DEMO_LIKE["motions"]) and drawn["speed"] <= {"slow", None}
+    if split != "heldout":
+        assert len(drawn["shape"]) == 3 and len(drawn["motion"]) == 5
+
+
+def test_heldout_split_keeps_the_combinations_the_vocabulary_can_draw():
+    w = world(split="heldout", **DEMO_LIKE)
+    combos = {json.dumps(c, sort_keys=True) for i in range(200) for c in w.attributes(i)["held_out"]}
+    expected = {json.dumps(c, sort_keys=True) for c in HELD_OUT
+                if c.get("shape", "circle") in DEMO_LIKE["shapes"] and c.get("motion", "up") in DEMO_LIKE["motions"]}
+    assert combos == expected and len(expected) == 4  # blue triangle, orange square, red up, green left
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(shapes=("circle", "hexagon")), "world shapes"),
+    (dict(motions=()), "world motions"),
+    (dict(colors=("red", "red")), "world colors"),
+    (dict(sizes="large"), "world sizes"),
+    (dict(start_positions="middle"), "start_positions"),
+    (dict(split="heldout", shapes=("circle",), motions=("static",)), "held-out"),
+])
+def test_bad_vocabulary_is_a_user_error(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        WorldConfig(**overrides)
+
+
+def test_independent_starts_say_nothing_about_the_motion_and_never_bounce():
+    w = world(start_positions="independent", **DEMO_LIKE)
+    starts = {m: [] for m in DEMO_LIKE["motions"]}
+    for i in range(300):
+        obj = w.attributes(i)["objects"][0]
+        center = np.asarray(obj["track"]["center"])  # (T, 2)
+        starts[obj["motion"]].append(center[0])
+        if obj["motion"] != "static":  # constant velocity from the first frame to the last: no bounce
+            np.testing.assert_allclose(np.diff(center, axis=0), np.diff(center, axis=0)[:1].repeat(8, 0), atol=2e-3)
+        x0, y0, x1, y1 = np.asarray(obj["track"]["bbox"]).T
+        assert x0.min() >= 0 and y0.min() >= 0 and x1.max() <= 64 and y1.max() <= 64
+    lo = np.min([np.min(s, axis=0) for s in starts.values()], axis=0)
+    hi = np.max([np.max(s, axis=0) for s in starts.values()], axis=0)
+    for motion, points in starts.items():  # every motion starts anywhere in the one shared region
+        points = np.asarray(points)
+        assert (points.min(axis=0) < lo + 0.3 * (hi - lo)).all() and (points.max(axis=0) > hi - 0.3 * (hi - lo)).all(), motion
+    away = world(**DEMO_LIKE)  # the default: the start gives the motion away
+    rights = [away.attributes(i)["objects"][0] for i in range(200)]
+    xs = [o["track"]["center"][0][0] for o in rights if o["motion"] == "right"]
+    assert max(xs) <= 32
+
+
+def test_the_default_vocabulary_draws_what_the_world_always_drew():
+    full = synthetic_scene.Vocabulary()
+    assert full.shapes == synthetic_scene.SHAPES and full.motions == tuple(MOTIONS)
+    assert world(seed=3).attributes(5) == SyntheticWorld(WorldConfig(seed=3, shapes=full.shapes)).attributes(5)
+
+
+def test_cli_takes_the_vocabulary_flags(tmp_path, capsys):
+    from reelm.cli import main
+
+    assert main(["data", "synthetic", "--num-clips", "6", "--out", str(tmp_path), "--num-frames", "5",
+                 "--shapes", "circle,square", "--motions", "left,static", "--start-positions", "independent"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert {o["shape"] for r in rows for o in r["attributes"]["objects"]} <= {"circle", "square"}
+    assert {o["motion"] for r in rows for o in r["attributes"]["objects"]} <= {"left", "static"}
+    assert main(["data", "synthetic", "--num-clips", "1", "--out", str(tmp_path / "x"), "--shapes", "blob"]) == 2
+    assert "world shapes" in capsys.readouterr().err

@@ -39,6 +39,15 @@ def add_world_flags(parser: argparse.ArgumentParser, *, scope: str = "") -> None
                         help=f"plain backgrounds only, no textures{scope}")
     parser.add_argument("--start", type=int, metavar="I", help=f"first world clip index, for sharding{scope} "
                         "(default: 0)")
+    for name in VOCABULARY_FLAGS:
+        parser.add_argument(f"--{name}", metavar="A,B,...", help=f"the {name} to draw{scope}, comma-separated "
+                            f"(default: all; e.g. --shapes circle,square,triangle)")
+    parser.add_argument("--start-positions", choices=("away", "independent"),
+                        help=f"where objects start{scope}: away (the half the motion leads away from; default) or "
+                        "independent (one central region for every motion)")
+
+
+VOCABULARY_FLAGS = ("shapes", "colors", "sizes", "motions", "speeds")
 
 
 def add_outside_root_flag(parser: argparse.ArgumentParser) -> None:
@@ -50,9 +59,17 @@ def add_outside_root_flag(parser: argparse.ArgumentParser) -> None:
 
 def world_settings(args: argparse.Namespace) -> list[str]:
     """The world flags given, as ``KEY=VALUE`` settings of :class:`reelm.data.synthetic.WorldOptions`."""
+    import json
+
     given = {"split": args.split, "max_objects": args.max_objects, "start": args.start,
-             "textured_backgrounds": False if args.plain_backgrounds else None}
-    return [f"{key}={'false' if value is False else value}" for key, value in given.items() if value is not None]
+             "textured_backgrounds": False if args.plain_backgrounds else None,
+             "start_positions": args.start_positions}
+    settings = [f"{key}={'false' if value is False else value}" for key, value in given.items() if value is not None]
+    for name in VOCABULARY_FLAGS:
+        if getattr(args, name) is not None:
+            values = [v.strip() for v in getattr(args, name).split(",") if v.strip()]
+            settings.append(f"{name}={json.dumps(values)}")
+    return settings
 
 
 def world_options(args: argparse.Namespace):
