@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from reelm.data.packing import Block, pack
-from reelm.data.token_layout import TASKS, Task, TokenLayout
+from reelm.data.token_layout import TASKS, Task, TokenLayout, continuation_context
 from reelm.errors import ReelmError
 
 TASK_INDEX = {task: i for i, task in enumerate(TASKS)}
@@ -90,7 +90,7 @@ def example_sequence(layout: TokenLayout, example: dict, mixture: MixtureConfig,
     elif task is Task.I2V:
         seq = layout.sequence(task, text=text, image=grid[:1], video=grid[1:], loss_on=mixture.loss_on)
     elif task is Task.V2V:
-        k = max(1, t // 2)
+        k = continuation_context(t)
         seq = layout.sequence(task, text=text, context=grid[:k], video=grid[k:], loss_on=mixture.loss_on)
     elif task is Task.V2T:
         seq = layout.sequence(task, text=caption, video=grid, loss_on=mixture.loss_on)

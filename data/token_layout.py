@@ -94,6 +94,13 @@ LAYOUT_KEYS = ("layout_version", "text_vocab_size", "special_tokens", "code_offs
                "vocab_size", "latent_hw", "video_tokenizer")
 
 
+def continuation_context(latent_frames: int) -> int:
+    """Latent frames of context a continuation (v2v) of a ``latent_frames``-frame clip keeps: half, rounded up,
+    and at least one frame left to generate. Training, the pipeline and the eval all use this one rule, so a
+    3-frame clip is continued from 2 frames: the context shows motion, not only a first frame."""
+    return max(1, min(latent_frames - 1, (latent_frames + 1) // 2))
+
+
 def special_token(name: str) -> str:
     """The string of a special token in ``tokenizer.json``: ``"bos"`` -> ``"<|bos|>"``."""
     return f"<|{name}|>"

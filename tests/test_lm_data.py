@@ -105,3 +105,18 @@ def test_too_long_sequences_are_counted_not_silently_dropped(layout, dataset):
     loader = PackedLoader(dataset, layout, LoaderConfig(block_size=16, batch_size=2))
     loader.next_batch()
     assert loader.skipped["longer than block_size"] > 0
+
+
+def test_continuation_keeps_half_the_clip_rounded_up_and_leaves_a_frame_to_generate(layout, dataset):
+    from reelm.data.token_layout import continuation_context
+
+    assert [continuation_context(t) for t in (1, 2, 3, 4, 5, 9)] == [1, 1, 2, 2, 3, 5]
+    cfg = LoaderConfig(block_size=48, batch_size=4, mixture=MixtureConfig(t2v=0, i2v=0, v2t=0, uncond=0, v2v=1))
+    continued = 0
+    for ids, _, task in _docs(PackedLoader(dataset, layout, cfg).next_batch(), layout):
+        parsed = layout.parse(ids) if task != -1 else None
+        if parsed is not None and parsed.task is Task.V2V:
+            t = len(parsed.context) + len(parsed.video)
+            assert len(parsed.context) == continuation_context(t)
+            continued += t >= 3
+    assert continued

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--image", metavar="PATH", help="image-to-video: this image is the first frame")
     p.add_argument("--video", metavar="PATH", help="continuation: the end of this clip is kept and extended")
     p.add_argument("--context-frames", type=int, metavar="K", help="with --video: latent frames of context to keep "
-                   "(default: half the training length)")
+                   "(default: half the training length, rounded up, leaving at least one to generate)")
     p.add_argument("--prompts", metavar="FILE", help="one prompt per line (UTF-8), generated in batches")
     p.add_argument("--num-samples", type=int, default=1, metavar="N", help="videos per prompt (default: 1)")
     p.add_argument("--frames", type=int, metavar="N", help="frames per video (default: the training length; "

@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from reelm.data.token_layout import Task
+from reelm.data.token_layout import Task, continuation_context
 from reelm.data.video_read import fit_frames, frames_to_tensor, iter_frames, read_video, tensor_to_frames
 from reelm.device import torch_threads
 from reelm.errors import ReelmError
@@ -127,10 +127,10 @@ class VideoPipeline:
                        **kwargs) -> VideoPipelineOutput:
         """``video``: a path (read at the model's frame rate) or ``(T, H, W, 3)`` uint8 frames.
 
-        ``context_frames``: latent frames of the clip's end to keep and extend (default: half the
-        training length, the context the model was trained with).
+        ``context_frames``: latent frames of the clip's end to keep and extend (default:
+        :func:`reelm.data.token_layout.continuation_context`, the context the model was trained with).
         """
-        k = context_frames if context_frames is not None else max(1, self.model.latent_frames // 2)
+        k = context_frames if context_frames is not None else continuation_context(self.model.latent_frames)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < self.model.latent_frames:
             raise PipelineInputError(f"context_frames {k!r}: expected 1 .. {self.model.latent_frames - 1} latent "
                                      f"frames (the model continues clips of {self.model.latent_frames})")
@@ -238,7 +238,7 @@ class VideoPipeline:
                progress, timings):
         """One more window for every sample: re-encode the end as context, generate what follows, keep the new frames."""
         window, ft = self.model.latent_frames, self.tokenizer.temporal_downsample
-        k = max(1, window // 2)
+        k = continuation_context(window)
         new = min(window - k, total - len(grids[0]))
         began = time.perf_counter()
         contexts = [self.encode(video[-(1 + ft * (k - 1)):]) for video in videos]
