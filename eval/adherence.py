@@ -72,17 +72,23 @@ def score_against(readings: Sequence[ObjectReading | Mapping], expected: Mapping
     return _score(wanted, got)
 
 
-def caption_accuracy(caption: str, attributes: Mapping) -> dict:
+def caption_accuracy(caption: str, attributes: Mapping, *, keys: Sequence[str] = ATTRIBUTES) -> dict:
     """Score a generated ``caption`` against a clip's ground-truth ``attributes``.
 
     The caption is parsed with :func:`reelm.data.captions.parse_caption`; every ground-truth
-    attribute (``None`` ones, the speed of a static object, aside) counts, and one the caption
-    does not name is wrong. Same result layout as :func:`score_against` (``extra``: clauses
-    describing objects the clip does not have).
+    attribute in ``keys`` (``None`` ones, the speed of a static object, aside) counts, and one the
+    caption does not name is wrong. ``keys`` leaves out attributes a world never varies (one size,
+    one speed), which tell nothing about the clip. Same result layout as :func:`score_against`
+    (``extra``: clauses describing objects the clip does not have).
     """
     if not isinstance(caption, str):
         raise AdherenceError(f"caption must be a string, got {type(caption).__name__}")
-    return _score(_objects(attributes, "attributes"), parse_caption(caption)["objects"])
+    unknown = [key for key in keys if key not in ATTRIBUTES]
+    if unknown:
+        raise AdherenceError(f"unknown attributes {unknown}; choose from {list(ATTRIBUTES)}")
+    wanted = [{key: (value if key in keys else None) for key, value in obj.items()}
+              for obj in _objects(attributes, "attributes")]
+    return _score(wanted, parse_caption(caption)["objects"])
 
 
 def aggregate(scores: Iterable[Mapping]) -> dict:

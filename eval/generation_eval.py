@@ -11,6 +11,8 @@ seeded) and scores each one:
   them, from one-object scenes of the world's ``val`` and ``heldout`` splits);
 - **temporal quality** (:mod:`reelm.eval.temporal`): flicker on static regions, motion
   smoothness, how much moves at all;
+- with synthetic prompts the **prompt binding** diagnostic (:mod:`reelm.eval.prompt_binding`: how much
+  more likely the model finds real clips under their own prompt than with one attribute swapped);
 - with synthetic prompts also **image-to-video and continuation** (real clips' first frame or
   first latent frames as the condition: does the object keep its color and shape and move the
   way the real clip does; how far the first frame drifts from the condition) and
@@ -44,6 +46,7 @@ from reelm.atomic import write_text
 from reelm.config import from_dict, save_json, to_dict
 from reelm.data.captions import parse_caption, typed_prompt
 from reelm.data.synthetic import SyntheticWorld, WorldOptions, is_held_out, prompt_set
+from reelm.data.token_layout import continuation_context
 from reelm.data.video_write import write_mp4
 from reelm.device import torch_threads
 from reelm.distributed import init_distributed
@@ -74,6 +77,7 @@ class GenerationEvalConfig:
     continuation: int = 8  # synthetic: clips continued from their first latent frames
     captions: int = 16  # synthetic: held-out clips to caption
     reference: int = 64  # real clips for FVD / KVD / FID / KID
+    binding_clips: int = 96  # synthetic: val clips of the prompt-binding diagnostic (reelm.eval.prompt_binding); 0: none
     world: WorldOptions | None = None  # default: the model's training world, else one object on plain backgrounds
     i3d_path: str | None = None
     inception_path: str | None = None
@@ -114,6 +118,10 @@ def _evaluate(model, out, cfg: GenerationEvalConfig, dist, video_tokenizer, prog
     for record in samples + conditioned:
         write_mp4(out / "samples" / record["file"], record["video"], fps)
     summary = _summary(pipe, cfg, world, prompts, samples, conditioned, captions)
+    if cfg.prompts == "synthetic" and cfg.binding_clips:
+        from reelm.eval.prompt_binding import prompt_binding
+
+        summary["binding"] = prompt_binding(pipe, world, num_clips=cfg.binding_clips, seed=cfg.seed)
     summary["distribution"] = _distribution(samples, world, cfg, pipe)
     summary["timings"] = {"seconds": round(time.perf_counter() - began, 2)}
     lines = [json.dumps(_plain(r), sort_keys=True) for r in samples + conditioned + captions]
@@ -206,7 +214,7 @@ def _conditioned(pipe, world, cfg, dist, bar) -> list[dict]:
     jobs = [("i2v", I2V_START + i) for i in range(cfg.image_to_video)] + \
         [("v2v", CONTINUATION_START + i) for i in range(cfg.continuation)]
     ft = pipe.tokenizer.temporal_downsample
-    k = max(1, pipe.model.latent_frames // 2)
+    k = continuation_context(pipe.model.latent_frames)
     records = []
     for j in range(dist.rank, len(jobs), dist.world_size):
         kind, index = jobs[j]
@@ -258,10 +266,18 @@ def _captions(pipe, world, cfg, dist) -> list[dict]:
         clips = [source.clip(index) for _, index in chunk]
         out = pipe.caption([c.frames for c in clips], seed=cfg.seed)
         for (j, index), clip, caption in zip(chunk, clips, out.captions):
-            score = caption_accuracy(caption, clip.attributes)
+            score = caption_accuracy(caption, clip.attributes, keys=varied_attributes(world))
             records.append({"kind": "v2t", "id": j, "world_index": index, "caption": caption,
                             "truth": clip.caption, "score": _lean(score)})
     return records
+
+
+def varied_attributes(world) -> tuple[str, ...]:
+    """The object attributes the world draws more than one value of: what a caption must tell (a world of one
+    size and one speed gains nothing from a caption naming them)."""
+    values = {"shape": world.shapes, "color": world.colors, "size": world.sizes, "motion": world.motions,
+              "speed": world.speeds}
+    return tuple(key for key in ("shape", "color", "size", "motion", "speed") if len(values[key]) > 1)
 
 
 # --- gathering and summaries -----------------------------------------------------------------------
@@ -310,8 +326,9 @@ def _summary(pipe, cfg, world, prompts, samples, conditioned, captions) -> dict:
         "world": {key: value for key, value in to_dict(world).items()},
         "settings": {key: value for key, value in to_dict(cfg).items() if key not in ("world",)},
         "scorer": "reelm.eval.adherence (analytic; >= 99 % on rendered clips, tests/test_adherence.py)",
+        "caption_attributes": list(varied_attributes(world)),
         "groups": {SEEN: "val split: combinations seen in training", HELD_OUT: "heldout split: held-out "
-                   "combinations (blue triangle, orange square, cyan star, red up, green left, white down-right)"},
+                   "combinations (" + ", ".join(" ".join(combo.values()) for combo in world.vocabulary.held_out()) + ")"},
     }
     return summary
 

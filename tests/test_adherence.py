@@ -232,3 +232,16 @@ def test_bad_expected_attributes_are_one_line_errors():
         score_against([], {"objects": ["red circle"]})
     with pytest.raises(AdherenceError, match="caption must be a string"):
         caption_accuracy(None, {"objects": []})
+
+
+def test_caption_accuracy_scores_only_the_attributes_asked_for():
+    from reelm.eval.adherence import AdherenceError, caption_accuracy
+
+    truth = {"objects": [{"shape": "circle", "color": "red", "size": "large", "motion": "left", "speed": "slow"}]}
+    full = caption_accuracy("a red circle moves to the left", truth)
+    assert (full["correct"], full["total"]) == (3, 5)  # size and speed not named: wrong
+    varied = caption_accuracy("a red circle moves to the left", truth, keys=("shape", "color", "motion"))
+    assert (varied["correct"], varied["total"]) == (3, 3) and varied["attributes"]["size"]["total"] == 0
+    assert caption_accuracy("a red square moves up", truth, keys=("shape", "color", "motion"))["correct"] == 1
+    with pytest.raises(AdherenceError, match="unknown attributes"):
+        caption_accuracy("a red circle", truth, keys=("hue",))

@@ -67,6 +67,8 @@ def register(subparsers) -> None:
                    "(default: 16)")
     p.add_argument("--reference", type=int, default=64, metavar="N",
                    help="real clips for FVD / KVD / FID / KID (default: 64)")
+    p.add_argument("--binding-clips", type=int, default=96, metavar="N",
+                   help="synthetic: val clips of the prompt-binding diagnostic, teacher-forced (default: 96; 0: none)")
     p.add_argument("--guidance-scale", type=float, metavar="G", help="classifier-free guidance scale (default: the "
                    "pipeline's)")
     add_sampling_flags(p, default="the pipeline's")
@@ -126,7 +128,8 @@ def generate_main(args: argparse.Namespace) -> int:
         guidance_scale=DEFAULT_GUIDANCE if args.guidance_scale is None else args.guidance_scale,
         sampling=sampling_from(args, DEFAULT_SAMPLING), batch_size=args.batch_size, num_frames=args.frames,
         image_to_video=args.image_to_video, continuation=args.continuation, captions=args.captions,
-        reference=args.reference, world=world_options(args) if world_settings(args) else None,
+        reference=args.reference, binding_clips=args.binding_clips,
+        world=world_options(args) if world_settings(args) else None,
         i3d_path=args.i3d, inception_path=args.inception, clip_path=args.clip)
     try:
         summary = evaluate_generation(args.model, args.out, cfg, video_tokenizer=args.video_tokenizer,
