@@ -68,7 +68,7 @@ from reelm.checkpoint import (
 from reelm.config import from_dict, to_dict
 from reelm.data.token_layout import LayoutError, TokenLayout
 from reelm.distributed import any_rank
-from reelm.lm.model import LMConfig, hf_config, select_attention
+from reelm.lm.model import LMConfig, hf_config, layout_grid, select_attention
 from reelm.weights import local_folder
 
 KIND = "lm"
@@ -77,6 +77,7 @@ VIDEO_TOKENIZER_DIR = "video_tokenizer"
 UNSTORED_OPTIMIZER_KEYS = ("loss_scaler", "param_slice_mappings")
 HF_SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                  "num_key_value_heads", "tie_word_embeddings")
+VIDEO_GRID_KEYS = ("code_offset", "codebook_size", "latent_hw", "max_latent_frames")
 
 
 def rank_file(name: str, rank: int) -> str:
@@ -149,9 +150,11 @@ def load_hf_model(folder: str | Path, **kwargs):
 
 def check_hf_config(folder: Path, config, lm_cfg: LMConfig, layout: TokenLayout) -> None:
     """Raise unless config.json is the Hugging Face copy of ``lm_cfg`` over ``layout``'s vocabulary."""
-    want = hf_config(lm_cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id, pad_id=layout.pad_id)
+    want = hf_config(lm_cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id, pad_id=layout.pad_id,
+                     grid=layout_grid(layout))
+    keys = HF_SHAPE_KEYS + (VIDEO_GRID_KEYS if lm_cfg.video_positions else ())
     differ = [f"{key} {getattr(config, key, None)!r} (reelm.json and the layout give {getattr(want, key)!r})"
-              for key in HF_SHAPE_KEYS if getattr(config, key, None) != getattr(want, key)]
+              for key in ("model_type",) + keys if getattr(config, key, None) != getattr(want, key)]
     if differ:
         raise CheckpointError(f"{folder}/config.json disagrees with {META_FILE}: {', '.join(differ)}")
 

@@ -40,7 +40,7 @@ class DecodeStepError(ReelmError):
 def lean_unsupported(model) -> str | None:
     """Why :class:`LeanLlamaStep` cannot run ``model`` (``None`` when it can)."""
     config = model.config
-    if config.model_type != "llama":
+    if config.model_type not in ("llama", "reelm_llama"):
         return f"model type {config.model_type!r} is not llama"
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"activation {config.hidden_act!r} is not silu"
@@ -72,6 +72,7 @@ class LeanLlamaStep:
     def __init__(self, model, cache: StaticCache, max_positions: int):
         inner = model.model
         self.embed = inner.embed_tokens.weight
+        self.video_positions = getattr(model, "video_positions", None)
         self.norm = inner.norm
         self.cache = cache
         self.layers = [
@@ -97,14 +98,18 @@ class LeanLlamaStep:
         self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)  # rotate_half's sign folded in
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, slot: int,
-                 key_bias: torch.Tensor | None) -> torch.Tensor:
+                 key_bias: torch.Tensor | None, grid_index: torch.Tensor | None = None) -> torch.Tensor:
         """``(rows, hidden)``: the final-norm hidden state of each row's id at its position, written at ``slot``.
 
         ``key_bias`` ``(rows, 1, 1, >= slot + 1)`` is added to the attention scores: 0 for the
         cache slots a row attends to, ``-inf`` for the others (``None``: all of ``[0, slot]``).
+        ``grid_index`` ``(rows,)``: each id's cell in its video grid (-1: not a code), for a model
+        with video positions.
         """
         rows, heads, kv_heads, head_dim = ids.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
         hidden = F.embedding(ids, self.embed)  # (rows, hidden)
+        if self.video_positions is not None:
+            hidden = hidden + self.video_positions(grid_index)
         cos = self.cos[positions][:, None]  # (rows, 1, head_dim): the same angles for every head
         sin = self.sin[positions][:, None]
         bias = None if key_bias is None else key_bias[..., : slot + 1]
@@ -135,10 +140,11 @@ class LayerStep:
 
     def __init__(self, model, cache: StaticCache):
         self.model = model.model
+        self.video_positions = getattr(model, "video_positions", None)
         self.cache = cache
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, slot: int,
-                 key_bias: torch.Tensor | None) -> torch.Tensor:
+                 key_bias: torch.Tensor | None, grid_index: torch.Tensor | None = None) -> torch.Tensor:
         """As :meth:`LeanLlamaStep.__call__`, but ``key_bias`` must cover the whole cache (later slots ``-inf``).
 
         The layers write at the cache's own count of filled slots, which is ``slot`` when
@@ -146,6 +152,8 @@ class LayerStep:
         """
         inner = self.model
         hidden = inner.embed_tokens(ids[:, None])  # (rows, 1, hidden)
+        if self.video_positions is not None:
+            hidden = hidden + self.video_positions(grid_index[:, None])
         position_ids = positions[:, None]
         embeddings = inner.rotary_emb(hidden, position_ids=position_ids)
         for layer in inner.layers[: inner.config.num_hidden_layers]:

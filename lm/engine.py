@@ -140,7 +140,7 @@ class GenerationEngine:
     """
 
     def __init__(self, model, layout: TokenLayout, *, step: str = "auto", check_every: int = 16):
-        if getattr(model.config, "model_type", None) != "llama":
+        if getattr(model.config, "model_type", None) not in ("llama", "reelm_llama"):
             raise GenerationError(f"model type {getattr(model.config, 'model_type', None)!r}: "
                                   "the engine runs reelm's Llama LMs")
         if model.config.vocab_size < layout.vocab_size:
@@ -204,6 +204,7 @@ class GenerationEngine:
         rows = torch.arange(samples, device=self.device) // num_samples  # (samples,) request of each row
         expand = torch.cat([rows, rows + len(requests)]) if guided else rows  # (model rows,) prompt of each
         decode, logits, positions, key_bias, width = self._prefill(prompts + unconditional, expand, steps)
+        codes_seen = self._codes_seen(prompts + unconditional, expand)  # (model rows,) or None: no video positions
         synchronize(self.device)
         prefill_s = time.perf_counter() - start
 
@@ -244,13 +245,19 @@ class GenerationEngine:
                     live, states, row_done, chosen = live[keep], states[keep], row_done[keep], chosen[keep]
                     decode.select_rows(model_keep)
                     positions = positions[model_keep]
+                    codes_seen = None if codes_seen is None else codes_seen[model_keep]
                     key_bias = None if key_bias is None else key_bias[model_keep]
             if schedule.needs_forward(t):
                 slot = width + t
                 if key_bias is not None:
                     key_bias[..., slot] = 0.0
                 step_ids = torch.cat([chosen, chosen]) if guided else chosen
-                hidden = decode(step_ids, positions, slot, key_bias)  # (model rows, hidden)
+                grid_index = None
+                if codes_seen is not None:  # the fed id's cell in its video grid, for video positions
+                    is_code = (step_ids >= self.layout.code_offset) & (step_ids < self.layout.vocab_size)
+                    grid_index = torch.where(is_code, codes_seen, -1)
+                    codes_seen = codes_seen + is_code
+                hidden = decode(step_ids, positions, slot, key_bias, grid_index)  # (model rows, hidden)
                 positions = positions + 1
                 forwards += 1
             if progress is not None:
@@ -296,6 +303,13 @@ class GenerationEngine:
             if valid is not None:
                 key_bias[:, 0, 0, :width].masked_fill_(~valid[expand], float("-inf"))
         return decode, out.logits[:, -1][expand], lengths[expand], key_bias, width
+
+    def _codes_seen(self, prompts: list[np.ndarray], expand: torch.Tensor) -> torch.Tensor | None:
+        """``(model rows,)`` video codes in each row's prompt (after its ``<bos>``), for a model with video positions."""
+        if getattr(self.model, "video_positions", None) is None:
+            return None
+        counts = [int(((p >= self.layout.code_offset) & (p < self.layout.vocab_size)).sum()) for p in prompts]
+        return torch.tensor(counts, dtype=torch.long, device=self.device)[expand]
 
     def _samples(self, grid: np.ndarray, prompts: list[np.ndarray], num_samples: int) -> list[Sample]:
         samples = []

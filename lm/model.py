@@ -1,8 +1,19 @@
 """The multimodal LM: a Hugging Face Llama causal LM over the token layout's vocabulary.
 
 Text tokens, special tokens and video codes share one vocabulary (owned by
-``reelm.data.token_layout``); the model itself is a plain ``LlamaForCausalLM``, so
-``from_pretrained``, ``generate``, the attention backends and serving engines all work on it.
+``reelm.data.token_layout``); the model is a ``LlamaForCausalLM``, so ``from_pretrained``,
+``generate``, the attention backends and serving engines work on it.
+
+With ``video_positions=True`` it is :class:`VideoLlamaForCausalLM` (model type ``reelm_llama``,
+registered with ``AutoModelForCausalLM`` when ``reelm.lm`` is imported): the same Llama plus
+learned, factorized latent-frame / row / column embeddings added to every video code's token
+embedding, so a code knows which cell of the latent grid it is (1-D RoPE alone only tells
+distances, and where the grid starts moves with the caption's length). A code's cell is its
+index among the codes since its document's ``<bos>`` (an i2v image or v2v context is frame 0 on),
+which the model reads from the ids themselves: training, prefill and ``generate()`` need no extra
+input, and the engine's single-token steps pass each row's count. What serving engines lose:
+vLLM / TGI know ``llama``, not ``reelm_llama``; a plain-Llama model (``video_positions=False``)
+serves anywhere.
 The attention implementation is chosen once, when the model is built: ``flash_attention_2``
 when flash-attn is installed and the model lives on a GPU, ``sdpa`` otherwise. Packed
 sequences need no special model code: position ids restart at 0 for every document, and
@@ -19,7 +30,7 @@ import shutil
 from dataclasses import dataclass
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from reelm.config import resolve_preset
 from reelm.errors import ReelmError
@@ -37,6 +48,7 @@ class LMConfig:
     tie_word_embeddings: bool = True
     initializer_range: float = 0.02
     pad_vocab_to_multiple_of: int = 64  # padded ids are never produced by the token layout
+    video_positions: bool = False  # learned latent-frame / row / column embeddings on video codes (see above)
 
 
 def tiny() -> LMConfig:
@@ -94,8 +106,114 @@ def select_attention(device: torch.device | str) -> str:
     return "sdpa"
 
 
-def hf_config(cfg: LMConfig, vocab_size: int, *, bos_id: int, eos_id: int, pad_id: int) -> LlamaConfig:
-    return LlamaConfig(
+@dataclass(frozen=True)
+class VideoGrid:
+    """Where video codes are in the vocabulary and the latent grid they fill (from the token layout)."""
+
+    code_offset: int
+    codebook_size: int
+    latent_hw: tuple[int, int]
+
+
+def layout_grid(layout) -> VideoGrid:
+    """The :class:`VideoGrid` of a :class:`reelm.data.token_layout.TokenLayout`."""
+    return VideoGrid(code_offset=layout.code_offset, codebook_size=layout.codebook_size,
+                     latent_hw=tuple(layout.latent_hw))
+
+
+class VideoLlamaConfig(LlamaConfig):
+    """A Llama config plus the video grid of :class:`VideoLlamaForCausalLM`."""
+
+    model_type = "reelm_llama"
+
+    def __init__(self, code_offset: int = 0, codebook_size: int = 0, latent_hw: tuple[int, int] | list = (1, 1),
+                 max_latent_frames: int = 1, **kwargs):
+        self.code_offset = code_offset
+        self.codebook_size = codebook_size
+        self.latent_hw = list(latent_hw)
+        self.max_latent_frames = max_latent_frames
+        super().__init__(**kwargs)
+
+
+def video_grid_index(input_ids: torch.Tensor, config) -> torch.Tensor:
+    """``(B, L)`` the index of each video code among the codes since its document's ``<bos>``; -1 elsewhere."""
+    is_code = (input_ids >= config.code_offset) & (input_ids < config.code_offset + config.codebook_size)
+    seen = is_code.long().cumsum(-1)  # (B, L) codes up to and including each position
+    at_bos = torch.where(input_ids == config.bos_token_id, seen, torch.zeros_like(seen))
+    base = at_bos.cummax(-1).values  # codes before the latest <bos>
+    return torch.where(is_code, seen - base - 1, torch.full_like(seen, -1))
+
+
+class VideoPositions(torch.nn.Module):
+    """Factorized learned embeddings of a code's latent frame, row and column, summed: ``(B, L, hidden)``."""
+
+    def __init__(self, config: VideoLlamaConfig):
+        super().__init__()
+        h, w = config.latent_hw
+        self.h, self.w, self.frames = h, w, config.max_latent_frames
+        self.frame = torch.nn.Embedding(config.max_latent_frames, config.hidden_size)
+        self.row = torch.nn.Embedding(h, config.hidden_size)
+        self.column = torch.nn.Embedding(w, config.hidden_size)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        """``index``: a code's index in its grid (-1: not a code, which gets zeros)."""
+        cell = index.clamp(min=0)
+        frame = (cell // (self.h * self.w)).clamp(max=self.frames - 1)
+        out = self.frame(frame) + self.row(cell // self.w % self.h) + self.column(cell % self.w)
+        return out * (index >= 0).unsqueeze(-1).to(out.dtype)
+
+
+class VideoLlamaForCausalLM(LlamaForCausalLM):
+    """``LlamaForCausalLM`` with :class:`VideoPositions` added to the token embeddings of video codes."""
+
+    config_class = VideoLlamaConfig
+
+    def __init__(self, config: VideoLlamaConfig):
+        super().__init__(config)
+        self.video_positions = VideoPositions(config)
+        for table in (self.video_positions.frame, self.video_positions.row, self.video_positions.column):
+            torch.nn.init.normal_(table.weight, std=config.initializer_range)  # as Llama's token embeddings
+
+    def embed(self, input_ids: torch.Tensor, grid_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings plus video positions; ``grid_index`` defaults to :func:`video_grid_index` of the ids."""
+        if grid_index is None:
+            grid_index = video_grid_index(input_ids, self.config)
+        return self.model.embed_tokens(input_ids) + self.video_positions(grid_index)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None, *,
+                grid_index=None, **kwargs):
+        if inputs_embeds is None and input_ids is not None:
+            inputs_embeds, input_ids = self.embed(input_ids, grid_index), None
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               inputs_embeds=inputs_embeds, labels=labels, **kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
+        """``generate()``: the grid index of the ids fed this step, read from the whole sequence so far."""
+        inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+        if inputs.get("input_ids") is not None:
+            inputs["grid_index"] = video_grid_index(input_ids, self.config)[:, -inputs["input_ids"].shape[1]:]
+        return inputs
+
+
+AutoConfig.register(VideoLlamaConfig.model_type, VideoLlamaConfig)
+AutoModelForCausalLM.register(VideoLlamaConfig, VideoLlamaForCausalLM)
+
+
+def hf_config(cfg: LMConfig, vocab_size: int, *, bos_id: int, eos_id: int, pad_id: int,
+              grid: VideoGrid | None = None) -> LlamaConfig:
+    """The Hugging Face config of ``cfg``: a ``VideoLlamaConfig`` over ``grid`` with video positions, else Llama's."""
+    if cfg.video_positions:
+        if grid is None:
+            raise ReelmError("video_positions=true needs the token layout's video grid")
+        h, w = grid.latent_hw
+        return VideoLlamaConfig(code_offset=grid.code_offset, codebook_size=grid.codebook_size, latent_hw=(h, w),
+                                max_latent_frames=-(-cfg.max_position_embeddings // (h * w)),
+                                **_llama_kwargs(cfg, vocab_size, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id))
+    return LlamaConfig(**_llama_kwargs(cfg, vocab_size, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id))
+
+
+def _llama_kwargs(cfg: LMConfig, vocab_size: int, *, bos_id: int, eos_id: int, pad_id: int) -> dict:
+    return dict(
         vocab_size=padded_vocab_size(cfg, vocab_size),
         hidden_size=cfg.hidden_size,
         intermediate_size=intermediate_size(cfg),
@@ -122,11 +240,12 @@ def build_model(
     device: torch.device | str = "cpu",
     attn_implementation: str | None = None,
     dtype: torch.dtype = torch.float32,
+    grid: VideoGrid | None = None,
 ) -> LlamaForCausalLM:
     """A freshly initialised model; the attention backend is resolved here, once."""
-    config = hf_config(cfg, vocab_size, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    config = hf_config(cfg, vocab_size, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, grid=grid)
     config._attn_implementation = attn_implementation or select_attention(device)
-    model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
+    model = (VideoLlamaForCausalLM if cfg.video_positions else LlamaForCausalLM)(config).to(device=device, dtype=dtype)
     return model
 
 

@@ -46,7 +46,8 @@ from reelm.lm.deepspeed_setup import build_engine
 from reelm.lm.ds_config import config_zero_stage, load_deepspeed_config, resolve_deepspeed_config
 from reelm.lm.flops import flops_per_token, measure_peak_flops
 from reelm.lm.loss_meter import LossMeter, shift_left, target_modality, token_losses
-from reelm.lm.model import LMConfig, build_model, compile_layers, cxx_compiler, preset as lm_preset, select_attention
+from reelm.lm.model import (LMConfig, build_model, compile_layers, cxx_compiler, layout_grid, preset as lm_preset,
+                            select_attention)
 from reelm.lm.plots import PLOT_FILE, plot_losses
 from reelm.metrics_log import MetricsLog
 from reelm.resume import ResumePlan, nonfinite_stop, plan_resume
@@ -220,7 +221,8 @@ class LMTrainer:
         else:
             torch.manual_seed(cfg.seed)
             model = build_model(lm_cfg, self.layout.vocab_size, bos_id=self.layout.bos_id, eos_id=self.layout.eos_id,
-                                pad_id=self.layout.pad_id, device=dist.device, attn_implementation=attn)
+                                pad_id=self.layout.pad_id, device=dist.device, attn_implementation=attn,
+                                grid=layout_grid(self.layout))
         if cfg.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.compiled = use_compile(cfg, dist.device)

@@ -13,7 +13,7 @@ from reelm.data.text_tokenizer import train_text_tokenizer
 from reelm.data.token_layout import LayoutError, Task, TokenLayout
 from reelm.lm.constraints import LayoutLogitsProcessor, PlanTable, step_schedule
 from reelm.lm.engine import GenerationEngine, GenerationError, Request
-from reelm.lm.model import LMConfig, build_model
+from reelm.lm.model import LMConfig, build_model, layout_grid
 from reelm.lm.sampling import Sampling, SamplingError
 
 CAPTIONS = [f"a {c} {s} moves {m}" for c in ("red", "blue", "green", "yellow")
@@ -45,12 +45,13 @@ def tiny_model(layout, **overrides):
     torch.manual_seed(0)
     cfg = LMConfig(hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=512, **overrides)
     return build_model(cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
-                       pad_id=layout.pad_id, attn_implementation="sdpa").eval()
+                       pad_id=layout.pad_id, attn_implementation="sdpa", grid=layout_grid(layout)).eval()
 
 
-@pytest.fixture(scope="module")
-def model(layout):
-    return tiny_model(layout)
+@pytest.fixture(scope="module", params=[False, True], ids=["llama", "video_positions"])
+def model(layout, request):
+    """Every engine test runs on a plain Llama and on the Llama with video positions."""
+    return tiny_model(layout, video_positions=request.param)
 
 
 @pytest.fixture(scope="module")

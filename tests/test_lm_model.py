@@ -81,3 +81,56 @@ def test_compiling_layers_on_a_cpu_without_a_cxx_compiler_says_so_and_changes_no
         with pytest.raises(ReelmError, match="needs a C\\+\\+ compiler"):
             compile_layers(model)
     assert all(layer._compiled_call_impl is None for layer in model.model.layers)
+
+
+# --- video positions -----------------------------------------------------------------------------------------
+
+def _video_model(seed: int = 0):
+    from reelm.lm.model import LMConfig, VideoGrid
+
+    torch.manual_seed(seed)
+    cfg = LMConfig(hidden_size=64, num_layers=2, num_heads=2, max_position_embeddings=256, video_positions=True)
+    grid = VideoGrid(code_offset=100, codebook_size=50, latent_hw=(2, 3))
+    return build_model(cfg, 150, bos_id=1, eos_id=2, pad_id=0, attn_implementation="sdpa", grid=grid).eval()
+
+
+def test_a_codes_grid_index_counts_the_codes_since_its_documents_bos():
+    from reelm.lm.model import video_grid_index
+
+    model = _video_model()
+    bos, text, code, marker = 1, 7, 120, 9
+    #        doc 1: <bos> text marker c c c marker c c   | doc 2: <bos> c c   (an i2v image, then its video)
+    ids = torch.tensor([[bos, text, marker, code, code, code, marker, code, code, bos, code, code]])
+    assert video_grid_index(ids, model.config).tolist() == [[-1, -1, -1, 0, 1, 2, -1, 3, 4, -1, 0, 1]]
+
+
+def test_video_positions_change_what_a_code_sees_and_nothing_else():
+    model = _video_model()
+    ids = torch.tensor([[1, 7, 9, 120, 121, 122, 123, 124, 125, 126]])
+    base = model(input_ids=ids).logits
+    with torch.no_grad():
+        model.video_positions.row.weight.add_(1.0)  # a different row embedding
+    moved = model(input_ids=ids).logits
+    torch.testing.assert_close(moved[:, :3], base[:, :3])  # text and markers before the first code: unchanged
+    assert not torch.allclose(moved[:, 3:], base[:, 3:])
+
+
+def test_a_video_positions_model_round_trips_through_auto_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from reelm.lm.model import VideoLlamaForCausalLM
+
+    model = _video_model()
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, VideoLlamaForCausalLM) and loaded.config.model_type == "reelm_llama"
+    ids = torch.tensor([[1, 7, 9, 120, 121, 122, 123]])
+    torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_video_positions_need_the_layouts_grid():
+    from reelm.lm.model import LMConfig
+
+    with pytest.raises(ReelmError, match="video grid"):
+        build_model(LMConfig(hidden_size=64, num_layers=1, num_heads=2, video_positions=True), 150,
+                    bos_id=1, eos_id=2, pad_id=0)
