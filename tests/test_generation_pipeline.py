@@ -215,3 +215,20 @@ def test_a_hub_style_name_is_a_local_error_and_never_downloads(tmp_path, monkeyp
     with pytest.raises(ClipModelError, match="openai/clip-vit-base-patch32: not a CLIP model folder here"):
         ClipScorer("openai/clip-vit-base-patch32")
     assert tried == []
+
+
+def test_negative_prompt_is_guidances_other_branch(pipe):
+    settings = dict(seed=4, guidance_scale=3.0, sampling=GREEDY)
+    empty = pipe("a red circle moves to the left", **settings)
+    same = pipe("a red circle moves to the left", negative_prompt=None, **settings)
+    np.testing.assert_array_equal(empty.codes[0], same.codes[0])  # None: the empty text, as before
+    other = pipe("a red circle moves to the left", negative_prompt="a red circle", **settings)
+    assert other.info["negative_prompt"] == "a red circle"
+    zero = pipe("a red circle moves to the left", negative_prompt="a blue square", seed=4, guidance_scale=0.0,
+                sampling=GREEDY)  # scale 0 samples from the negative branch alone
+    np.testing.assert_array_equal(zero.codes[0], pipe("a blue square", seed=4, guidance_scale=1.0,
+                                                       sampling=GREEDY).codes[0])
+    batch = pipe.text_to_video(["a red circle", "a blue square"], negative_prompt=["a red", "a blue"], **settings)
+    assert len(batch.videos) == 2
+    with pytest.raises(Exception, match="negative_prompt"):
+        pipe.text_to_video(["a red circle", "a blue square"], negative_prompt=["a red"], **settings)
