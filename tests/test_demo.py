@@ -17,7 +17,7 @@ from reelm.data.video_read import read_video
 
 SMALL = ["--budget-minutes", "0.05", "--no-progress",
          "--set", "size=32", "--set", "heldout_clips=4", "--set", "tokenizer_eval_clips=4", "--set", "eval_prompts=2",
-         "--set", "eval_samples=1", "--set", "image_to_video=1", "--set", "continuation=1", "--set", "captions=2",
+         "--set", "eval_samples=1", "--set", "image_to_video=1", "--set", "continuation=1", "--set", "captions=2", "--set", "binding_clips=4",
          "--set", "chunk_rows=8", "--set", "text_vocab_size=300",
          "--set", 'tokenizer_settings=["batch_size=2", "checkpoint_every=2"]',
          "--set", 'lm_settings=["block_size=128", "micro_batch_size=2", "checkpoint_every=2", "val_every=0", '

@@ -2,7 +2,8 @@
 
 The defaults are the settings measured to fit the whole pipeline into 15 minutes on a 2-core
 CPU without a GPU (BENCHMARKS.md, demo): 64 x 64 clips of 9 frames at 8 fps (3 latent frames
-of 8 x 8 codes), one object on plain backgrounds, the ``tiny`` video tokenizer and LM, both
+of 8 x 8 codes) of the demo's world (:func:`demo_world`), the ``tiny`` video tokenizer and LM
+(with video positions, loss on every token, no unconditional task), both
 trained in bf16 where the CPU multiplies bf16 natively (``precision=auto``; the reference
 machine has AMX) and the LM's layers compiled: on a CPU without native bf16 the same steps take
 about 1.5x as long (use ``--budget-minutes`` to fit a budget there).
@@ -23,13 +24,22 @@ MIN_STEPS = 4  # the least training a budget scales down to
 MIN_CLIPS = 16
 
 
+def demo_world() -> WorldOptions:
+    """The demo's world: one large object (circle, square or triangle, any of the 8 colors) on a plain background,
+    moving left, right, up or down at one speed (1 latent cell a latent frame) or staying still, starting in one
+    central region whatever its motion. Why, by measurement: BENCHMARKS.md ("Prompts followed")."""
+    return WorldOptions(max_objects=1, textured_backgrounds=False, shapes=("circle", "square", "triangle"),
+                        sizes=("large",), motions=("left", "right", "up", "down", "static"), speeds=("slow",),
+                        start_positions="independent")
+
+
 @dataclass(kw_only=True)
 class DemoConfig:
     # the world and the clips
     size: int = 64
     num_frames: int = 9
     fps: float = 8.0
-    world: WorldOptions = field(default_factory=lambda: WorldOptions(max_objects=1, textured_backgrounds=False))
+    world: WorldOptions = field(default_factory=lambda: demo_world())
     seed: int = 0
     heldout_clips: int = 48  # rendered to MP4 per held-out set (seen and held-out combinations)
     # the video tokenizer
@@ -46,13 +56,15 @@ class DemoConfig:
     lm_steps: int = 1500
     lm_settings: list[str] = field(default_factory=lambda: [
         "block_size=512", "micro_batch_size=8", "lr=2e-3", "warmup_steps=30", "checkpoint_every=50",
-        "val_every=100", "log_every=10", "compile=true"])
+        "val_every=100", "log_every=10", "compile=true", "model.video_positions=true", "mixture.loss_on=all",
+        "mixture.uncond=0"])
     # generation and eval
-    eval_prompts: int = 24  # per group: seen and held-out combinations
+    eval_prompts: int = 48  # per group: seen and held-out combinations
     eval_samples: int = 2
-    image_to_video: int = 16
-    continuation: int = 16
-    captions: int = 24
+    image_to_video: int = 32
+    continuation: int = 32
+    captions: int = 32
+    binding_clips: int = 96  # the prompt-binding diagnostic's val clips (reelm.eval.prompt_binding)
     guidance_scale: float | None = None  # None: the pipeline's default
     budget_minutes: float = REFERENCE_BUDGET
 

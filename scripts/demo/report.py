@@ -9,6 +9,7 @@ the generation eval, where each score's evidence is.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from reelm.data.contact_sheet import render_sheet
@@ -22,15 +23,45 @@ TARGETS = (
     ("tokenizer: shape read back", ("tokenizer", "shape"), 0.90),
     ("tokenizer: direction read back", ("tokenizer", "motion"), 0.97),
     ("tokenizer: held-out PSNR (dB)", ("tokenizer", "psnr"), 30.0),
-    ("text-to-video, seen combinations: color", ("seen", "color"), 0.90),
+    ("text-to-video, seen combinations: color", ("seen", "color"), 0.95),
     ("text-to-video, seen combinations: shape", ("seen", "shape"), 0.80),
     ("text-to-video, seen combinations: direction", ("seen", "motion"), 0.80),
     ("text-to-video, held-out combinations: all attributes", ("held-out", "all"), 0.60),
     ("image-to-video: keeps color and shape, moves consistently", ("i2v", "kept"), 0.80),
     ("continuation: keeps color and shape, moves consistently", ("v2v", "kept"), 0.80),
     ("video-to-text: attributes named correctly", ("v2t", "all"), 0.80),
+    ("video-to-text: direction named correctly", ("v2t", "motion"), 0.80),
 )
 SAMPLE_ROWS = 12
+
+
+def counts(records: dict, summary: dict) -> dict:
+    """``(correct, total)`` behind each figure that is a fraction of samples, for its interval."""
+    found = {}
+    tokenizer = (records.get("tokenizer", {}).get("adherence") or {}).get("attributes", {})
+    for key in ("color", "shape", "motion"):
+        found[("tokenizer", key)] = tokenizer.get(key)
+    for group in ("seen", "held-out"):
+        result = summary["adherence"].get(group, {})
+        for key in ("color", "shape", "motion"):
+            found[(group, key)] = result.get("attributes", {}).get(key)
+        found[(group, "all")] = result if result else None
+    for kind in ("i2v", "v2v"):
+        if kind in summary:
+            found[(kind, "kept")] = {"correct": round(summary[kind]["kept"] * summary[kind]["samples"]),
+                                     "total": summary[kind]["samples"]}
+    v2t = summary.get("v2t", {})
+    found[("v2t", "all")] = v2t or None
+    found[("v2t", "motion")] = v2t.get("attributes", {}).get("motion")
+    return {key: (int(v["correct"]), int(v["total"])) for key, v in found.items() if v and v.get("total")}
+
+
+def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of ``correct / total``."""
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def figures(records: dict, summary: dict) -> dict:
@@ -47,23 +78,33 @@ def figures(records: dict, summary: dict) -> dict:
     for kind in ("i2v", "v2v"):
         values[(kind, "kept")] = summary.get(kind, {}).get("kept")
     values[("v2t", "all")] = summary.get("v2t", {}).get("accuracy")
+    values[("v2t", "motion")] = (summary.get("v2t", {}).get("attributes", {}).get("motion") or {}).get("accuracy")
     return values
 
 
 def write_demo_report(out: Path, cfg: DemoConfig, records: dict, summary: dict) -> tuple[Path, list[str]]:
-    values = figures(records, summary)
+    values, numbers = figures(records, summary), counts(records, summary)
     total = sum(r.get("seconds", 0) for r in records.values())
-    rows, marks, lines = [], [], ["", "reelm demo — results (held-out prompts and clips):"]
+    rows, marks, lines = [], [], ["", "reelm demo — results (held-out prompts and clips), with 95 % intervals:"]
     for label, key, target in TARGETS:
         value = values.get(key)
         shown = "-" if value is None else (f"{value:.2f}" if key[1] == "psnr" else f"{value:.1%}")
+        if value is not None and key in numbers:
+            lo, hi = wilson(*numbers[key])
+            shown += f" [{lo:.0%}-{hi:.0%}] of {numbers[key][1]}"
         goal = f">= {target:g}" if key[1] == "psnr" else f">= {target:.0%}"
         met = value is not None and value >= target
         rows.append((label, shown, goal, "met" if met else "not met"))
         marks.append("good" if met else "bad")
     width = max(len(r[0]) for r in rows)
-    lines += [f"  {label:<{width}}  {value:>7}  (target {goal}, {state})" for label, value, goal, state in rows]
-    lines.append(f"  {'minutes, all stages (this machine)':<{width}}  {total / 60:>7.1f}  (target <= 15)")
+    lines += [f"  {label:<{width}}  {value:>24}  (target {goal}, {state})" for label, value, goal, state in rows]
+    lines.append(f"  {'minutes, all stages (this machine)':<{width}}  {total / 60:>24.1f}  (target <= 15)")
+    binding = summary.get("binding")
+    if binding:
+        lines.append("  prompt binding (reelm.eval.prompt_binding; NLL of latent frames 1+, swapped minus true prompt, "
+                     f"{binding['clips']} val clips):")
+        lines += [f"    {name:<7} {v['mean']:+.2f} nats a clip [{v['interval'][0]:+.2f}, {v['interval'][1]:+.2f}], "
+                  f"higher under the wrong word in {v['higher_when_wrong']:.0%}" for name, v in binding["attributes"].items()]
     report = Report(out, "reelm demo", subtitle=(
         f"{cfg.size}x{cfg.size} clips of {cfg.num_frames} frames at {cfg.fps:g} fps, "
         f"{cfg.world.max_objects} object(s), {'textured' if cfg.world.textured_backgrounds else 'plain'} "

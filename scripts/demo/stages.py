@@ -115,7 +115,7 @@ def generate_and_score(cfg: DemoConfig, out: Path, progress: bool) -> dict:
         num_prompts=cfg.eval_prompts, num_samples=cfg.eval_samples, seed=cfg.seed,
         guidance_scale=DEFAULT_GUIDANCE if cfg.guidance_scale is None else cfg.guidance_scale,
         image_to_video=cfg.image_to_video, continuation=cfg.continuation, captions=cfg.captions,
-        world=cfg.world)
+        binding_clips=cfg.binding_clips, world=cfg.world)
     summary = evaluate_generation(out / "lm", out / "eval" / "generate", eval_cfg, device="cpu", progress=progress)
     seen = summary["adherence"].get("seen", {}).get("accuracy")
     held = summary["adherence"].get("held-out", {}).get("accuracy")
