@@ -32,8 +32,8 @@ import numpy as np
 from reelm.config import ConfigError
 from reelm.data.captions import caption_for, parse_caption
 from reelm.data.synthetic_render import render_frames
-from reelm.data.synthetic_scene import (COLORS, HELD_OUT, MOTIONS, SHAPES, SIZES, SPEEDS, SPLITS, Vocabulary,
-                                        held_out_matches, is_held_out, sample_scene)
+from reelm.data.synthetic_scene import (HELD_OUT, SPLITS, VOCABULARY_FIELDS, Vocabulary, held_out_matches,
+                                        is_held_out, sample_scene)
 
 __all__ = [
     "WorldOptions",
@@ -56,8 +56,9 @@ CONTACT_SHEET_ROWS = 8
 
 
 @dataclass(kw_only=True)
-class WorldConfig:
-    """What clips the synthetic world draws: frame size, length, rate, seed, split."""
+class WorldConfig(Vocabulary):
+    """What clips the synthetic world draws: frame size, length, rate, seed, split, and the attribute values
+    and start positions of its :class:`~reelm.data.synthetic_scene.Vocabulary` (every value by default)."""
 
     height: int = 64
     width: int = 64
@@ -67,19 +68,6 @@ class WorldConfig:
     max_objects: int = 2
     textured_backgrounds: bool = True
     split: str = "train"
-    # the attribute values drawn (subsets of reelm.data.synthetic_scene's tables) and where objects start
-    shapes: tuple[str, ...] = SHAPES
-    colors: tuple[str, ...] = tuple(COLORS)
-    sizes: tuple[str, ...] = tuple(SIZES)
-    motions: tuple[str, ...] = tuple(MOTIONS)
-    speeds: tuple[str, ...] = tuple(SPEEDS)
-    start_positions: str = "away"  # "away": in the half the motion leads away from; "independent": see synthetic_scene
-
-    @property
-    def vocabulary(self) -> Vocabulary:
-        return Vocabulary(shapes=tuple(self.shapes), colors=tuple(self.colors), sizes=tuple(self.sizes),
-                          motions=tuple(self.motions), speeds=tuple(self.speeds),
-                          start_positions=self.start_positions)
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -96,35 +84,26 @@ class WorldConfig:
             raise ConfigError(f"world max_objects must be in 1..{MAX_OBJECTS}, got {self.max_objects!r}")
         if self.split not in SPLITS:
             raise ConfigError(f"world split must be one of {list(SPLITS)}, got {self.split!r}")
-        for name in ("shapes", "colors", "sizes", "motions", "speeds"):
-            if isinstance(getattr(self, name), str) or not isinstance(getattr(self, name), (list, tuple)):
-                raise ConfigError(f"world {name} must be a list of names, got {getattr(self, name)!r}")
-        problems = self.vocabulary.problems()
+        problems = self.problems()
         if problems:
             raise ConfigError(problems[0])
-        if self.split == "heldout" and not self.vocabulary.held_out():
+        if self.split == "heldout" and not self.held_out():
             raise ConfigError(f"this world draws none of the held-out combinations {list(HELD_OUT)}, so it has no "
                               f"'heldout' split")
 
 
 @dataclass(kw_only=True)
-class WorldOptions:
+class WorldOptions(Vocabulary):
     """What a ``--data synthetic`` source draws, besides the clip geometry its clip spec gives.
 
     The same options as ``reelm data synthetic``: the split, objects per clip, textured or plain
-    backgrounds, and the first clip index. The world's seed is the job's seed.
+    backgrounds, the first clip index, and the vocabulary. The world's seed is the job's seed.
     """
 
     split: str = "train"
     max_objects: int = 2
     textured_backgrounds: bool = True
     start: int = 0  # first clip index, to shard a world between jobs
-    shapes: tuple[str, ...] = SHAPES
-    colors: tuple[str, ...] = tuple(COLORS)
-    sizes: tuple[str, ...] = tuple(SIZES)
-    motions: tuple[str, ...] = tuple(MOTIONS)
-    speeds: tuple[str, ...] = tuple(SPEEDS)
-    start_positions: str = "away"
 
     def world_config(self, *, size: int, num_frames: int, fps: float, seed: int) -> WorldConfig:
         """The world of square ``size`` x ``size`` clips of ``num_frames`` at ``fps`` these options describe."""
@@ -132,8 +111,7 @@ class WorldOptions:
             raise ConfigError(f"world start must be a non-negative integer, got {self.start!r}")
         return WorldConfig(height=size, width=size, num_frames=num_frames, fps=fps, seed=seed, split=self.split,
                            max_objects=self.max_objects, textured_backgrounds=self.textured_backgrounds,
-                           shapes=self.shapes, colors=self.colors, sizes=self.sizes, motions=self.motions,
-                           speeds=self.speeds, start_positions=self.start_positions)
+                           **{name: getattr(self, name) for name in VOCABULARY_FIELDS})
 
 
 def _is_int(value) -> bool:
@@ -173,7 +151,7 @@ class SyntheticWorld:
             max_objects=cfg.max_objects,
             textured=cfg.textured_backgrounds,
             split=cfg.split,
-            vocabulary=cfg.vocabulary,
+            vocabulary=cfg.vocabulary(),
         )
         attributes = {
             "split": cfg.split,

@@ -84,9 +84,13 @@ DECIMALS = 3
 START_POSITIONS = ("away", "independent")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Vocabulary:
-    """The attribute values a world draws from (a subset of the tables above, in their order) and where objects start."""
+    """The attribute values a world draws from (a subset of the tables above, in their order) and where objects start.
+
+    The world's configs (:class:`reelm.data.synthetic.WorldConfig`, ``WorldOptions``) extend it, so the
+    same keys are ``--set world.shapes=[...]`` settings everywhere.
+    """
 
     shapes: tuple[str, ...] = SHAPES
     colors: tuple[str, ...] = tuple(COLORS)
@@ -101,6 +105,9 @@ class Vocabulary:
         for name, table in (("shapes", SHAPES), ("colors", COLORS), ("sizes", SIZES), ("motions", MOTIONS),
                             ("speeds", SPEEDS)):
             values = getattr(self, name)
+            if isinstance(values, str) or not isinstance(values, (list, tuple)):
+                found.append(f"world {name} must be a list of names, got {values!r}")
+                continue
             unknown = [v for v in values if v not in table]
             if not values or unknown or len(set(values)) != len(values):
                 found.append(f"world {name} must be distinct values from {list(table)}, got {list(values)!r}")
@@ -113,8 +120,13 @@ class Vocabulary:
         tables = {"shape": self.shapes, "color": self.colors, "motion": self.motions}
         return tuple(combo for combo in HELD_OUT if all(v in tables[k] for k, v in combo.items()))
 
+    def vocabulary(self) -> Vocabulary:
+        """These values alone (a world config's, without its geometry)."""
+        return Vocabulary(**{f: getattr(self, f) for f in VOCABULARY_FIELDS})
+
 
 FULL = Vocabulary()
+VOCABULARY_FIELDS = ("shapes", "colors", "sizes", "motions", "speeds", "start_positions")
 
 
 def held_out_matches(attributes: dict) -> list[dict[str, str]]:

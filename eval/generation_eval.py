@@ -328,7 +328,7 @@ def _summary(pipe, cfg, world, prompts, samples, conditioned, captions) -> dict:
         "scorer": "reelm.eval.adherence (analytic; >= 99 % on rendered clips, tests/test_adherence.py)",
         "caption_attributes": list(varied_attributes(world)),
         "groups": {SEEN: "val split: combinations seen in training", HELD_OUT: "heldout split: held-out "
-                   "combinations (" + ", ".join(" ".join(combo.values()) for combo in world.vocabulary.held_out()) + ")"},
+                   "combinations (" + ", ".join(" ".join(combo.values()) for combo in world.held_out()) + ")"},
     }
     return summary
 

@@ -129,12 +129,14 @@ def test_a_folder_without_its_tokenizer_or_with_another_one_is_refused(folder, t
 def test_generate_command_writes_video_sheet_and_sidecar(folder, tmp_path, capsys):
     out = tmp_path / "out.mp4"
     assert main(["generate", "a red circle moves to the left", "--model", str(folder), "-o", str(out),
-                 "--seed", "7", "--top-k", "50", "--guidance-scale", "2", "--no-progress"]) == 0
+                 "--seed", "7", "--top-k", "50", "--guidance-scale", "2", "--negative-prompt", "a red circle",
+                 "--no-progress"]) == 0
     assert read_video(out).shape == (9, 32, 32, 3)
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["prompt"] == "a red circle moves to the left" and sidecar["seed"] == 7
     assert sidecar["guidance_scale"] == 2.0 and sidecar["sampling"]["top_k"] == 50
+    assert sidecar["negative_prompt"] == "a red circle"
     assert sidecar["model"]["video_tokenizer"]["fingerprint"] and sidecar["tokens"]["per_video"] == 48
     assert sidecar["timings"]["total_s"] > 0 and sidecar["frames"] == 9
     prompts = tmp_path / "prompts.txt"

@@ -29,6 +29,8 @@ def register(subparsers) -> None:
                    "longer videos are made window by window)")
     p.add_argument("--guidance-scale", type=float, metavar="G",
                    help="classifier-free guidance scale; 1 = none (default: the pipeline's, see README)")
+    p.add_argument("--negative-prompt", metavar="TEXT", help="guidance's other branch: steer away from TEXT "
+                   "(default: the empty prompt)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per batch (default: 8)")
     add_sampling_flags(p, default="sampling (temperature 1)")
     p.set_defaults(func=generate_main)
@@ -105,7 +107,8 @@ def generate_main(args: argparse.Namespace) -> int:
     pipe = _pipeline(args)
     settings = dict(num_frames=args.frames, num_samples=args.num_samples, seed=args.seed,
                     guidance_scale=DEFAULT_GUIDANCE if args.guidance_scale is None else args.guidance_scale,
-                    sampling=sampling_from(args, DEFAULT_SAMPLING), batch_size=args.batch_size)
+                    sampling=sampling_from(args, DEFAULT_SAMPLING), batch_size=args.batch_size,
+                    negative_prompt=args.negative_prompt)
     frames = args.frames or pipe.model.clip.num_frames
     latents = 1 + -(-(frames - 1) // pipe.tokenizer.temporal_downsample)
     expected = len(prompts) * args.num_samples * latents * pipe.layout.codes_per_frame
