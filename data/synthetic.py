@@ -87,6 +87,9 @@ class WorldConfig(Vocabulary):
         problems = self.problems()
         if problems:
             raise ConfigError(problems[0])
+        if self.split != "heldout" and not self.draws_seen():
+            raise ConfigError(f"every object this world can draw has a held-out combination, so its {self.split!r} "
+                              "split would be empty; widen the vocabulary")
         if self.split == "heldout" and not self.held_out():
             raise ConfigError(f"this world draws none of the held-out combinations {list(HELD_OUT)}, so it has no "
                               f"'heldout' split")

@@ -120,6 +120,11 @@ class Vocabulary:
         tables = {"shape": self.shapes, "color": self.colors, "motion": self.motions}
         return tuple(combo for combo in HELD_OUT if all(v in tables[k] for k, v in combo.items()))
 
+    def draws_seen(self) -> bool:
+        """Whether some object of this vocabulary has no held-out combination (what "train" and "val" draw)."""
+        return any(not any(_matches({"shape": shape, "color": color, "motion": motion}, combo) for combo in HELD_OUT)
+                   for shape in self.shapes for color in self.colors for motion in self.motions)
+
     def vocabulary(self) -> Vocabulary:
         """These values alone (a world config's, without its geometry)."""
         return Vocabulary(**{f: getattr(self, f) for f in VOCABULARY_FIELDS})

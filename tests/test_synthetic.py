@@ -349,6 +349,7 @@ def test_heldout_split_keeps_the_combinations_the_vocabulary_can_draw():
     (dict(sizes="large"), "world sizes"),
     (dict(start_positions="middle"), "start_positions"),
     (dict(split="heldout", shapes=("circle",), motions=("static",)), "held-out"),
+    (dict(split="train", shapes=("triangle",), colors=("blue",)), "held-out combination"),
 ])
 def test_bad_vocabulary_is_a_user_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
