@@ -90,12 +90,18 @@ def test_the_synthetic_worlds_options_reach_pre_tokenization(tmp_path, video_tok
     assert main(["data", "tokenize", "--video-tokenizer", str(video_tokenizer), "--data", "synthetic",
                  "--num-clips", "4", "--out", str(out), "--num-frames", "5", "--size", "32", "--no-progress",
                  "--text-vocab-size", "300", "--max-objects", "1", "--plain-backgrounds", "--split", "heldout",
-                 "--start", "10"]) == 0
+                 "--start", "10", "--shapes", "circle,square,triangle", "--start-positions", "independent"]) == 0
     shards = load_shards(out)
     info = json.loads((out / "shards.json").read_text())
-    assert info["world"] == {"split": "heldout", "max_objects": 1, "textured_backgrounds": False, "start": 10}
+    from reelm.data.synthetic_scene import COLORS, MOTIONS, SIZES, SPEEDS
+
+    assert info["world"] == {"split": "heldout", "max_objects": 1, "textured_backgrounds": False, "start": 10,
+                             "shapes": ["circle", "square", "triangle"], "colors": list(COLORS),
+                             "sizes": list(SIZES), "motions": list(MOTIONS), "speeds": list(SPEEDS),
+                             "start_positions": "independent"}
     for record in shards.dataset:
         attributes = json.loads(record["attributes"])
         assert attributes["index"] == 10 + record["row"] and attributes["split"] == "heldout"
         assert len(attributes["objects"]) == 1 and attributes["background"]["kind"] == "plain"
+        assert attributes["objects"][0]["shape"] in ("circle", "square", "triangle")
     assert shards.video_tokenizer is not None and (shards.video_tokenizer / "model.safetensors").is_file()
