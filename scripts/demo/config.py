@@ -1,9 +1,10 @@
 """What ``reelm demo`` does at each stage, and how its steps scale with the time budget.
 
-The defaults are the settings measured to fit the whole pipeline into 15 minutes on a 2-core
-CPU without a GPU (BENCHMARKS.md, demo): 64 x 64 clips of 9 frames at 8 fps (3 latent frames
-of 8 x 8 codes) of the demo's world (:func:`demo_world`), the ``tiny`` video tokenizer and LM
-(with video positions, loss on every token, no unconditional task), both
+The training steps are the ones measured to fit the whole pipeline into 15 minutes on the
+reference 2-core CPU without a GPU (13.5 minutes there; this default, with twice that eval, took
+20 minutes on a machine whose matmuls were 3-7x slower: BENCHMARKS.md, "Prompts followed"): 64 x 64 clips of 9 frames at 8 fps (3 latent frames of 8 x 8 codes) of
+the demo's world (:func:`demo_world`), the ``tiny`` video tokenizer and LM (with video
+positions, loss on every token, no unconditional task), both
 trained in bf16 where the CPU multiplies bf16 natively (``precision=auto``; the reference
 machine has AMX) and the LM's layers compiled: on a CPU without native bf16 the same steps take
 about 1.5x as long (use ``--budget-minutes`` to fit a budget there).
