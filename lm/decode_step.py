@@ -72,7 +72,7 @@ class LeanLlamaStep:
     def __init__(self, model, cache: StaticCache, max_positions: int):
         inner = model.model
         self.embed = inner.embed_tokens.weight
-        self.video_positions = getattr(model, "video_positions", None)
+        self.cell_positions = _cell_table(getattr(model, "video_positions", None))
         self.norm = inner.norm
         self.cache = cache
         self.layers = [
@@ -108,8 +108,8 @@ class LeanLlamaStep:
         """
         rows, heads, kv_heads, head_dim = ids.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
         hidden = F.embedding(ids, self.embed)  # (rows, hidden)
-        if self.video_positions is not None:
-            hidden = hidden + self.video_positions(grid_index)
+        if self.cell_positions is not None:
+            hidden = hidden + self.cell_positions[grid_index]  # index -1 (not a code) is the table's zero row
         cos = self.cos[positions][:, None]  # (rows, 1, head_dim): the same angles for every head
         sin = self.sin[positions][:, None]
         bias = None if key_bias is None else key_bias[..., : slot + 1]
@@ -163,6 +163,17 @@ class LayerStep:
 
     def select_rows(self, index: torch.Tensor) -> None:
         self.cache.reorder_cache(index)
+
+
+def _cell_table(video_positions) -> torch.Tensor | None:
+    """``(cells + 1, hidden)``: the video-position embedding of every grid cell, then a zero row for non-codes,
+    so a step adds a code's position with one index instead of three lookups (``None``: no video positions)."""
+    if video_positions is None:
+        return None
+    frame = video_positions.frame.weight
+    cells = torch.arange(video_positions.frames * video_positions.h * video_positions.w, device=frame.device)
+    table = video_positions(cells)  # (cells, hidden)
+    return torch.cat([table, table.new_zeros(1, table.shape[1])])
 
 
 def _rms_norm(x: torch.Tensor, norm) -> torch.Tensor:

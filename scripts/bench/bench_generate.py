@@ -28,9 +28,11 @@ tokens/s of any fp32 decoder on this machine.
 
 Prints one JSON object, assembled from the sections of ``SECTIONS``.
 
+``--video-positions`` benchmarks the LMs with video positions (the demo's) instead of plain Llamas.
+
 Usage::
 
-    python scripts/bench/bench_generate.py --presets tiny,small --threads 1
+    python scripts/bench/bench_generate.py --presets tiny,small --threads 1 [--video-positions]
 """
 
 from __future__ import annotations
@@ -101,13 +103,16 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
 
     from reelm.lm.engine import GenerationEngine, Request
     from reelm.lm.flops import non_embedding_parameters
-    from reelm.lm.model import build_model, preset
+    import dataclasses
+
+    from reelm.lm.model import build_model, layout_grid, preset
     from reelm.lm.sampling import Sampling
 
     layout = bench_layout(args.text_vocab, args.codebook, args.latent_hw)
     torch.manual_seed(0)
-    model = build_model(preset(name), layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
-                        pad_id=layout.pad_id, attn_implementation="sdpa").eval()
+    cfg = dataclasses.replace(preset(name), video_positions=args.video_positions)
+    model = build_model(cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
+                        pad_id=layout.pad_id, attn_implementation="sdpa", grid=layout_grid(layout)).eval()
     caption = np.arange(args.caption_ids) % layout.text_vocab_size
     prompt = layout.prompt("t2v", text=caption)
     request = Request(prompt, frames=args.frames)
@@ -274,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated paths (default: {','.join(DEFAULT_PATHS)}; "
                              f"optional: {','.join(OPTIONAL_PATHS)})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    parser.add_argument("--video-positions", action="store_true",
+                        help="LMs with video positions (reelm.lm.model.VideoLlamaForCausalLM), as the demo trains")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated report sections (default: {','.join(SECTIONS)})")
     args = parser.parse_args(argv)
@@ -291,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             "text_vocab": args.text_vocab, "codebook": args.codebook, "caption_ids": args.caption_ids,
             "top_k": args.top_k, "temperature": args.temperature, "cfg_scale": args.cfg_scale, "batch": args.batch,
             "batch_presets": args.batch_presets, "repeats": args.repeats, "dtype": "float32",
+            "video_positions": args.video_positions,
         },
         "environment": {
             "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
