@@ -205,6 +205,7 @@ class GenerationEngine:
         expand = torch.cat([rows, rows + len(requests)]) if guided else rows  # (model rows,) prompt of each
         decode, logits, positions, key_bias, width = self._prefill(prompts + unconditional, expand, steps)
         codes_seen = self._codes_seen(prompts + unconditional, expand)  # (model rows,) or None: no video positions
+        codes = self.layout.code_range
         synchronize(self.device)
         prefill_s = time.perf_counter() - start
 
@@ -254,7 +255,7 @@ class GenerationEngine:
                 step_ids = torch.cat([chosen, chosen]) if guided else chosen
                 grid_index = None
                 if codes_seen is not None:  # the fed id's cell in its video grid, for video positions
-                    is_code = (step_ids >= self.layout.code_offset) & (step_ids < self.layout.vocab_size)
+                    is_code = (step_ids >= codes.start) & (step_ids < codes.stop)  # the layout's is_code, on device
                     grid_index = torch.where(is_code, codes_seen, -1)
                     codes_seen = codes_seen + is_code
                 hidden = decode(step_ids, positions, slot, key_bias, grid_index)  # (model rows, hidden)
@@ -308,7 +309,7 @@ class GenerationEngine:
         """``(model rows,)`` video codes in each row's prompt (after its ``<bos>``), for a model with video positions."""
         if getattr(self.model, "video_positions", None) is None:
             return None
-        counts = [int(((p >= self.layout.code_offset) & (p < self.layout.vocab_size)).sum()) for p in prompts]
+        counts = [int(self.layout.is_code(p).sum()) for p in prompts]
         return torch.tensor(counts, dtype=torch.long, device=self.device)[expand]
 
     def _samples(self, grid: np.ndarray, prompts: list[np.ndarray], num_samples: int) -> list[Sample]:
