@@ -2,7 +2,7 @@
 
 Rows of a source are visited in a per-epoch permutation drawn from ``(seed, epoch)`` (the
 synthetic world needs none: every index is a fresh random clip), split across ranks, and
-cut into clips by :func:`reelm.data.clips.load_clips` with a generator seeded by
+cut into clips by :func:`reelm.data.clip_sampling.load_clips` with a generator seeded by
 ``(seed, epoch, row)``. Captions are not needed: a folder of raw videos trains a tokenizer as it
 is. Clips are batched by frame count, so images (1-frame clips) and videos train jointly in
 separate batches. Unusable rows are recorded in a :class:`SkipLog`, once each.
@@ -19,10 +19,10 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from reelm.data.clips import Clip, ClipSpec, SkipLog, SkipRow, load_clips
+from reelm.data.clip_sampling import Clip, ClipSpec, SkipLog, SkipRow, load_clips
 from reelm.data.sources import Source, SyntheticSource
 from reelm.data.video_read import frames_to_tensor
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 
 class ClipStream:

@@ -26,7 +26,7 @@ import torch
 
 from reelm.data.packing import Block, pack
 from reelm.data.token_layout import TASKS, Task, TokenLayout, continuation_context
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 TASK_INDEX = {task: i for i, task in enumerate(TASKS)}
 

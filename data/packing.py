@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reelm.data.token_layout import IGNORE_INDEX, labels_of
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 
 class PackingError(ReelmError):

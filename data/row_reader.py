@@ -17,9 +17,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from reelm.data.clips import Clip, ClipSpec, SkipRow, load_clips
+from reelm.data.clip_sampling import Clip, ClipSpec, SkipRow, load_clips
 from reelm.data.sources import Source, SourceRow
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 IN_FLIGHT_PER_WORKER = 4
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from reelm.atomic import publish_dir, staging_path
+from reelm.core.atomic import publish_dir, staging_path
 from reelm.data.shards import LAYOUT_DIR
 from reelm.data.sources import Source
 from reelm.data.text_tokenizer import TextTokenizerError, load_text_tokenizer, train_text_tokenizer

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import datasets
 
-from reelm.atomic import publish_dir, staging_path, write_text
-from reelm.config import load_json, save_json
+from reelm.core.atomic import publish_dir, staging_path, write_text
+from reelm.core.config import load_json, save_json
 from reelm.data.token_layout import TokenLayout
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 SHARDS_VERSION = 1
 INFO_FILE = "shards.json"

@@ -6,7 +6,7 @@ caption column, or the synthetic world (the default) — is a sequence of :class
 addressed by a stable index, so a job can be split across processes by index
 (``index % num_shards == shard_index``) and resumed without re-reading what it finished.
 Rows are not validated here, except that a manifest's paths must stay inside its folder (the
-dataset root) unless allowed; :mod:`reelm.data.clips` turns a row into clips or a skip
+dataset root) unless allowed; :mod:`reelm.data.clip_sampling` turns a row into clips or a skip
 reason.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".gif", ".m4v", ".mpg", ".mpeg", ".ts")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -130,7 +130,7 @@ class SyntheticSource(Source):
     """Clips ``start .. start + num_clips - 1`` of a synthetic world split (rendered on demand)."""
 
     def __init__(self, num_clips: int, world_cfg=None, start: int = 0):
-        from reelm.data.synthetic import SyntheticWorld, WorldConfig
+        from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 
         self.world = SyntheticWorld(world_cfg or WorldConfig())
         self.num_clips, self.start = int(num_clips), int(start)

@@ -17,8 +17,8 @@ from typing import Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from reelm.atomic import atomic_write
-from reelm.errors import ReelmError, one_line_reason
+from reelm.core.atomic import atomic_write
+from reelm.core.errors import ReelmError, one_line_reason
 
 TOKENIZER_FILE = "tokenizer.json"
 MIN_VOCAB_SIZE = 256 + 1  # the byte alphabet plus at least one merge

@@ -56,9 +56,9 @@ import numpy as np
 from einops import rearrange
 from tokenizers import AddedToken, Tokenizer
 
-from reelm.config import load_json, save_json
+from reelm.core.config import load_json, save_json
 from reelm.data.text_tokenizer import TOKENIZER_FILE, load_text_tokenizer, save_text_tokenizer
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 LAYOUT_VERSION = 1
 LAYOUT_FILE = "token_layout.json"
@@ -386,7 +386,7 @@ class TokenLayout:
 
     def parse(self, ids) -> ParsedSequence:
         """Split a complete sequence (pads around it ignored) into task, text and code grids."""
-        ids = self._strip_pads(self._ids(ids, "sequence"))
+        ids = self.strip_pads(self._ids(ids, "sequence"))
         task, spans, end = self._walk(ids)
         template = TEMPLATES[task]
         if len(spans) < len(template) or spans[-1].stop is None:
@@ -417,7 +417,7 @@ class TokenLayout:
         only ``<eot>``). Between blocks: the marker the task's template puts next.
         After ``<eos>``: ``<pad>``.
         """
-        ids = self._strip_pads(self._ids(prefix, "prefix"), trailing=False)
+        ids = self.strip_pads(self._ids(prefix, "prefix"), trailing=False)
         if len(ids) == 0:
             return self._only(self.bos_id)
         if len(ids) == 1 and ids[0] == self.bos_id:
@@ -638,7 +638,7 @@ class TokenLayout:
 
     def _prompt_spans(self, prompt) -> tuple[np.ndarray, Task, list[_Span]]:
         """A whole prompt's ids (leading pads dropped), task and blocks; raises unless it ends at its target's begin."""
-        ids = self._strip_pads(self._ids(prompt, "prompt"), trailing=False)
+        ids = self.strip_pads(self._ids(prompt, "prompt"), trailing=False)
         task, spans, _ = self._walk(ids)
         template = TEMPLATES[task]
         if len(spans) != len(template) or spans[-1].stop is not None or spans[-1].start != len(ids):
@@ -664,7 +664,9 @@ class TokenLayout:
     def _only(self, token_id: int) -> AllowedIds:
         return AllowedIds(((token_id, token_id + 1),))
 
-    def _strip_pads(self, ids: np.ndarray, trailing: bool = True) -> np.ndarray:
+    def strip_pads(self, ids, trailing: bool = True) -> np.ndarray:
+        """``ids`` without the pad ids before the first other id (and, with ``trailing``, after the last)."""
+        ids = np.asarray(ids, dtype=np.int64)
         kept = np.flatnonzero(ids != self.pad_id)
         if not kept.size:
             return ids[:0]

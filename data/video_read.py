@@ -40,7 +40,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 NOT_FOUND = "not found"
 NOT_MEDIA = "not a video or image file"

@@ -3,7 +3,7 @@
 Frames are ``(T, H, W, 3)`` uint8 RGB numpy arrays, as :mod:`reelm.data.video_read`
 returns them. :func:`write_video` writes a whole clip; :func:`open_video` takes a long one
 chunk by chunk (memory does not grow with its length). Every write goes through
-:mod:`reelm.atomic` (a hidden temporary file renamed into place once complete), so a failed
+:mod:`reelm.core.atomic` (a hidden temporary file renamed into place once complete), so a failed
 or killed write leaves neither a half-written video nor the temporary file behind; failures
 are :class:`VideoWriteError`.
 """
@@ -23,8 +23,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from reelm import atomic
-from reelm.errors import ReelmError
+from reelm.core import atomic
+from reelm.core.errors import ReelmError
 
 
 class VideoWriteError(ReelmError):

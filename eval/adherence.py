@@ -1,9 +1,9 @@
 """Prompt adherence in the synthetic world: scoring what frames or captions show against what was asked.
 
-- :func:`read_clip` (from :mod:`reelm.eval.clip_reader`) reads each object's color, shape,
+- :func:`read_clip` (from :mod:`reelm.eval.scene_reader`) reads each object's color, shape,
   size, motion and speed from decoded frames alone.
 - :func:`score_against` scores readings against an attributes dict: what
-  :func:`reelm.data.captions.parse_caption` makes of a prompt, or a clip's ground truth.
+  :func:`reelm.data.synthetic.captions.parse_caption` makes of a prompt, or a clip's ground truth.
   Attributes the prompt leaves out (``None``) are not scored, so "a red circle moves to the
   left" scores color, shape and motion only.
 - :func:`caption_accuracy` scores a generated caption (video-to-text) against ground truth:
@@ -24,7 +24,7 @@ outweighs agreement on every other attribute), then by how many other attributes
 all its scored attributes count as wrong; read objects left over are counted as ``extra``.
 
 Follows: VBench (Huang et al., 2024) — per-dimension scores with every sample's own result
-kept — applied to the attribute vocabulary of :mod:`reelm.data.synthetic_scene`.
+kept — applied to the attribute vocabulary of :mod:`reelm.data.synthetic.scene`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from reelm.data.captions import parse_caption
-from reelm.data.synthetic_scene import OBJECT_KEYS
-from reelm.errors import ReelmError
-from reelm.eval.clip_reader import ClipReadError, ObjectReading, read_clip
+from reelm.data.synthetic.captions import parse_caption
+from reelm.data.synthetic.scene import OBJECT_KEYS
+from reelm.core.errors import ReelmError
+from reelm.eval.scene_reader import ClipReadError, ObjectReading, read_clip
 
 __all__ = [
     "ATTRIBUTES",
@@ -75,7 +75,7 @@ def score_against(readings: Sequence[ObjectReading | Mapping], expected: Mapping
 def caption_accuracy(caption: str, attributes: Mapping, *, keys: Sequence[str] = ATTRIBUTES) -> dict:
     """Score a generated ``caption`` against a clip's ground-truth ``attributes``.
 
-    The caption is parsed with :func:`reelm.data.captions.parse_caption`; every ground-truth
+    The caption is parsed with :func:`reelm.data.synthetic.captions.parse_caption`; every ground-truth
     attribute in ``keys`` (``None`` ones, the speed of a static object, aside) counts, and one the
     caption does not name is wrong. ``keys`` leaves out attributes a world never varies (one size,
     one speed), which tell nothing about the clip. Same result layout as :func:`score_against`

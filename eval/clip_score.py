@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reelm.errors import ReelmError, one_line_reason
-from reelm.eval.clips import ClipInputError, iter_clips
-from reelm.eval.i3d import file_sha256
+from reelm.core.errors import ReelmError, one_line_reason
+from reelm.eval.clip_input import ClipInputError, iter_clips
+from reelm.eval.distribution.i3d import file_sha256
 from reelm.eval.provenance import deterministic, environment, metric_result, not_computed
-from reelm.weights import local_folder
+from reelm.core.weights import local_folder
 
 CLIPSIM_VERSION = "reelm.eval clipsim 1"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")

@@ -17,7 +17,7 @@ seeded) and scores each one:
   first latent frames as the condition: does the object keep its color and shape and move the
   way the real clip does; how far the first frame drifts from the condition) and
   **video-to-text** (captions of held-out clips, attributes named correctly);
-- **FVD, KVD, FID, KID, IS, CLIPSIM** (:mod:`reelm.eval.registry`) when their weights are given,
+- **FVD, KVD, FID, KID, IS, CLIPSIM** (:mod:`reelm.eval.distribution.registry`) when their weights are given,
   against real clips of the world; without weights the result says so.
 
 Under ``torchrun`` or the ``deepspeed`` launcher the work is split by fixed batches across
@@ -42,14 +42,15 @@ from typing import Any
 import numpy as np
 
 from reelm import __version__
-from reelm.atomic import write_text
-from reelm.config import from_dict, save_json, to_dict
-from reelm.data.captions import parse_caption, typed_prompt
-from reelm.data.synthetic import SyntheticWorld, WorldOptions, is_held_out, prompt_set
+from reelm.core.atomic import write_text
+from reelm.core.config import from_dict, save_json, to_dict
+from reelm.data.synthetic.captions import parse_caption, typed_prompt
+from reelm.data.synthetic.world import SyntheticWorld, WorldOptions, is_held_out, prompt_set
 from reelm.data.token_layout import continuation_context
 from reelm.data.video_write import write_mp4
-from reelm.device import torch_threads
-from reelm.distributed import init_distributed
+from reelm.core.device import torch_threads
+from reelm.core.seeds import derive_seed
+from reelm.core.distributed import init_distributed
 from reelm.eval.adherence import aggregate, caption_accuracy, read_clip, score_against
 from reelm.eval.temporal import drift, dynamic_degree, flicker, motion_smoothness
 from reelm.generation.outputs import read_prompts
@@ -127,7 +128,7 @@ def _evaluate(model, out, cfg: GenerationEvalConfig, dist, video_tokenizer, prog
     lines = [json.dumps(_plain(r), sort_keys=True) for r in samples + conditioned + captions]
     write_text(out / SAMPLES_FILE, "".join(line + "\n" for line in lines))
     save_json(out / SUMMARY_FILE, summary)
-    from reelm.eval.generation_report import write_report
+    from reelm.eval.reports.generation_report import write_report
 
     summary["report"] = str(write_report(out, summary, samples, conditioned, captions))
     return summary
@@ -144,7 +145,7 @@ def _world(pipe: VideoPipeline, cfg: GenerationEvalConfig):
         options = from_dict(WorldOptions, trained) if trained else WorldOptions(max_objects=1,
                                                                                 textured_backgrounds=False)
     clip = pipe.model.clip
-    return options.world_config(size=clip.size, num_frames=clip.num_frames, fps=clip.fps, seed=cfg.seed)
+    return options.world_config(clip, seed=cfg.seed)
 
 
 def _prompts(cfg: GenerationEvalConfig, world) -> list[dict]:
@@ -167,8 +168,9 @@ def _prompts(cfg: GenerationEvalConfig, world) -> list[dict]:
     return prompts
 
 
-def _batch_seed(seed: int, job: str, batch: int) -> int:
-    return int(np.random.SeedSequence([seed, sum(map(ord, job)), batch]).generate_state(1, np.uint64)[0] >> 1)
+def _job_seed(seed: int, job: str, batch: int) -> int:
+    """The pipeline seed of one batch of one eval job ("t2v", "i2v", "v2v", "v2t")."""
+    return derive_seed(seed, sum(map(ord, job)), batch)
 
 
 # --- text-to-video -------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def _text_to_video(pipe, prompts, cfg, dist, bar) -> list[dict]:
     for j in range(dist.rank, len(batches), dist.world_size):
         batch = batches[j]
         out = pipe.text_to_video([p["prompt"] for p in batch], num_samples=cfg.num_samples,
-                                 seed=_batch_seed(cfg.seed, "t2v", j), guidance_scale=cfg.guidance_scale,
+                                 seed=_job_seed(cfg.seed, "t2v", j), guidance_scale=cfg.guidance_scale,
                                  sampling=cfg.sampling, batch_size=cfg.batch_size, num_frames=cfg.num_frames,
                                  progress=bar.update)
         for k, video in enumerate(out.videos):
@@ -213,15 +215,14 @@ def _conditioned(pipe, world, cfg, dist, bar) -> list[dict]:
     source = SyntheticWorld(replace(world, split="val", max_objects=1))
     jobs = [("i2v", I2V_START + i) for i in range(cfg.image_to_video)] + \
         [("v2v", CONTINUATION_START + i) for i in range(cfg.continuation)]
-    ft = pipe.tokenizer.temporal_downsample
     k = continuation_context(pipe.model.latent_frames)
     records = []
     for j in range(dist.rank, len(jobs), dist.world_size):
         kind, index = jobs[j]
         clip = source.clip(index)
         prompt = typed_prompt(clip.attributes["objects"][0])
-        given = 1 if kind == "i2v" else 1 + ft * (k - 1)  # condition frames
-        seed = _batch_seed(cfg.seed, kind, j)
+        given = 1 if kind == "i2v" else pipe.tokenizer.pixel_frames(k)  # condition frames
+        seed = _job_seed(cfg.seed, kind, j)
         settings = dict(seed=seed, guidance_scale=cfg.guidance_scale, sampling=cfg.sampling, progress=bar.update)
         if kind == "i2v":
             out = pipe.image_to_video(clip.frames[0], prompt, **settings)
@@ -337,7 +338,7 @@ def _distribution(samples, world, cfg, pipe) -> dict:
     """FVD / KVD / FID / KID / IS / CLIPSIM of the text-to-video samples, for the metrics whose weights are given."""
     from dataclasses import replace
 
-    from reelm.eval.registry import compute
+    from reelm.eval.distribution.registry import compute
 
     generated = [s["video"] for s in samples]
     prompts = [s["prompt"] for s in samples]
@@ -378,7 +379,7 @@ def _bar(enabled: bool, prompts: list, cfg: GenerationEvalConfig, pipe: VideoPip
     from tqdm import tqdm
 
     frames = cfg.num_frames or pipe.model.clip.num_frames
-    latents = 1 + -(-(frames - 1) // pipe.tokenizer.temporal_downsample)
+    latents = pipe.tokenizer.latent_frames(frames)
     total = (len(prompts) * cfg.num_samples + (cfg.image_to_video + cfg.continuation
                                                if cfg.prompts == "synthetic" else 0)) * latents
     return tqdm(total=total * pipe.layout.codes_per_frame, unit="tok", unit_scale=True, desc="eval generate",

@@ -26,8 +26,8 @@ import math
 import numpy as np
 import torch
 
-from reelm.data.captions import typed_prompt
-from reelm.data.synthetic import SyntheticWorld, WorldConfig
+from reelm.data.synthetic.captions import typed_prompt
+from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 from reelm.data.token_layout import Task
 
 ATTRIBUTES = {"color": "colors", "shape": "shapes", "motion": "motions"}  # attribute -> the world's vocabulary field

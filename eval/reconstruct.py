@@ -28,18 +28,18 @@ import numpy as np
 import torch
 
 from reelm import __version__
-from reelm.atomic import write_text
-from reelm.config import save_json, to_dict
-from reelm.data.clips import ClipSpec, SkipRow, check_clip_spec
+from reelm.core.atomic import write_text
+from reelm.core.config import save_json, to_dict
+from reelm.data.clip_sampling import ClipSpec, SkipRow, check_clip_spec
 from reelm.data.row_reader import RowReader, read_rows
 from reelm.data.sources import SyntheticSource, open_source
-from reelm.data.synthetic import WorldOptions
+from reelm.data.synthetic.world import WorldOptions
 from reelm.data.video_read import frames_to_tensor, tensor_to_frames
-from reelm.device import resolve_device
-from reelm.errors import ReelmError
+from reelm.core.device import resolve_device
+from reelm.core.errors import ReelmError
 from reelm.eval.adherence import ATTRIBUTES, aggregate, read_clip, score_against
-from reelm.eval.metrics import ClipMetrics
-from reelm.tokenizer.checkpoint import load_tokenizer, tokenizer_identity
+from reelm.eval.reconstruction_metrics import ClipMetrics
+from reelm.tokenizer.tokenizer_checkpoint import load_tokenizer, tokenizer_identity
 
 SHOWN = 4  # worst and best clips a report shows
 SUMMARY_FILE = "summary.json"
@@ -54,7 +54,7 @@ class ReconstructConfig:
     seed: int = 0
     batch_size: int = 8
     lpips_path: str | None = None  # LPIPS-VGG16 weights (reelm.tokenizer.perceptual); None: no LPIPS
-    i3d_path: str | None = None  # I3D weights for rFVD (reelm.eval.i3d); None: no rFVD
+    i3d_path: str | None = None  # I3D weights for rFVD (reelm.eval.distribution.i3d); None: no rFVD
     allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
 
 
@@ -79,7 +79,7 @@ def evaluate_reconstruction(tokenizer: str | Path, data: Any, out: str | Path, c
     model = load_tokenizer(tokenizer).to(chosen).eval()
     spec = cfg.clip
     check_clip_spec(spec, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
-    world = cfg.world.world_config(size=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=cfg.seed)
+    world = cfg.world.world_config(spec, seed=cfg.seed)
     source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start,
                          allow_outside_root=cfg.allow_outside_root)
     lpips = _lpips(cfg.lpips_path, chosen)
@@ -117,7 +117,7 @@ def evaluate_reconstruction(tokenizer: str | Path, data: Any, out: str | Path, c
     write_text(out / CLIPS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     write_text(out / "skipped.jsonl", "".join(json.dumps(s, sort_keys=True) + "\n" for s in skipped))
     save_json(out / SUMMARY_FILE, summary)
-    from reelm.eval.reconstruct_report import write_report
+    from reelm.eval.reports.reconstruct_report import write_report
 
     summary["report"] = str(write_report(out, summary, records, kept, frame_psnr, counts))
     return summary
@@ -218,7 +218,7 @@ def _summary(model, source, cfg, records, skipped, counts, adherence, frame_psnr
 def _rfvd(cfg: ReconstructConfig, kept: list[_Clip]) -> dict:
     if cfg.i3d_path is None:
         return {"computed": False, "reason": "no I3D weights given (--i3d FILE)"}
-    from reelm.eval.registry import compute
+    from reelm.eval.distribution.registry import compute
 
     frames = min(len(c.original) for c in kept)
     name = "fvd_16f" if frames >= 16 else "fvd_16f_padlast"

@@ -8,7 +8,7 @@ so memory does not grow with its length or resolution beyond one chunk:
    latent frame);
 2. the grid is decoded chunk by chunk (:func:`reelm.tokenizer.video_codec.iter_decoded`)
    while the original is read a second time with the same geometry, chunk for chunk; each
-   pair is scored (:class:`reelm.eval.metrics.ClipMetrics`, whose totals equal the whole-clip
+   pair is scored (:class:`reelm.eval.reconstruction_metrics.ClipMetrics`, whose totals equal the whole-clip
    PSNR and SSIM), appended to the output video (:func:`reelm.data.video_write.open_video`,
    written atomically) and sampled for the contact sheet.
 
@@ -28,8 +28,8 @@ import torch
 from reelm.data.contact_sheet import contact_sheet, sample_indices
 from reelm.data.video_read import iter_frames, probe
 from reelm.data.video_write import open_video
-from reelm.errors import ReelmError
-from reelm.eval.metrics import ClipMetrics
+from reelm.core.errors import ReelmError
+from reelm.eval.reconstruction_metrics import ClipMetrics
 from reelm.tokenizer.model import VideoTokenizer
 from reelm.tokenizer.video_codec import encode_video, iter_decoded
 

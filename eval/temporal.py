@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reelm.eval.metrics import psnr
+from reelm.eval.reconstruction_metrics import psnr
 
 STATIC_TOLERANCE = 24.0  # 0-255: a pixel this close to its temporal median counts as showing the static scene
 STATIC_FRACTION = 0.9  # ... in at least this share of frames

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM, StaticCache
 
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 STEP_KINDS = ("auto", "lean", "layers")

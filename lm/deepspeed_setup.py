@@ -3,7 +3,7 @@
 reelm owns the optimizer (AdamW, no decay on norms) and the schedule (linear warm-up,
 cosine to ``min_lr_ratio``, from transformers); DeepSpeed wraps the optimizer for ZeRO
 stage 0-3 and steps the schedule at each gradient-accumulation boundary. The process group
-comes from :mod:`reelm.distributed`, the resolved JSON config from :mod:`reelm.lm.ds_config`.
+comes from :mod:`reelm.core.distributed`, the resolved JSON config from :mod:`reelm.lm.ds_config`.
 
 Follows: ZeRO (Rajbhandari et al., 2020) through DeepSpeed.
 """
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from reelm.lm.train import TrainConfig
+    from reelm.lm.train import LMTrainConfig
 
 
 class AdamW(torch.optim.AdamW):
@@ -37,7 +37,7 @@ class AdamW(torch.optim.AdamW):
         return super().step(closure)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: LMTrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (and the embedding), none on norms; non-finite steps skipped.
 
     PyTorch's fused kernel where the parameters allow it (CPU or CUDA floats): on the reference
@@ -52,7 +52,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
     return kind(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)
 
 
-def build_engine(model: torch.nn.Module, cfg: TrainConfig, ds_config: dict):
+def build_engine(model: torch.nn.Module, cfg: LMTrainConfig, ds_config: dict):
     """``(engine, scheduler)``: the model wrapped by DeepSpeed with reelm's optimizer and schedule."""
     import deepspeed
     from transformers import get_cosine_with_min_lr_schedule_with_warmup

@@ -17,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 if TYPE_CHECKING:
-    from reelm.lm.train import TrainConfig
+    from reelm.lm.train import LMTrainConfig
 
 SHIPPED_CONFIGS = ("zero0", "zero1", "zero2", "zero3")
 AUTO = "auto"
@@ -49,7 +49,7 @@ def config_zero_stage(config: dict) -> int | None:
     return None if stage == AUTO else int(stage)
 
 
-def resolve_deepspeed_config(config: dict, cfg: TrainConfig, *, world_size: int, bf16: bool,
+def resolve_deepspeed_config(config: dict, cfg: LMTrainConfig, *, world_size: int, bf16: bool,
                              device_type: str = "cuda") -> dict:
     """``config`` with its ``"auto"`` values taken from ``cfg``; explicit values must agree with it.
 

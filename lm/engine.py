@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from transformers import StaticCache
 
 from reelm.data.token_layout import GenerationPlan, LayoutError, TokenLayout
-from reelm.device import synchronize
-from reelm.errors import ReelmError
+from reelm.core.device import synchronize
+from reelm.core.errors import ReelmError
 from reelm.lm.constraints import PlanTable, step_schedule
 from reelm.lm.decode_step import CACHE_ARGUMENT, STEP_KINDS, DecodeStepError, lean_unsupported, make_step
 from reelm.lm.sampling import Sampling, sample
@@ -182,14 +182,7 @@ class GenerationEngine:
         ``progress`` is called after every step.
         """
         requests = list(requests)
-        if not requests:
-            raise GenerationError("no requests to generate")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise GenerationError(f"num_samples {num_samples!r}: expected a positive integer")
-        if not isinstance(cfg_scale, (int, float)) or not math.isfinite(cfg_scale) or cfg_scale < 0:
-            raise GenerationError(f"cfg_scale {cfg_scale!r}: expected a finite number >= 0")
-        if not isinstance(sampling, Sampling):
-            raise GenerationError(f"sampling: expected a reelm.lm.sampling.Sampling, got {type(sampling).__name__}")
+        _check_arguments(requests, sampling, cfg_scale, num_samples)
         guided = cfg_scale != 1
         if generator is None:
             seed = secrets.randbits(63) if seed is None else seed
@@ -332,7 +325,7 @@ class GenerationEngine:
                                                          max_text_tokens=request.max_text_tokens))
             except LayoutError as exc:
                 raise GenerationError(f"request {index}: {exc}") from None
-            prompts.append(_strip_left_pads(request.prompt, self.layout.pad_id))
+            prompts.append(self.layout.strip_pads(request.prompt, trailing=False))
         return prompts, plans
 
     def _unconditional(self, requests: list[Request], prompts: list[np.ndarray],
@@ -343,7 +336,7 @@ class GenerationEngine:
                 if request.unconditional_prompt is None:
                     uncond = self.layout.unconditional_prompt(prompt)
                 else:
-                    uncond = _strip_left_pads(request.unconditional_prompt, self.layout.pad_id)
+                    uncond = self.layout.strip_pads(request.unconditional_prompt, trailing=False)
                     other = self.layout.generation_plan(uncond, frames=request.frames,
                                                         max_text_tokens=request.max_text_tokens)
                     if other.task != plan.task:
@@ -359,10 +352,16 @@ class GenerationEngine:
         return F.linear(hidden, self._head_weight[lo:hi], bias)
 
 
-def _strip_left_pads(ids, pad_id: int) -> np.ndarray:
-    ids = np.asarray(ids, dtype=np.int64)
-    kept = np.flatnonzero(ids != pad_id)
-    return ids[kept[0]:] if kept.size else ids[:0]
+def _check_arguments(requests: list, sampling, cfg_scale, num_samples) -> None:
+    """One :class:`GenerationError` line for arguments :meth:`GenerationEngine.generate` cannot take."""
+    if not requests:
+        raise GenerationError("no requests to generate")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise GenerationError(f"num_samples {num_samples!r}: expected a positive integer")
+    if not isinstance(cfg_scale, (int, float)) or not math.isfinite(cfg_scale) or cfg_scale < 0:
+        raise GenerationError(f"cfg_scale {cfg_scale!r}: expected a finite number >= 0")
+    if not isinstance(sampling, Sampling):
+        raise GenerationError(f"sampling: expected a reelm.lm.sampling.Sampling, got {type(sampling).__name__}")
 
 
 def _left_pad(prompts: list[np.ndarray], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ import time
 import torch
 from transformers import LlamaForCausalLM
 
-from reelm.device import synchronize
+from reelm.core.device import synchronize
 
 
 def non_embedding_parameters(model: LlamaForCausalLM) -> int:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from reelm.config import resolve_preset
-from reelm.errors import ReelmError
+from reelm.core.config import resolve_preset
+from reelm.core.errors import ReelmError
 
 
 @dataclass(kw_only=True)

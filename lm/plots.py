@@ -6,8 +6,8 @@ from pathlib import Path
 
 from reelm.data.token_layout import TASKS
 from reelm.lm.loss_meter import MODALITIES
-from reelm.atomic import atomic_write
-from reelm.metrics_log import read_metrics
+from reelm.core.atomic import atomic_write
+from reelm.core.metrics_log import read_metrics
 
 PLOT_FILE = "loss.png"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 
 class SamplingError(ReelmError):

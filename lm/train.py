@@ -7,11 +7,11 @@ the warm-up + cosine schedule. Every ``log_every`` steps the loss (overall, per 
 per task), tokens/s and MFU go to the progress bar and ``RUN/metrics.jsonl``; every
 ``val_every`` steps the held-out loss too; every ``checkpoint_every`` steps (and at the
 end) a step folder that is also the exported model, standing alone with its video
-tokenizer and clip spec (:mod:`reelm.lm.checkpoint`).
+tokenizer and clip spec (:mod:`reelm.lm.lm_checkpoint`).
 
 ``resume=True`` continues from the latest complete checkpoint exactly: same weights,
 optimizer moments, LR, data position and RNG, so 5 + 5 steps give the weights of 10. It
-follows the one resume rule of :mod:`reelm.resume`: logging, validation and checkpoint
+follows the one resume rule of :mod:`reelm.core.resume`: logging, validation and checkpoint
 intervals may change, nothing else; a finished run may be continued to more steps, with
 the schedule re-planned (said in one line, recorded in the checkpoint).
 
@@ -25,37 +25,37 @@ Follows: nanoGPT / nanochat's train loop; VideoPoet's multi-task pretraining mix
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
-
 import torch
 
-from reelm.checkpoint import capture_rng, latest_checkpoint, list_checkpoints, read_meta, restore_rng
-from reelm.config import ConfigError, apply_overrides, from_dict, split_overrides, to_dict
-from reelm.cpu_allocator import keep_freed_memory
+from reelm.core.checkpoint_format import (capture_rng, latest_checkpoint, list_checkpoints, read_meta,
+                                          resolve_checkpoint, restore_rng)
+from reelm.core.config import ConfigError, from_dict, to_dict
+from reelm.core.cpu_allocator import keep_freed_memory
 from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader, split_indices
 from reelm.data.shards import ShardSet, load_shards
 from reelm.data.token_layout import IGNORE_INDEX, TokenLayout
-from reelm.device import PRECISIONS, saved_precision, train_in_bf16
-from reelm.distributed import DistInfo, init_distributed
-from reelm.errors import ReelmError
-from reelm.lm.checkpoint import KIND, load_hf_model, load_training_state, remove_stale_staging, save_training_checkpoint
+from reelm.core.device import PRECISIONS, saved_precision, train_in_bf16
+from reelm.core.distributed import DistInfo, init_distributed
+from reelm.core.errors import ReelmError
+from reelm.lm.lm_checkpoint import KIND, load_hf_model, load_training_state, remove_stale_staging, save_training_checkpoint
 from reelm.lm.deepspeed_setup import build_engine
 from reelm.lm.ds_config import config_zero_stage, load_deepspeed_config, resolve_deepspeed_config
 from reelm.lm.flops import flops_per_token, measure_peak_flops
 from reelm.lm.loss_meter import LossMeter, shift_left, target_modality, token_losses
-from reelm.lm.model import (LMConfig, build_model, compile_layers, cxx_compiler, layout_grid, preset as lm_preset,
-                            select_attention)
+from reelm.lm.model import LMConfig, build_model, compile_layers, cxx_compiler, layout_grid, select_attention
 from reelm.lm.plots import PLOT_FILE, plot_losses
-from reelm.metrics_log import MetricsLog
-from reelm.resume import ResumePlan, nonfinite_stop, plan_resume
-from reelm.schedule import replanned_message
+from reelm.core.metrics_log import MetricsLog
+from reelm.core.resume import ResumePlan, nonfinite_stop, plan_resume
+from reelm.core.schedule import replanned_message
+from reelm.core.train_result import TrainResult
 
 
 @dataclass(kw_only=True)
-class TrainConfig:
+class LMTrainConfig:
     steps: int = 1000
     lr: float = 3e-4
     warmup_steps: int = 100
@@ -91,40 +91,21 @@ SAFE_TO_CHANGE = frozenset({"log_every", "val_every", "val_batches", "checkpoint
                             "max_nonfinite_steps"})
 
 
-@dataclass
-class TrainResult:
-    rank: int
-    step: int
-    checkpoint: Path
-    model: torch.nn.Module  # the trained module (ZeRO-3: partitioned)
-    metrics: dict
+def saved_configs(run: str | Path) -> tuple[LMConfig, LMTrainConfig]:
+    """The model and training configs of a run's latest checkpoint (or of a checkpoint folder)."""
+    folder = resolve_checkpoint(run)
+    meta = read_meta(folder, KIND)
+    return (from_dict(LMConfig, meta["config"], where=f"{folder}/reelm.json config"),
+            from_dict(LMTrainConfig, saved_precision(meta["train"]), where=f"{folder}/reelm.json train"))
 
 
-def resolve_configs(preset: str | None, overrides: list[str], deepspeed_config: str | None,
-                    saved: dict | None = None) -> tuple[LMConfig, TrainConfig, dict]:
-    """``(model config, training config, DeepSpeed config as given)`` from a preset or a checkpoint.
-
-    ``overrides`` are ``key=value`` for the training config and ``model.key=value`` for the
-    model (:func:`reelm.config.split_overrides`); without a preset the checkpoint's configs are
-    the base. A shipped DeepSpeed config (``zero0`` .. ``zero3``) or a file's explicit ZeRO
-    stage sets ``zero_stage``.
-    """
-    if preset is None and saved is None:
-        raise ReelmError("--preset is required to start a run (choose tiny, small, base or large)")
-    lm_cfg = lm_preset(preset) if preset else from_dict(LMConfig, saved["config"])
-    cfg = TrainConfig() if preset else from_dict(TrainConfig, saved["train"])
-    model_sets, train_sets = split_overrides(list(overrides))
-    lm_cfg = apply_overrides(lm_cfg, model_sets, prefix="model.")
-    cfg = apply_overrides(cfg, train_sets)
-    ds_raw = load_deepspeed_config(deepspeed_config or f"zero{cfg.zero_stage}")
+def with_deepspeed_stage(cfg: LMTrainConfig, ds_raw: dict) -> LMTrainConfig:
+    """``cfg`` with the ZeRO stage a DeepSpeed config sets explicitly (a shipped ``zeroN`` or a file's)."""
     stage = config_zero_stage(ds_raw)
-    if stage is not None:
-        cfg = apply_overrides(cfg, [f"zero_stage={stage}"])
-    check_config(cfg, lm_cfg)
-    return lm_cfg, cfg, ds_raw
+    return cfg if stage is None else dataclasses.replace(cfg, zero_stage=stage)
 
 
-def check_config(cfg: TrainConfig, lm_cfg: LMConfig) -> None:
+def check_config(cfg: LMTrainConfig, lm_cfg: LMConfig) -> None:
     positive = ("steps", "micro_batch_size", "grad_accum_steps", "block_size", "log_every", "checkpoint_every",
                 "max_nonfinite_steps")
     bad = [f"{name}={getattr(cfg, name)}" for name in positive if getattr(cfg, name) < 1]
@@ -142,7 +123,7 @@ def check_config(cfg: TrainConfig, lm_cfg: LMConfig) -> None:
                           f"{lm_cfg.max_position_embeddings}")
 
 
-def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
+def use_compile(cfg: LMTrainConfig, device: torch.device) -> bool:
     """Whether to compile the decoder layers (:func:`reelm.lm.model.compile_layers`).
 
     ``compile`` true or false decides; unset (``None``) it is on for training on CPUs under
@@ -204,8 +185,8 @@ def evaluate(engine, loader: PackedLoader, batches: int, layout: TokenLayout, de
 class LMTrainer:
     """One run: built from the shards and configs (``__init__``), restored (``restore``), trained (``run``)."""
 
-    def __init__(self, dist: DistInfo, shards: ShardSet, run_dir: Path, lm_cfg: LMConfig, cfg: TrainConfig,
-                 ds_raw: dict, *, saved: dict | None, preset: str | None, peak_flops: float | None,
+    def __init__(self, dist: DistInfo, shards: ShardSet, run_dir: Path, lm_cfg: LMConfig, cfg: LMTrainConfig,
+                 ds_raw: dict, *, saved: dict | None, peak_flops: float | None,
                  tensorboard: bool, progress: bool):
         self.dist, self.shards, self.layout, self.run_dir = dist, shards, shards.layout, run_dir
         self.lm_cfg, self.cfg, self.saved, self.progress = lm_cfg, cfg, saved, progress
@@ -236,7 +217,6 @@ class LMTrainer:
         self.schedule_plans = list((saved or {}).get("schedule_plans") or [{"from_step": 0, "steps": cfg.steps}])
         self.metadata = {
             "train": to_dict(cfg),
-            "preset": preset or (saved or {}).get("preset"),
             "world_size": dist.world_size,
             "compiled": self.compiled,
             "deepspeed": ds_config,
@@ -376,12 +356,16 @@ class _Window:
             self.paused_seconds += time.perf_counter() - began
 
 
-def train(data: str | Path, out: str | Path, *, preset: str | None = None, overrides: Sequence[str] = (),
+def train(data: str | Path, out: str | Path, *, model: LMConfig | None = None, config: LMTrainConfig | None = None,
           deepspeed_config: str | None = None, resume: bool = False, peak_flops: float | None = None,
           tensorboard: bool = False, stop_at: int | None = None, progress: bool = True,
           device: str = "auto") -> TrainResult:
     """Pretrain on the shards in ``data`` into the run folder ``out``; call on every rank.
 
+    ``model`` and ``config`` are typed configs, e.g. ``train(shards, out, model=preset("tiny"),
+    config=LMTrainConfig(steps=1500, lr=2e-3))``; on resume, ``None`` means the checkpoint's, and
+    given ones must agree with it (:func:`reelm.core.resume.plan_resume`). A shipped DeepSpeed
+    config (``zero0`` .. ``zero3``) or a file's explicit ZeRO stage sets ``zero_stage``.
     ``peak_flops`` is one device's peak FLOP/s for MFU (measured when None). ``stop_at``
     ends this invocation after that step, with a checkpoint, as if interrupted.
     """
@@ -397,12 +381,17 @@ def train(data: str | Path, out: str | Path, *, preset: str | None = None, overr
         print(f"reelm lm train: {data} carries no video tokenizer (shards made before reelm 0.2): checkpoints will "
               "need --video-tokenizer for generation; re-run 'reelm data tokenize' to embed it")
     saved = _saved(run_dir, resume)
-    lm_cfg, cfg, ds_raw = resolve_configs(preset, list(overrides), deepspeed_config, saved)
-    plan = None
     if saved:
-        plan = _check_resume(saved, lm_cfg, cfg, dist.world_size, shards.layout)
-    trainer = LMTrainer(dist, shards, run_dir, lm_cfg, cfg, ds_raw, saved=saved, preset=preset,
-                        peak_flops=peak_flops, tensorboard=tensorboard, progress=progress)
+        saved_model, saved_train = saved_configs(saved["folder"])
+        model, config = model or saved_model, config or saved_train
+    if model is None or config is None:
+        raise ConfigError("no LM config: pass --preset (tiny, small, base or large) to start a run")
+    ds_raw = load_deepspeed_config(deepspeed_config or f"zero{config.zero_stage}")
+    config = with_deepspeed_stage(config, ds_raw)
+    check_config(config, model)
+    plan = _check_resume(saved, model, config, dist.world_size, shards.layout) if saved else None
+    trainer = LMTrainer(dist, shards, run_dir, model, config, ds_raw, saved=saved, peak_flops=peak_flops,
+                        tensorboard=tensorboard, progress=progress)
     if plan is not None:
         trainer.restore(plan)
     return trainer.run(stop_at)
@@ -421,7 +410,7 @@ def _saved(run_dir: Path, resume: bool) -> dict | None:
     return {**meta, **({"train": saved_precision(meta["train"])} if "train" in meta else {}), "folder": folder}
 
 
-def _check_resume(saved: dict, lm_cfg: LMConfig, cfg: TrainConfig, world_size: int, layout: TokenLayout) -> ResumePlan:
+def _check_resume(saved: dict, lm_cfg: LMConfig, cfg: LMTrainConfig, world_size: int, layout: TokenLayout) -> ResumePlan:
     folder = saved["folder"]
     if saved["world_size"] != world_size:
         raise ReelmError(f"{folder} was trained by {saved['world_size']} processes, this run has {world_size}; "

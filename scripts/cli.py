@@ -14,7 +14,7 @@ import importlib
 import sys
 
 from reelm import __version__
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 GROUPS = ("data", "tokenizer", "text_tokenizer", "lm", "generate", "eval", "demo")  # modules of reelm.commands
 

@@ -64,9 +64,9 @@ def make_model_folder(root: Path, *, seed: int = 0) -> Path:
     tokenizer (32 x 32 x 9 clips, a 4 x 4 latent grid), a BPE fitted on a few captions, a small random LM."""
     from reelm.data.text_tokenizer import train_text_tokenizer
     from reelm.data.token_layout import TokenLayout
-    from reelm.lm.checkpoint import export_lm
+    from reelm.lm.lm_checkpoint import export_lm
     from reelm.lm.model import LMConfig, build_model
-    from reelm.tokenizer.checkpoint import save_tokenizer, tokenizer_identity
+    from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer, tokenizer_identity
     from reelm.tokenizer.model import PRESETS, VideoTokenizer
 
     torch.manual_seed(seed)

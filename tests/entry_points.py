@@ -223,7 +223,7 @@ def data_tokenize(corpus: dict[str, Path], env: Env) -> dict[str, Outcome]:
 
 def tokenizer_train(corpus: dict[str, Path], env: Env) -> dict[str, Outcome]:
     """8 steps of 2 clips on the corpus folder: more than one pass over it, so every row is met."""
-    from reelm.checkpoint import latest_checkpoint, load_state
+    from reelm.core.checkpoint_format import latest_checkpoint, load_state
 
     folder = next(iter(corpus.values())).parent
     out = env.root / "out" / "train"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from reelm.eval.i3d import InceptionI3d, export_torchscript_detector
-from reelm.eval.inception import WEIGHTS_NAME, InceptionV3
+from reelm.eval.distribution.i3d import InceptionI3d, export_torchscript_detector
+from reelm.eval.distribution.inception import WEIGHTS_NAME, InceptionV3
 
 
 def random_i3d(seed: int = 0) -> InceptionI3d:

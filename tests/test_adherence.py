@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reelm.data.captions import caption_for, parse_caption
-from reelm.data.synthetic import SyntheticWorld, WorldConfig
-from reelm.data.synthetic_render import render_frames
-from reelm.data.synthetic_scene import MOTIONS, SIZES, SPEEDS, bounce
-from reelm.data.synthetic_shapes import EXTENTS
+from reelm.data.synthetic.captions import caption_for, parse_caption
+from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
+from reelm.data.synthetic.render import render_frames
+from reelm.data.synthetic.scene import MOTIONS, SIZES, SPEEDS, bounce
+from reelm.data.synthetic.shapes import EXTENTS
 from reelm.data.video_read import read_video
 from reelm.data.video_write import write_mp4
 from reelm.eval.adherence import (

@@ -16,7 +16,7 @@ from test_lm_train import CAPTIONS, make_shards
 from reelm.data.shards import LAYOUT_DIR
 from reelm.data.text_tokenizer import train_text_tokenizer
 from reelm.data.token_layout import TokenLayout
-from reelm.tokenizer.checkpoint import save_tokenizer
+from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer
 from reelm.tokenizer.model import PRESETS, VideoTokenizer
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from reelm import checkpoint as ckpt
-from reelm.config import ConfigError, apply_overrides, from_dict, resolve_preset, to_dict
+from reelm.core import checkpoint_format as ckpt
+from reelm.core.config import ConfigError, apply_overrides, from_dict, resolve_preset, to_dict
 
 
 @dataclass(kw_only=True)

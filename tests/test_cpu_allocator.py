@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from reelm.cpu_allocator import user_chose_allocator
+from reelm.core.cpu_allocator import user_chose_allocator
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 CHILD = """
 import json, sys
 import numpy as np
-from reelm.cpu_allocator import keep_freed_memory
+from reelm.core.cpu_allocator import keep_freed_memory
 
 def rss_mib():
     for line in open("/proc/self/status"):

@@ -20,12 +20,12 @@ from entry_points import run_cli
 from test_lm_train import make_shards
 from test_lm_train import run as lm_run
 
-from reelm.checkpoint import list_checkpoints, load_state, verify_checkpoint
-from reelm.config import apply_overrides
-from reelm.errors import ReelmError
-from reelm.tokenizer.checkpoint import load_tokenizer
+from reelm.core.checkpoint_format import list_checkpoints, load_state, verify_checkpoint
+from reelm.core.config import apply_overrides
+from reelm.core.errors import ReelmError
+from reelm.tokenizer.tokenizer_checkpoint import load_tokenizer
 from reelm.tokenizer.model import PRESETS
-from reelm.tokenizer.train import TrainConfig, train
+from reelm.tokenizer.train import TokenizerTrainConfig, train
 
 FAST = dataclasses.replace(PRESETS["tiny"](), channels=(8, 8, 16))
 FAST_CLI = ["--preset", "tiny", "--set", "model.channels=[8,8,16]", "--num-frames", "5", "--size", "32",
@@ -37,8 +37,8 @@ def _one_thread(single_thread_isolated):
     yield
 
 
-def tok_cfg(steps: int, *settings: str) -> TrainConfig:
-    cfg = TrainConfig(steps=steps, checkpoint_every=1, log_every=1, keep_last=10, batch_size=1, warmup_steps=1)
+def tok_cfg(steps: int, *settings: str) -> TokenizerTrainConfig:
+    cfg = TokenizerTrainConfig(steps=steps, checkpoint_every=1, log_every=1, keep_last=10, batch_size=1, warmup_steps=1)
     return apply_overrides(cfg, ["clip.num_frames=5", "clip.size=32", *settings])
 
 
@@ -57,7 +57,7 @@ def assert_same(a: dict, b: dict) -> None:
 def straight(tmp_path_factory):
     """3 uninterrupted steps of the small tokenizer, a checkpoint after each."""
     out = tmp_path_factory.mktemp("straight") / "run"
-    train(FAST, tok_cfg(3), out, progress=False)
+    train(out, model=FAST, config=tok_cfg(3), progress=False)
     return out
 
 
@@ -80,11 +80,11 @@ def _garble_meta(folder: Path) -> None:
 @pytest.mark.parametrize("damage", [_truncate, _delete_state, _garble_meta], ids=["truncated", "deleted", "garbled"])
 def test_a_damaged_newest_tokenizer_checkpoint_is_skipped_with_a_warning(damage, straight, tmp_path, capsys):
     run = tmp_path / "run"
-    train(FAST, tok_cfg(3), run, progress=False, stop_at=2)
+    train(run, model=FAST, config=tok_cfg(3), progress=False, stop_at=2)
     damage(run / "step-000002")
     assert verify_checkpoint(run / "step-000002") is not None and verify_checkpoint(run / "step-000001") is None
     capsys.readouterr()
-    train(None, None, run, resume=True, progress=False)
+    train(run, resume=True, progress=False)
     warning = capsys.readouterr().err.strip().splitlines()
     assert len(warning) == 1 and warning[0].startswith("reelm: warning: ") and "step-000002 is damaged" in warning[0]
     assert "skipping it for step-000001" in warning[0]
@@ -139,7 +139,7 @@ def test_a_full_disk_fails_tokenizer_training_in_one_line_and_keeps_the_previous
 
 
 def test_a_full_disk_fails_lm_training_in_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    import reelm.lm.checkpoint as lm_checkpoint
+    import reelm.lm.lm_checkpoint as lm_checkpoint
 
     make_shards(tmp_path / "shards", 20)
     _disk_full_at(4, monkeypatch, lm_checkpoint, "save_state")
@@ -202,15 +202,15 @@ def _nan_loss_at(steps, monkeypatch) -> None:
 def test_a_nan_step_is_skipped_logged_and_resumes_exactly(tmp_path, monkeypatch, capsys):
     _nan_loss_at({1}, monkeypatch)  # the second step
     straight = tmp_path / "straight"
-    train(FAST, tok_cfg(3), straight, progress=False)
+    train(straight, model=FAST, config=tok_cfg(3), progress=False)
     assert "step 2: the loss (nan) or its gradient is not finite; step skipped (1 in a row)" in capsys.readouterr().out
     assert_same(raw(straight, 2), raw(straight, 1))  # no update at the skipped step
     skipped = [r for r in map(__import__("json").loads, (straight / "metrics.jsonl").read_text().splitlines())
                if r.get("skipped")]
     assert [r["step"] for r in skipped] == [2]
     resumed = tmp_path / "resumed"
-    train(FAST, tok_cfg(3), resumed, progress=False, stop_at=2)
-    train(None, None, resumed, resume=True, progress=False)
+    train(resumed, model=FAST, config=tok_cfg(3), progress=False, stop_at=2)
+    train(resumed, resume=True, progress=False)
     assert_same(raw(resumed), raw(straight))
 
 
@@ -258,9 +258,9 @@ def _oom(*args, **kwargs):
 def test_out_of_memory_says_what_to_try(tmp_path, monkeypatch, media_env):
     import reelm.lm.train as lm_train
     from reelm.lm.engine import GenerationEngine
-    from reelm.tokenizer.train import Trainer
+    from reelm.tokenizer.train import TokenizerTrainer
 
-    monkeypatch.setattr(Trainer, "train_step", _oom)
+    monkeypatch.setattr(TokenizerTrainer, "train_step", _oom)
     outcome = run_cli(["tokenizer", "train", *FAST_CLI, "--steps", "2", "--out", str(tmp_path / "tok")])
     assert outcome.kind == "refused" and outcome.error_lines == 1
     assert "out of GPU memory in 'reelm tokenizer train'" in outcome.message and "--batch-size" in outcome.message

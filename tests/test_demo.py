@@ -16,12 +16,13 @@ import pytest
 from reelm.data.video_read import read_video
 
 SMALL = ["--budget-minutes", "0.05", "--no-progress",
-         "--set", "size=32", "--set", "heldout_clips=4", "--set", "tokenizer_eval_clips=4", "--set", "eval_prompts=2",
+         "--set", "clip.size=32", "--set", "heldout_clips=4", "--set", "tokenizer_eval_clips=4", "--set", "eval_prompts=2",
          "--set", "eval_samples=1", "--set", "image_to_video=1", "--set", "continuation=1", "--set", "captions=2", "--set", "binding_clips=4",
          "--set", "chunk_rows=8", "--set", "text_vocab_size=300",
-         "--set", 'tokenizer_settings=["batch_size=2", "checkpoint_every=2"]',
-         "--set", 'lm_settings=["block_size=128", "micro_batch_size=2", "checkpoint_every=2", "val_every=0", '
-                  '"compile=false", "log_every=1"]']
+         "--set", "tokenizer_train.batch_size=2", "--set", "tokenizer_train.checkpoint_every=2",
+         "--set", "lm_train.block_size=128", "--set", "lm_train.micro_batch_size=2",
+         "--set", "lm_train.checkpoint_every=2", "--set", "lm_train.val_every=0", "--set", "lm_train.compile=false",
+         "--set", "lm_train.log_every=1"]
 STAGES = ("data", "tokenizer", "shards", "lm", "generate")
 
 
@@ -75,9 +76,11 @@ def test_demo_runs_every_stage_resumes_after_kills_and_reuses_finished_stages(tm
     assert "Results against the targets" in page and "eval/generate/report.html" in page
     from PIL import Image
 
-    from reelm.demo.report import contact_sheet_for_docs
+    from reelm.demo.report_card import contact_sheet_for_docs
 
-    sheet = contact_sheet_for_docs(out, tmp_path / "demo.png", max_bytes=20_000)  # README's docs/demo.png
+    written = out / "samples.png"  # README's docs/demo.png comes from this file of the default run
+    assert written.stat().st_size <= 300_000 and Image.open(written).mode == "RGB"
+    sheet = contact_sheet_for_docs(out, tmp_path / "demo.png", max_bytes=20_000)
     assert sheet.stat().st_size <= 20_000 and Image.open(sheet).mode == "RGB"
     # The LM resumed from its checkpoint: its log holds each step once.
     steps = [json.loads(line)["step"] for line in (out / "lm" / "metrics.jsonl").read_text().splitlines()

@@ -8,8 +8,8 @@ import torch
 
 from eval_weights import write_clip
 from reelm.eval.clip_score import ClipScorer
-from reelm.eval.clips import ClipInputError
-from reelm.eval.registry import compute
+from reelm.eval.clip_input import ClipInputError
+from reelm.eval.distribution.registry import compute
 
 PROMPTS = ["a red ball moves up", "a blue star"]
 

@@ -7,10 +7,23 @@ import pytest
 import torch
 
 from eval_weights import write_inception
-from reelm.eval.frame_metrics import inception_features
-from reelm.eval.inception import InceptionOutput, InceptionWeightsError, load_inception, resize_bilinear_tf1
-from reelm.eval.kernel import mmd2_unbiased
-from reelm.eval.registry import compute
+from reelm.eval.distribution.frame_metrics import inception_features
+from reelm.eval.distribution.inception import InceptionV3, InceptionWeightsError, load_inception, resize_bilinear_tf1
+from reelm.eval.distribution.kernel import mmd2_unbiased
+from reelm.eval.distribution.registry import compute
+
+
+class InceptionOutput(torch.nn.Module):
+    """One output of reelm's Inception-v3 as an ``(N, D)`` tensor: torchmetrics' custom feature extractor."""
+
+    def __init__(self, inception: InceptionV3, output: str = "pool"):
+        super().__init__()
+        self.inception, self.output = inception, output
+        self.num_features = 2048 if output == "pool" else 1008
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.inception(frames)[self.output]
+
 
 RESIZE = 96  # Inception-v3 runs from 75 px up; 299 is the protocol's (one test runs it)
 SMALL = {"resize_to": RESIZE}

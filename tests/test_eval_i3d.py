@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from eval_weights import random_i3d, write_i3d
-from reelm.eval.i3d import I3DWeightsError, InceptionI3d, clips_to_i3d_input, load_i3d
+from reelm.eval.distribution.i3d import I3DWeightsError, InceptionI3d, clips_to_i3d_input, load_i3d
 
 SIZE = 16
 # pytorch-i3d's InceptionI3d(400).state_dict() has 344 entries (checked against its pytorch_i3d.py)

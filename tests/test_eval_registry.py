@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from reelm.errors import ReelmError
-from reelm.eval.registry import PROTOCOLS, UnknownProtocolError, compute, extract, list_protocols
+from reelm.core.errors import ReelmError
+from reelm.eval.distribution.registry import PROTOCOLS, UnknownProtocolError, compute, extract, list_protocols
 
 
 def test_named_protocols_are_registered():

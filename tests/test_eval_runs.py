@@ -15,10 +15,10 @@ import torch
 
 from conftest import make_model_folder
 from reelm.cli import main
-from reelm.data.synthetic import SyntheticWorld, WorldConfig
+from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 from reelm.data.video_read import frames_to_tensor, read_video, tensor_to_frames
 from reelm.data.video_write import write_mp4
-from reelm.tokenizer.checkpoint import load_tokenizer
+from reelm.tokenizer.tokenizer_checkpoint import load_tokenizer
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
 

@@ -5,9 +5,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from reelm.eval import frechet
-from reelm.eval.frechet import frechet_distance, gaussian_stats
-from reelm.eval.kernel import mmd2_unbiased, polynomial_kernel, subset_mmd2
+from reelm.eval.distribution import frechet
+from reelm.eval.distribution.frechet import frechet_distance, gaussian_stats
+from reelm.eval.distribution.kernel import mmd2_unbiased, polynomial_kernel, subset_mmd2
 
 
 def _diagonal_case(seed, d=6):
@@ -73,7 +73,7 @@ def test_gaussian_stats_match_numpy_cov():
 def test_frechet_on_features_equals_torchmetrics_fid():
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    from reelm.eval.frame_metrics import Precomputed
+    from reelm.eval.distribution.frame_metrics import Precomputed
 
     rng = np.random.default_rng(1)
     real, fake = rng.normal(size=(40, 8)), rng.normal(0.3, 1.2, size=(30, 8))
@@ -104,7 +104,7 @@ def test_mmd2_matches_a_direct_double_loop(seed):
 def test_subsets_are_seeded_and_the_full_set_equals_torchmetrics_kid():
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    from reelm.eval.frame_metrics import Precomputed
+    from reelm.eval.distribution.frame_metrics import Precomputed
 
     rng = np.random.default_rng(2)
     real, gen = rng.normal(size=(20, 6)), rng.normal(0.4, 1.0, size=(12, 6))

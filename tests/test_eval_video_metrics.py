@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from eval_weights import write_i3d, write_tiny_torchscript_detector
-from reelm.eval.clips import ClipInputError
-from reelm.eval.features import FeatureSet, FeatureSetError
-from reelm.eval.frechet import frechet_distance, gaussian_stats
-from reelm.eval.i3d import load_i3d
-from reelm.eval.kernel import subset_mmd2
-from reelm.eval.registry import compute, extract
-from reelm.eval.video_metrics import i3d_features
+from reelm.eval.clip_input import ClipInputError
+from reelm.eval.distribution.features import FeatureSet, FeatureSetError
+from reelm.eval.distribution.frechet import frechet_distance, gaussian_stats
+from reelm.eval.distribution.i3d import load_i3d
+from reelm.eval.distribution.kernel import subset_mmd2
+from reelm.eval.distribution.registry import compute, extract
+from reelm.eval.distribution.video_metrics import i3d_features
 
 SIZE = 16
 RES = {"resolution": SIZE}

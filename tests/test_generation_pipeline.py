@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from reelm.checkpoint import CheckpointError, write_meta
+from reelm.core.checkpoint_format import CheckpointError, write_meta
 from reelm.cli import main
-from reelm.data.synthetic import SyntheticWorld, WorldConfig
+from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 from reelm.data.token_layout import Task
 from reelm.data.video_read import read_video
 from reelm.data.video_write import write_mp4
@@ -23,7 +23,7 @@ from reelm.generation import VideoPipeline
 from reelm.generation.model_folder import load_model_folder
 from conftest import make_model_folder
 from reelm.lm.sampling import Sampling
-from reelm.tokenizer.checkpoint import save_tokenizer
+from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer
 from reelm.tokenizer.model import PRESETS, VideoTokenizer
 
 GREEDY = Sampling(greedy=True)
@@ -193,8 +193,8 @@ def test_a_hub_style_name_is_a_local_error_and_never_downloads(tmp_path, monkeyp
     one line, and no network connection is even tried."""
     import socket
 
-    from reelm.errors import ReelmError
-    from reelm.lm.checkpoint import load_hf_model
+    from reelm.core.errors import ReelmError
+    from reelm.lm.lm_checkpoint import load_hf_model
 
     tried = []
 

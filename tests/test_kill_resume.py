@@ -22,9 +22,9 @@ from safetensors.torch import load_file
 
 from test_lm_train import make_shards
 
-from reelm.checkpoint import list_checkpoints, verify_checkpoint
+from reelm.core.checkpoint_format import list_checkpoints, verify_checkpoint
 from reelm.data.shards import chunk_folders
-from reelm.tokenizer.checkpoint import save_tokenizer
+from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer
 from reelm.tokenizer.model import PRESETS, VideoTokenizer
 
 pytestmark = pytest.mark.slow

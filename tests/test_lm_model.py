@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 from reelm.lm.flops import flops_per_token, non_embedding_parameters
 from reelm.lm.model import PRESETS, build_model, compile_layers, preset, select_attention
 

@@ -15,19 +15,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reelm.checkpoint import CheckpointError, list_checkpoints, read_meta, staging_dir, write_meta
+from reelm.core.checkpoint_format import CheckpointError, list_checkpoints, read_meta, staging_dir, write_meta
+from reelm.core.config import apply_overrides, split_overrides
 from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader
 from reelm.data.shards import LAYOUT_DIR, VIDEO_TOKENIZER_DIR, chunk_name, load_shards, part_dir, write_chunk, write_info
 from reelm.data.text_tokenizer import train_text_tokenizer
 from reelm.data.token_layout import TokenLayout
-from reelm.errors import ReelmError
-from reelm.lm.checkpoint import export_lm, load_lm, video_tokenizer_dir
+from reelm.core.errors import ReelmError
+from reelm.lm.lm_checkpoint import export_lm, load_lm, video_tokenizer_dir
 from reelm.lm.ds_config import SHIPPED_CONFIGS, load_deepspeed_config, resolve_deepspeed_config
 from reelm.data.token_layout import IGNORE_INDEX
 from reelm.lm.loss_meter import shift_left, token_losses
-from reelm.metrics_log import MetricsLog
+from reelm.core.metrics_log import MetricsLog
 from reelm.lm.model import cxx_compiler, preset
-from reelm.lm.train import TrainConfig, train, use_compile
+from reelm.lm.train import LMTrainConfig, train, use_compile
 
 CAPTIONS = [f"a {c} {s} moves {m}" for c in ("red", "blue", "green", "yellow")
             for s in ("circle", "square", "triangle") for m in ("left", "right", "up", "down")]
@@ -72,8 +73,15 @@ def run(data, out, steps, *overrides, **kwargs):
     (each ``reelm lm train --resume`` is a new process). Reset it, as a new process starts.
     """
     torch._dynamo.reset()
-    return train(data, out, preset="tiny", overrides=[*COMMON, f"steps={steps}", *overrides],
-                 peak_flops=1e11, progress=False, **kwargs)
+    model, config = tiny_configs(steps, *overrides)
+    return train(data, out, model=model, config=config, peak_flops=1e11, progress=False, **kwargs)
+
+
+def tiny_configs(steps, *overrides):
+    """The ``tiny`` preset and the tests' training config, with ``model.KEY=V`` / ``KEY=V`` overrides."""
+    model_sets, train_sets = split_overrides([*COMMON, f"steps={steps}", *overrides])
+    return (apply_overrides(preset("tiny"), model_sets, prefix="model."),
+            apply_overrides(LMTrainConfig(), train_sets))
 
 
 def weights(folder):
@@ -222,11 +230,11 @@ def test_compile_is_on_by_default_only_for_cpu_training_under_zero_0_to_2_with_a
     from torch._inductor import config as inductor_config
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
-    assert use_compile(TrainConfig(compile=True), gpu) and not use_compile(TrainConfig(compile=False), cpu)
-    assert not use_compile(TrainConfig(), gpu) and not use_compile(TrainConfig(zero_stage=3), cpu)
-    assert use_compile(TrainConfig(), cpu) == (cxx_compiler() is not None)
+    assert use_compile(LMTrainConfig(compile=True), gpu) and not use_compile(LMTrainConfig(compile=False), cpu)
+    assert not use_compile(LMTrainConfig(), gpu) and not use_compile(LMTrainConfig(zero_stage=3), cpu)
+    assert use_compile(LMTrainConfig(), cpu) == (cxx_compiler() is not None)
     with inductor_config.patch({"cpp.cxx": (None, "no-such-c++-compiler")}):
-        assert not use_compile(TrainConfig(), cpu)
+        assert not use_compile(LMTrainConfig(), cpu)
 
 
 def test_training_config_rejects_compile_under_zero3_and_flags_that_are_not_booleans(shards, tmp_path):
@@ -353,10 +361,10 @@ def test_a_finished_run_continues_to_more_steps_with_a_replanned_schedule(shards
 
 
 def test_deepspeed_configs_fill_auto_values_and_reject_disagreements():
-    cfg = TrainConfig(micro_batch_size=3, grad_accum_steps=2, grad_clip=0.5, zero_stage=2)
+    cfg = LMTrainConfig(micro_batch_size=3, grad_accum_steps=2, grad_clip=0.5, zero_stage=2)
     for name in SHIPPED_CONFIGS:
         stage = int(name[-1])
-        resolved = resolve_deepspeed_config(load_deepspeed_config(name), TrainConfig(zero_stage=stage),
+        resolved = resolve_deepspeed_config(load_deepspeed_config(name), LMTrainConfig(zero_stage=stage),
                                             world_size=2, bf16=False)
         assert resolved["zero_optimization"]["stage"] == stage and "auto" not in json.dumps(resolved)
     resolved = resolve_deepspeed_config(load_deepspeed_config("zero2"), cfg, world_size=4, bf16=True)
@@ -419,7 +427,7 @@ def test_two_process_zero2_through_the_deepspeed_launcher_resumes_exactly(shards
 def test_training_again_after_leaving_the_process_group_works(shards, tmp_path):
     """A notebook (or the demo) trains, leaves the process group, and trains again in the same process:
     DeepSpeed's cached clone of the old group must not outlive it."""
-    from reelm.distributed import shutdown_distributed
+    from reelm.core.distributed import shutdown_distributed
 
     first = run(shards, tmp_path / "a", 2)
     shutdown_distributed()

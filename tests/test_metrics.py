@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from reelm.eval.metrics import psnr, ssim
+from reelm.eval.reconstruction_metrics import psnr, ssim
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
 
@@ -43,7 +43,7 @@ def test_shape_errors():
 
 
 def test_chunked_accumulation_equals_the_whole_clip():
-    from reelm.eval.metrics import ClipMetrics, ssim_per_frame
+    from reelm.eval.reconstruction_metrics import ClipMetrics, ssim_per_frame
 
     ref, out = _pair(seed=3, shape=(13, 24, 20, 3))
     acc = ClipMetrics()

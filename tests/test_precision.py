@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import reelm.device as device_module
-from reelm.config import apply_overrides
-from reelm.device import native_bf16, train_in_bf16
-from reelm.errors import ReelmError
+import reelm.core.device as device_module
+from reelm.core.config import apply_overrides
+from reelm.core.device import native_bf16, train_in_bf16
+from reelm.core.errors import ReelmError
 from reelm.lm.ds_config import load_deepspeed_config, resolve_deepspeed_config
-from reelm.lm.train import TrainConfig as LMTrainConfig
+from reelm.lm.train import LMTrainConfig
 from reelm.tokenizer.model import PRESETS
-from reelm.tokenizer.train import TrainConfig, Trainer
+from reelm.tokenizer.train import TokenizerTrainConfig, TokenizerTrainer
 
 CPU = torch.device("cpu")
 
@@ -62,9 +62,9 @@ def test_bf16_is_torch_autocast_on_cpus_and_deepspeed_bf16_on_gpus():
 
 
 def _conv_dtypes_of_one_step(tmp_path, precision: str) -> set[torch.dtype]:
-    cfg = apply_overrides(TrainConfig(steps=1, checkpoint_every=1, log_every=1),
+    cfg = apply_overrides(TokenizerTrainConfig(steps=1, checkpoint_every=1, log_every=1),
                           ["clip.num_frames=5", "clip.size=32", "batch_size=2", f"precision={precision}"])
-    trainer = Trainer(PRESETS["tiny"](), cfg, tmp_path / precision, progress=False, device="cpu")
+    trainer = TokenizerTrainer(PRESETS["tiny"](), cfg, tmp_path / precision, progress=False, device="cpu")
     seen: set[torch.dtype] = set()
     hooks = [module.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
              for module in trainer.model.modules() if isinstance(module, torch.nn.Conv3d)]
@@ -86,14 +86,14 @@ def test_a_bad_precision_is_a_config_error(tmp_path):
     from reelm.tokenizer.train import check_config
 
     with pytest.raises(ReelmError, match="precision='half': choose from auto, bf16, fp32"):
-        check_config(apply_overrides(TrainConfig(), ["precision=half"]))
+        check_config(apply_overrides(TokenizerTrainConfig(), ["precision=half"]))
 
 
 def test_a_run_saved_before_the_setting_resumes_in_the_precision_it_ran_in(tmp_path, monkeypatch):
     import json
 
-    from reelm.checkpoint import list_checkpoints
-    from reelm.device import saved_precision
+    from reelm.core.checkpoint_format import list_checkpoints
+    from reelm.core.device import saved_precision
     from reelm.tokenizer.train import saved_configs, train
 
     assert saved_precision({"precision": "bf16", "lr": 1.0}) == {"precision": "bf16", "lr": 1.0}
@@ -101,14 +101,14 @@ def test_a_run_saved_before_the_setting_resumes_in_the_precision_it_ran_in(tmp_p
     assert saved_precision({"lr": 1.0})["precision"] == "auto"  # it ran in bf16 on a GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert saved_precision({"lr": 1.0})["precision"] == "fp32"  # it ran in fp32 on a CPU
-    cfg = apply_overrides(TrainConfig(steps=4, checkpoint_every=2, log_every=1),
+    cfg = apply_overrides(TokenizerTrainConfig(steps=4, checkpoint_every=2, log_every=1),
                           ["clip.num_frames=5", "clip.size=32", "batch_size=2"])
     run = tmp_path / "old"
-    train(PRESETS["tiny"](), cfg, run, progress=False, device="cpu", stop_at=2)
+    train(run, model=PRESETS["tiny"](), config=cfg, progress=False, device="cpu", stop_at=2)
     config_file = list_checkpoints(run)[-1][1] / "train_config.json"
     old = json.loads(config_file.read_text())
     del old["precision"]  # as a checkpoint written before the setting existed
     config_file.write_text(json.dumps(old))
     assert saved_configs(run)[1].precision == "fp32"
-    train(None, None, run, resume=True, progress=False, device="cpu")  # resumes, no "precision changed" refusal
+    train(run, resume=True, progress=False, device="cpu")  # resumes, no "precision changed" refusal
     assert [step for step, _ in list_checkpoints(run)][-1] == 4

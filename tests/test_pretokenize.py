@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from reelm.config import apply_overrides
-from reelm.data.clips import ClipSpec
+from reelm.core.config import apply_overrides
+from reelm.data.clip_sampling import ClipSpec
 from reelm.data.shards import ShardError, chunk_folders, load_shards
 from reelm.data.video_write import write_mp4
-from reelm.tokenizer.checkpoint import save_tokenizer
+from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer
 from reelm.tokenizer.model import PRESETS, VideoTokenizer
 from reelm.tokenizer.pretokenize import TokenizeConfig, tokenize_dataset
 
@@ -93,7 +93,7 @@ def test_the_synthetic_worlds_options_reach_pre_tokenization(tmp_path, video_tok
                  "--start", "10", "--shapes", "circle,square,triangle", "--start-positions", "independent"]) == 0
     shards = load_shards(out)
     info = json.loads((out / "shards.json").read_text())
-    from reelm.data.synthetic_scene import COLORS, MOTIONS, SIZES, SPEEDS
+    from reelm.data.synthetic.scene import COLORS, MOTIONS, SIZES, SPEEDS
 
     assert info["world"] == {"split": "heldout", "max_objects": 1, "textured_backgrounds": False, "start": 10,
                              "shapes": ["circle", "square", "triangle"], "colors": list(COLORS),

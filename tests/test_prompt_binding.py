@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import make_model_folder
-from reelm.data.synthetic import WorldConfig
+from reelm.data.synthetic.world import WorldConfig
 from reelm.data.token_layout import Task
 from reelm.eval import prompt_binding as binding
 from reelm.generation import VideoPipeline

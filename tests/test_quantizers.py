@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from reelm.config import ConfigError
-from reelm.errors import ReelmError
+from reelm.core.config import ConfigError
+from reelm.core.errors import ReelmError
 from reelm.tokenizer.quantizer import Quantizer, QuantizerConfig, usage_metrics
 
 CONFIGS = {

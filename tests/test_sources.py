@@ -6,7 +6,7 @@ import datasets
 import numpy as np
 import pytest
 
-from reelm.data.clips import (
+from reelm.data.clip_sampling import (
     SKIP_EMPTY_CAPTION, SKIP_MISSING, SKIP_TOO_SHORT, SKIP_UNREADABLE, ClipSpec, SkipLog, SkipRow, load_clips,
 )
 from reelm.data.sources import FolderSource, SourceError, SyntheticSource, TableSource, open_source

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from reelm.data.video_read import read_video
-from reelm.eval.metrics import psnr, ssim
+from reelm.eval.reconstruction_metrics import psnr, ssim
 from reelm.eval.roundtrip import reconstruct_file
 from reelm.tokenizer.model import PRESETS, VideoTokenizer
 from reelm.tokenizer.video_codec import chunk_latents_for, decode_codes, encode_video, iter_decoded
@@ -70,7 +70,7 @@ def test_chunks_hold_fewer_latent_frames_as_frames_grow():
 
 def test_decode_streams_into_the_video(model, tmp_path):
     from reelm.cli import main
-    from reelm.tokenizer.checkpoint import save_tokenizer
+    from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer
     from reelm.tokenizer.codes_file import save_codes
 
     save_tokenizer(model, tmp_path / "tok")

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from reelm.config import ConfigError
-from reelm.data import synthetic_scene
-from reelm.data.captions import caption_for, parse_caption
-from reelm.data.synthetic import (
+from reelm.core.config import ConfigError
+from reelm.data.synthetic import scene as synthetic_scene
+from reelm.data.synthetic.captions import caption_for, parse_caption
+from reelm.data.synthetic.world import (
     HELD_OUT,
     SPLITS,
     SyntheticWorld,
@@ -22,9 +22,9 @@ from reelm.data.synthetic import (
     is_held_out,
     render_dataset,
 )
-from reelm.data.synthetic_render import render_background, render_frames
-from reelm.data.synthetic_scene import COLORS, MOTIONS, OBJECT_KEYS, SPEEDS, bounce
-from reelm.errors import ReelmError
+from reelm.data.synthetic.render import render_background, render_frames
+from reelm.data.synthetic.scene import COLORS, MOTIONS, OBJECT_KEYS, SPEEDS, bounce
+from reelm.core.errors import ReelmError
 
 
 def world(**overrides) -> SyntheticWorld:
@@ -88,7 +88,7 @@ def test_captions_parse_back_to_the_attributes(split):
 
 
 def test_typed_prompts_name_color_shape_and_motion_and_parse_back():
-    from reelm.data.captions import typed_prompt
+    from reelm.data.synthetic.captions import typed_prompt
 
     assert typed_prompt({"color": "red", "shape": "circle", "motion": "left"}) == "a red circle moves to the left"
     assert typed_prompt({"color": "cyan", "shape": "cross", "motion": "static"}) == "a cyan cross stays still"

@@ -17,7 +17,7 @@ from reelm.data.token_layout import (
     TokenLayout,
     special_token,
 )
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 CODEBOOK = 2**18
 HW = (3, 4)

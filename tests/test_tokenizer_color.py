@@ -7,14 +7,14 @@ blob: per-object color errors of 135-178 (RGB distance, 0-255 scale), against 1-
 import numpy as np
 import torch
 
-from reelm.data.synthetic import SyntheticWorld, WorldConfig
-from reelm.data.synthetic_scene import COLORS
-from reelm.data.synthetic_shapes import inside
+from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
+from reelm.data.synthetic.scene import COLORS
+from reelm.data.synthetic.shapes import inside
 from reelm.data.video_read import frames_to_tensor, tensor_to_frames
-from reelm.schedule import warmup_cosine
+from reelm.core.schedule import warmup_cosine
 from reelm.tokenizer.losses import LOSS_PRESETS, TokenizerLoss
 from reelm.tokenizer.model import PRESETS, VideoTokenizer
-from reelm.tokenizer.train import TrainConfig
+from reelm.tokenizer.train import TokenizerTrainConfig
 
 SIZE, FRAMES, STEPS = 32, 5, 300
 # Half the smallest distance between two palette colors (yellow-orange, 90.7): below it, the
@@ -56,7 +56,7 @@ def test_tiny_tokenizer_gives_back_object_colors():
     clips = one_clip_per_color()
     video = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (8, 3, T, H, W)
     cfg = PRESETS["tiny"]()
-    train = TrainConfig(steps=STEPS, lr=2e-3, warmup_steps=10, loss=LOSS_PRESETS["tiny"]())
+    train = TokenizerTrainConfig(steps=STEPS, lr=2e-3, warmup_steps=10, loss=LOSS_PRESETS["tiny"]())
     model, loss = VideoTokenizer(cfg), TokenizerLoss(train.loss)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=train.betas)
     scheduler = warmup_cosine(optimizer, warmup_steps=train.warmup_steps, total_steps=STEPS,

@@ -4,9 +4,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from reelm.checkpoint import CheckpointError
-from reelm.config import ConfigError
-from reelm.errors import ReelmError
+from reelm.core.checkpoint_format import CheckpointError
+from reelm.core.config import ConfigError
+from reelm.core.errors import ReelmError
 from reelm.tokenizer.discriminator import Discriminator, DiscriminatorConfig
 from reelm.tokenizer.losses import LeCamEMA, LossConfig, TokenizerLoss, adaptive_weight, hinge_d_loss
 from reelm.tokenizer.model import TokenizerConfig, VideoTokenizer

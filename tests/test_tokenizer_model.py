@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from reelm import checkpoint as ckpt
-from reelm.config import ConfigError, from_dict, to_dict
-from reelm.errors import ReelmError
-from reelm.tokenizer.checkpoint import (
+from reelm.core import checkpoint_format as ckpt
+from reelm.core.config import ConfigError, from_dict, to_dict
+from reelm.core.errors import ReelmError
+from reelm.tokenizer.tokenizer_checkpoint import (
     TokenizerMismatchError,
     check_identity,
     load_tokenizer,
@@ -369,7 +369,7 @@ def test_identity_check_refuses_codes_of_another_tokenizer():
 
 
 def test_the_weight_fingerprint_is_computed_once_on_load_not_on_every_identity_check(tmp_path, monkeypatch):
-    import reelm.tokenizer.checkpoint as checkpoint_module
+    import reelm.tokenizer.tokenizer_checkpoint as checkpoint_module
     import reelm.tokenizer.model as model_module
 
     torch.manual_seed(0)

@@ -8,20 +8,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reelm.checkpoint import list_checkpoints
+from reelm.core.checkpoint_format import list_checkpoints
 from reelm.cli import main
-from reelm.config import apply_overrides
-from reelm.data.synthetic import SyntheticWorld, WorldConfig
+from reelm.core.config import apply_overrides
+from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 from reelm.data.video_write import write_mp4
 from reelm.tokenizer.codes_file import load_codes, save_codes
 from reelm.tokenizer.model import PRESETS
-from reelm.tokenizer.train import TrainConfig, train
+from reelm.tokenizer.train import TokenizerTrainConfig, train
 
 SMALL_CLIPS = ["train.clip.num_frames=5", "train.clip.size=32", "train.batch_size=2", "train.warmup_steps=2"]
 
 
 def _cfg(steps, **overrides):
-    cfg = TrainConfig(steps=steps, checkpoint_every=2, log_every=1)
+    cfg = TokenizerTrainConfig(steps=steps, checkpoint_every=2, log_every=1)
     return apply_overrides(cfg, [s.split(".", 1)[1] for s in SMALL_CLIPS] + [f"{k}={v}" for k, v in overrides.items()])
 
 
@@ -31,19 +31,19 @@ def _raw(run):
 
 def test_resume_continues_exactly(tmp_path):
     model_cfg = PRESETS["tiny"]()
-    train(model_cfg, _cfg(4, ema_decay=0.9), tmp_path / "straight", progress=False)
-    train(model_cfg, _cfg(4, ema_decay=0.9), tmp_path / "resumed", progress=False, stop_at=2)
+    train(tmp_path / "straight", model=model_cfg, config=_cfg(4, ema_decay=0.9), progress=False)
+    train(tmp_path / "resumed", model=model_cfg, config=_cfg(4, ema_decay=0.9), progress=False, stop_at=2)
     assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [2]
     # A save killed mid-way leaves a staging folder: resume must ignore it.
     (tmp_path / "resumed" / ".step-000004.partial").mkdir()
-    train(None, None, tmp_path / "resumed", resume=True, progress=False)
+    train(tmp_path / "resumed", resume=True, progress=False)
     a, b = _raw(tmp_path / "straight"), _raw(tmp_path / "resumed")
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
     assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [2, 4]
     with pytest.raises(Exception, match="already holds checkpoints"):
-        train(model_cfg, _cfg(6), tmp_path / "resumed", progress=False)
+        train(tmp_path / "resumed", model=model_cfg, config=_cfg(6), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +99,12 @@ def test_codes_file_errors_are_one_line(trained_run, tmp_path, capsys):
 @pytest.mark.slow
 def test_tiny_overfits_one_clip_to_28db(clip_video, tmp_path):
     """The issue's bar: the tiny tokenizer overfits one synthetic clip to >= 28 dB PSNR on CPU."""
-    cfg = apply_overrides(TrainConfig(steps=300, data=str(clip_video.parent), checkpoint_every=300, log_every=10),
+    cfg = apply_overrides(TokenizerTrainConfig(steps=300, data=str(clip_video.parent), checkpoint_every=300, log_every=10),
                           ["batch_size=1", "clip.temporal_crop=center", "lr=2e-3", "warmup_steps=20"])
-    last = train(PRESETS["tiny"](), cfg, tmp_path / "overfit", progress=False)
+    last = train(tmp_path / "overfit", model=PRESETS["tiny"](), config=cfg, progress=False).checkpoint
     from reelm.data.video_read import read_video
-    from reelm.eval.metrics import psnr
-    from reelm.tokenizer.checkpoint import load_tokenizer
+    from reelm.eval.reconstruction_metrics import psnr
+    from reelm.tokenizer.tokenizer_checkpoint import load_tokenizer
     from reelm.tokenizer.video_codec import decode_codes, encode_video
 
     model = load_tokenizer(last)
@@ -126,7 +126,7 @@ def test_resume_refuses_changed_settings_and_continues_a_finished_run(tmp_path, 
     assert main(["tokenizer", "train", "--resume", "--out", str(run), "--steps", "4", "--no-progress",
                  "--set", "log_every=2"]) == 0
     assert "continuing a finished run from step 2 (planned for 2) to 4" in capsys.readouterr().out
-    from reelm.checkpoint import load_state
+    from reelm.core.checkpoint_format import load_state
 
     state = load_state(list_checkpoints(run)[-1][1], "trainer_state")
     assert state["step"] == 4 and state["schedule_plans"] == [{"from_step": 0, "steps": 2},
@@ -164,12 +164,12 @@ def test_the_synthetic_worlds_options_reach_tokenizer_training(tmp_path):
     assert main(["tokenizer", "train", "--preset", "tiny", "--steps", "1", "--out", str(run), "--no-progress",
                  "--size", "32", "--num-frames", "5", "--batch-size", "1", "--max-objects", "1",
                  "--plain-backgrounds", "--split", "val"]) == 0
-    from reelm.tokenizer.train import Trainer, saved_configs
+    from reelm.tokenizer.train import TokenizerTrainer, saved_configs
 
     _, cfg = saved_configs(run)
     assert (cfg.world.max_objects, cfg.world.textured_backgrounds, cfg.world.split) == (1, False, "val")
     assert (cfg.clip.size, cfg.clip.num_frames) == (32, 5)
-    stream = Trainer(PRESETS["tiny"](), cfg, tmp_path / "probe", progress=False).stream
+    stream = TokenizerTrainer(PRESETS["tiny"](), cfg, tmp_path / "probe", progress=False).stream
     for index in range(6):
         attributes = stream.source.row(index).attributes
         assert len(attributes["objects"]) == 1 and attributes["background"]["kind"] == "plain"

@@ -16,8 +16,8 @@ import torch
 from bad_media import make_corpus, unicode_name
 from entry_points import run_cli
 
-from reelm.errors import ReelmError
-from reelm.weights import read_weights
+from reelm.core.errors import ReelmError
+from reelm.core.weights import read_weights
 
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch, on a raw pickle

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reelm.data.synthetic import SyntheticWorld, WorldConfig
+from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 from reelm.data.video_read import frames_to_tensor, read_video
 from reelm.data.video_write import write_mp4
 from reelm.tokenizer.model import PRESETS, VideoTokenizer

@@ -26,7 +26,7 @@ from reelm.data.video_read import (
     tensor_to_frames,
 )
 from reelm.data.video_write import VideoWriteError, write_gif, write_mp4, write_video
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 STEP = 8  # brightness step of the counting clips: frame k is uniformly STEP * (k % 32)
 

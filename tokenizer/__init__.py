@@ -9,8 +9,8 @@ Modules, one job each:
   quantizer, LPIPS, hinge GAN + LeCam); imported by training only, never by loading or encoding
 - ``discriminator``: the space-time patch discriminator
 - ``perceptual``: LPIPS-VGG16 from a local safetensors file
-- ``checkpoint``: ``save_tokenizer`` / ``load_tokenizer`` and the identity stamped on codes files
-- ``train``: the training loop; ``video_codec``: video files <-> code grids; ``codes_file``: the ``.npz`` format
+- ``tokenizer_checkpoint``: ``save_tokenizer`` / ``load_tokenizer`` and the identity stamped on codes files
+- ``train``: the training loop (``training_preset``, ``train``); ``video_codec``: video files <-> code grids; ``codes_file``: the ``.npz`` format
 - ``pretokenize``: a video-text source -> LM-ready shards
 
 Example::
@@ -23,7 +23,7 @@ Example::
     recon = tok.decode_from_code_indices(quant.indices)
 """
 
-from reelm.tokenizer.checkpoint import check_identity, load_tokenizer, save_tokenizer, tokenizer_identity
+from reelm.tokenizer.tokenizer_checkpoint import check_identity, load_tokenizer, save_tokenizer, tokenizer_identity
 from reelm.tokenizer.model import PRESETS, TokenizerConfig, VideoTokenizer
 from reelm.tokenizer.quantizer import QuantizeResult, QuantizerConfig
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reelm.atomic import atomic_write
-from reelm.errors import ReelmError
+from reelm.core.atomic import atomic_write
+from reelm.core.errors import ReelmError
 
 CODES_VERSION = 1
 

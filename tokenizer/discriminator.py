@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from reelm.config import ConfigError
+from reelm.core.config import ConfigError
 from reelm.tokenizer.layers import CausalConv, CausalConv3d, FrameGroupNorm
 
 

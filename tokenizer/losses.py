@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from reelm.checkpoint import CheckpointError
-from reelm.config import ConfigError
+from reelm.core.checkpoint_format import CheckpointError
+from reelm.core.config import ConfigError
 from reelm.tokenizer.discriminator import Discriminator, DiscriminatorConfig
 from reelm.tokenizer.perceptual import load_lpips
 from reelm.tokenizer.quantizer import QuantizeResult
-from reelm.weights import state_mismatch
+from reelm.core.weights import state_mismatch
 
 
 @dataclass(kw_only=True)

@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from reelm.config import ConfigError
-from reelm.errors import ReelmError
+from reelm.core.config import ConfigError
+from reelm.core.errors import ReelmError
 from reelm.tokenizer.layers import (
     CausalConv,
     CausalConv3d,
@@ -57,7 +57,7 @@ from reelm.tokenizer.layers import (
     memory_format_of,
 )
 from reelm.tokenizer.quantizer import Quantizer, QuantizeResult, QuantizerConfig, latent_dim
-from reelm.weights import fingerprint
+from reelm.core.weights import fingerprint
 
 CONV_KINDS = ("2+1d", "3d")
 
@@ -185,7 +185,7 @@ class VideoTokenizer(nn.Module):
     # --- identity -----------------------------------------------------------------------
 
     def weights_fingerprint(self) -> str:
-        """A hash of the weights (:func:`reelm.weights.fingerprint`), computed once and kept.
+        """A hash of the weights (:func:`reelm.core.weights.fingerprint`), computed once and kept.
 
         Loading and saving set it; it is forgotten when the model enters training mode or loads
         other weights, the two ways reelm changes weights.
@@ -221,6 +221,18 @@ class VideoTokenizer(nn.Module):
     def last_layer(self) -> nn.Parameter:
         """The decoder's output weight, where the adaptive GAN weight compares gradient norms."""
         return self.decoder.conv_out.weight
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames that cover ``frames`` pixel frames: ``1 + ceil((frames - 1) / ft)`` (the first frame is its own)."""
+        return 1 + -(-(frames - 1) // self.temporal_downsample)
+
+    def pixel_frames(self, latents: int) -> int:
+        """Pixel frames that ``latents`` latent frames decode to: ``1 + ft (latents - 1)``."""
+        return 1 + self.temporal_downsample * (latents - 1)
+
+    def usable_frames(self, frames: int) -> int:
+        """The most of ``frames`` pixel frames a clip can keep and still tokenize: the largest ``1 + ft k <= frames``."""
+        return 1 + (frames - 1) // self.temporal_downsample * self.temporal_downsample if frames >= 1 else 0
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         """(t, h, w) of the code grid of a (frames, height, width) video; raises if not tokenizable."""

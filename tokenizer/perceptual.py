@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reelm.errors import ReelmError
-from reelm.weights import read_weights, state_mismatch
+from reelm.core.errors import ReelmError
+from reelm.core.weights import read_weights, state_mismatch
 
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in vgg16().features

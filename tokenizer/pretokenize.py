@@ -21,9 +21,9 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from reelm.atomic import publish_dir, staging_path
-from reelm.config import to_dict
-from reelm.data.clips import ClipSpec, SkipLog, SkipRow, check_clip_spec
+from reelm.core.atomic import publish_dir, staging_path
+from reelm.core.config import to_dict
+from reelm.data.clip_sampling import ClipSpec, SkipLog, SkipRow, check_clip_spec
 from reelm.data.row_reader import RowReader, read_rows
 from reelm.data.shard_layout import shard_layout
 from reelm.data.shards import (
@@ -37,12 +37,12 @@ from reelm.data.shards import (
     write_summary,
 )
 from reelm.data.sources import SourceRow, SyntheticSource, open_source
-from reelm.data.synthetic import WorldOptions
+from reelm.data.synthetic.world import WorldOptions
 from reelm.data.token_layout import TokenLayout
 from reelm.data.video_read import frames_to_tensor
-from reelm.device import resolve_device
-from reelm.errors import ReelmError
-from reelm.tokenizer.checkpoint import load_tokenizer, save_tokenizer, tokenizer_identity
+from reelm.core.device import resolve_device
+from reelm.core.errors import ReelmError
+from reelm.tokenizer.tokenizer_checkpoint import load_tokenizer, save_tokenizer, tokenizer_identity
 from reelm.tokenizer.model import VideoTokenizer
 
 
@@ -73,7 +73,7 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     spec = cfg.clip
     check_clip_spec(spec, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
     t, h, w = model.latent_shape(spec.num_frames, spec.size, spec.size)
-    world = cfg.world.world_config(size=spec.size, num_frames=spec.num_frames, fps=spec.fps, seed=cfg.seed)
+    world = cfg.world.world_config(spec, seed=cfg.seed)
     source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start,
                          allow_outside_root=cfg.allow_outside_root)
     identity = tokenizer_identity(model)

@@ -21,8 +21,8 @@ from einops import rearrange
 from torch import nn
 from vector_quantize_pytorch import FSQ, LFQ, VectorQuantize
 
-from reelm.config import ConfigError
-from reelm.errors import ReelmError
+from reelm.core.config import ConfigError
+from reelm.core.errors import ReelmError
 
 KINDS = ("lfq", "fsq", "vq")
 

@@ -5,18 +5,18 @@ world by default, or a folder / manifest of videos and images), reconstructs it,
 AdamW step on :meth:`TokenizerLoss.generator_loss` (plus a discriminator step once the
 adversarial loss is active). The training objective (loss weights, LPIPS file,
 discriminator) is part of the training config, not of the model. The learning rate warms
-up linearly and decays on a cosine to ``min_lr_ratio`` (:mod:`reelm.schedule`, shared with
+up linearly and decays on a cosine to ``min_lr_ratio`` (:mod:`reelm.core.schedule`, shared with
 the LM); gradients are clipped; an EMA of the weights is kept and is what the
 checkpoint's ``model.safetensors`` holds when enabled. ``precision=auto`` trains in bf16
 autocast where the device multiplies bf16 natively (GPUs, CPUs with AMX or AVX512-BF16;
-:mod:`reelm.device`), in fp32 elsewhere; the weights stay fp32.
+:mod:`reelm.core.device`), in fp32 elsewhere; the weights stay fp32.
 
 A checkpoint is a ``step-NNNNNN/`` folder of the reelm format: the loadable tokenizer
 (``model.safetensors`` + ``reelm.json``), ``train_config.json``, and the trainer state —
 raw weights, optimizer, scheduler, discriminator, data position and RNG — as JSON +
 safetensors. A step whose loss or gradient norm is NaN/Inf is skipped (no update of weights,
 optimizer, schedule, EMA or discriminator; the batch is consumed) and logged;
-``max_nonfinite_steps`` in a row stop the run with one line, the checkpoints intact. Resuming follows :mod:`reelm.resume`'s rule: it restores all of it, so N
+``max_nonfinite_steps`` in a row stop the run with one line, the checkpoints intact. Resuming follows :mod:`reelm.core.resume`'s rule: it restores all of it, so N
 steps straight and N/2 + N/2 with a resume in between give the same weights; only the
 logging and checkpoint intervals may change, and a finished run may be continued to more
 steps with its schedule re-planned.
@@ -35,21 +35,22 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
-from reelm import checkpoint as ckpt
-from reelm.config import ConfigError, apply_overrides, from_dict, load_json, resolve_preset, save_json, to_dict
+from reelm.core import checkpoint_format as ckpt
+from reelm.core.config import ConfigError, from_dict, load_json, resolve_preset, save_json, to_dict
 from reelm.data.clip_stream import ClipStream
-from reelm.data.clips import ClipSpec, SkipLog, check_clip_spec
+from reelm.data.clip_sampling import ClipSpec, SkipLog, check_clip_spec
 from reelm.data.sources import open_source
-from reelm.data.synthetic import WorldOptions
-from reelm.device import PRECISIONS, autocast, saved_precision, train_in_bf16
-from reelm.distributed import any_rank, init_distributed
-from reelm.errors import ReelmError
-from reelm.metrics_log import MetricsLog
-from reelm.resume import ResumePlan, nonfinite_stop, plan_resume
-from reelm.schedule import replanned_message, warmup_cosine
-from reelm.tokenizer.checkpoint import KIND, LEGACY_TRAINING_KEY, save_tokenizer
+from reelm.data.synthetic.world import WorldOptions
+from reelm.core.device import PRECISIONS, autocast, saved_precision, train_in_bf16
+from reelm.core.distributed import any_rank, init_distributed
+from reelm.core.errors import ReelmError
+from reelm.core.metrics_log import MetricsLog
+from reelm.core.resume import ResumePlan, nonfinite_stop, plan_resume
+from reelm.core.schedule import replanned_message, warmup_cosine
+from reelm.core.train_result import TrainResult
+from reelm.tokenizer.tokenizer_checkpoint import KIND, LEGACY_TRAINING_KEY, save_tokenizer
 from reelm.tokenizer.losses import LOSS_PRESETS, LossConfig, TokenizerLoss
-from reelm.tokenizer.model import PRESETS, TokenizerConfig, VideoTokenizer
+from reelm.tokenizer.model import TokenizerConfig, VideoTokenizer
 
 TRAIN_CONFIG_FILE = "train_config.json"
 SYNTHETIC_CLIPS = 10**9  # the synthetic world is endless; this only bounds the index
@@ -58,7 +59,7 @@ SAFE_TO_CHANGE = frozenset({"log_every", "checkpoint_every", "keep_last", "max_n
 
 
 @dataclass(kw_only=True)
-class TrainConfig:
+class TokenizerTrainConfig:
     steps: int = 1000
     batch_size: int = 4
     lr: float = 1e-3
@@ -82,31 +83,12 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)  # the training objective
 
 
-def resolve_configs(preset: str | None, overrides: list[str], saved: tuple[TokenizerConfig, TrainConfig] | None = None
-                    ) -> tuple[TokenizerConfig, TrainConfig]:
-    """``(model config, training config)`` from a preset (model and objective) or a checkpoint, plus overrides.
-
-    Overrides follow :func:`reelm.config.split_overrides`: ``model.KEY=V`` for the model, ``KEY=V``
-    (or ``train.KEY=V``) for training, e.g. ``loss.recon_weight=2``.
-    """
-    from reelm.config import split_overrides
-
-    if preset is None and saved is None:
-        raise ConfigError("--preset is required for a new run (choose tiny, small or base)")
-    if preset is not None:
-        model_cfg = resolve_preset(PRESETS, preset, "tokenizer")
-        cfg = TrainConfig(loss=LOSS_PRESETS[preset]())
-    else:
-        model_cfg, cfg = saved
-    model_sets, train_sets = split_overrides(list(overrides))
-    model_cfg = apply_overrides(model_cfg, model_sets, prefix="model.")
-    cfg = apply_overrides(cfg, train_sets)
-    check_config(cfg)
-    check_clip_spec(cfg.clip, spatial=model_cfg.spatial_downsample, temporal=model_cfg.temporal_downsample)
-    return model_cfg, cfg
+def training_preset(name: str) -> TokenizerTrainConfig:
+    """The training config a model preset is trained with: the defaults plus the preset's objective."""
+    return TokenizerTrainConfig(loss=resolve_preset(LOSS_PRESETS, name, "tokenizer"))
 
 
-def check_config(cfg: TrainConfig) -> None:
+def check_config(cfg: TokenizerTrainConfig) -> None:
     bad = [f"{name}={getattr(cfg, name)}" for name in ("steps", "batch_size", "checkpoint_every", "log_every",
                                                        "max_nonfinite_steps") if getattr(cfg, name) < 1]
     if bad:
@@ -124,10 +106,10 @@ def batch_psnr(video: torch.Tensor, recon: torch.Tensor) -> float:
     return float(10 * torch.log10(255.0**2 / mse.clamp(min=1e-10)))
 
 
-class Trainer:
+class TokenizerTrainer:
     """Everything one training run holds; ``run()`` trains to ``cfg.steps``."""
 
-    def __init__(self, model_cfg: TokenizerConfig, cfg: TrainConfig, out: str | Path, *, progress: bool = True,
+    def __init__(self, model_cfg: TokenizerConfig, cfg: TokenizerTrainConfig, out: str | Path, *, progress: bool = True,
                  device: str = "auto"):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.dist = init_distributed(device)
@@ -147,8 +129,7 @@ class Trainer:
             self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
             use_buffers=True)  # buffers too: the VQ codebook is one
             if cfg.ema_decay > 0 else None)
-        world = cfg.world.world_config(size=cfg.clip.size, num_frames=cfg.clip.num_frames, fps=cfg.clip.fps,
-                                       seed=cfg.seed)
+        world = cfg.world.world_config(cfg.clip, seed=cfg.seed)
         source = open_source(cfg.data, num_clips=SYNTHETIC_CLIPS, world_cfg=world, start=cfg.world.start,
                              allow_outside_root=cfg.allow_outside_root)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -198,14 +179,14 @@ class Trainer:
         self.step += 1
         return logs
 
-    def run(self, stop_at: int | None = None) -> Path | None:
-        """Train to ``cfg.steps`` (or to ``stop_at``, with a checkpoint there); the last checkpoint written."""
+    def run(self, stop_at: int | None = None) -> TrainResult:
+        """Train to ``cfg.steps`` (or to ``stop_at``, with a checkpoint there)."""
         from tqdm import tqdm
 
         end = min(self.cfg.steps, stop_at or self.cfg.steps)
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc="tokenizer", unit="step",
                    disable=not (self.progress and self.rank == 0))
-        last = None
+        last, metrics = None, {}
         while self.step < end:
             began = time.perf_counter()
             logs = self.train_step()
@@ -225,7 +206,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", psnr=f"{logs['psnr']:.1f}",
                                 usage=f"{logs.get('codebook_usage', float('nan')):.2f}")
                 if self.step % self.cfg.log_every == 0 or self.step == end:
-                    self.log.write({"step": self.step, "split": "train", **logs})
+                    metrics = {"step": self.step, "split": "train", **logs}
+                    self.log.write(metrics)
             if self.step % self.cfg.checkpoint_every == 0 or self.step == end:
                 last = self.save()
         bar.close()
@@ -234,7 +216,8 @@ class Trainer:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skips.counts.items()))
             print(f"reelm tokenizer train: skipped {self.skips.total} unusable rows ({reasons}); each is listed with "
                   f"its reason in {self.skips.path}")
-        return last
+        model = self.ema.module if self.ema is not None else self.model
+        return TrainResult(rank=self.rank, step=self.step, checkpoint=last, model=model, metrics=metrics)
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -303,12 +286,13 @@ class Trainer:
         self.log.truncate_after(self.step)
 
 
-def train(model_cfg: TokenizerConfig | None, cfg: TrainConfig | None, out: str | Path, *, resume: bool = False,
-          progress: bool = True, device: str = "auto", stop_at: int | None = None) -> Path | None:
-    """Train (or resume) a tokenizer run in ``out``; returns the last checkpoint folder.
+def train(out: str | Path, *, model: TokenizerConfig | None = None, config: TokenizerTrainConfig | None = None,
+          resume: bool = False, progress: bool = True, device: str = "auto", stop_at: int | None = None) -> TrainResult:
+    """Train (or resume) a tokenizer run in ``out``: ``model`` and ``config`` are typed configs, e.g.
+    ``train(out, model=PRESETS["tiny"](), config=dataclasses.replace(training_preset("tiny"), steps=900))``.
 
     On resume, ``None`` configs mean the checkpoint's; given ones must agree with it
-    (:func:`reelm.resume.plan_resume`). ``stop_at`` ends this invocation after that step, with
+    (:func:`reelm.core.resume.plan_resume`). ``stop_at`` ends this invocation after that step, with
     a checkpoint, as if interrupted.
     """
     out = Path(out)
@@ -319,21 +303,23 @@ def train(model_cfg: TokenizerConfig | None, cfg: TrainConfig | None, out: str |
     folder = ckpt.latest_checkpoint(out) if resume and found else None
     if folder is not None:
         saved_model, saved_train = saved_configs(folder)
-        model_cfg, cfg = model_cfg or saved_model, cfg or saved_train
+        model, config = model or saved_model, config or saved_train
         saved_steps = saved_train.steps
         step = int(ckpt.load_state(folder, "trainer_state")["step"])
         plan = plan_resume(str(folder), step=step, safe=SAFE_TO_CHANGE,
                            saved={"": to_dict(saved_train), "model.": to_dict(saved_model)},
-                           now={"": to_dict(cfg), "model.": to_dict(model_cfg)})
-    if model_cfg is None or cfg is None:
+                           now={"": to_dict(config), "model.": to_dict(model)})
+    if model is None or config is None:
         raise ConfigError("no tokenizer config: pass --preset")
-    trainer = Trainer(model_cfg, cfg, out, progress=progress, device=device)
+    check_config(config)
+    check_clip_spec(config.clip, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
+    trainer = TokenizerTrainer(model, config, out, progress=progress, device=device)
     if plan is not None:
         trainer.resume(folder, plan, saved_steps)
     return trainer.run(stop_at)
 
 
-def saved_configs(run: str | Path) -> tuple[TokenizerConfig, TrainConfig]:
+def saved_configs(run: str | Path) -> tuple[TokenizerConfig, TokenizerTrainConfig]:
     """The model and training configs of a run's latest checkpoint (or of a checkpoint folder)."""
     folder = ckpt.resolve_checkpoint(run)
     model = dict(ckpt.read_meta(folder, KIND)["config"])
@@ -342,4 +328,4 @@ def saved_configs(run: str | Path) -> tuple[TokenizerConfig, TrainConfig]:
     if legacy_loss is not None and "loss" not in train:
         train = {**train, "loss": legacy_loss}
     return (from_dict(TokenizerConfig, model, where=f"{folder}/reelm.json config"),
-            from_dict(TrainConfig, train, where=f"{folder}/{TRAIN_CONFIG_FILE}"))
+            from_dict(TokenizerTrainConfig, train, where=f"{folder}/{TRAIN_CONFIG_FILE}"))

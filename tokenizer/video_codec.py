@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from reelm.data.video_read import frames_to_tensor, iter_frames, probe, tensor_to_frames
-from reelm.errors import ReelmError
-from reelm.tokenizer.checkpoint import tokenizer_identity
+from reelm.core.errors import ReelmError
+from reelm.tokenizer.tokenizer_checkpoint import tokenizer_identity
 from reelm.tokenizer.model import VideoTokenizer
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from reelm.data.synthetic import SyntheticWorld, WorldConfig
+from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 from reelm.data.video_read import read_video
 from reelm.data.video_write import write_mp4
 from reelm.eval.adherence import aggregate, read_clip, score_against

@@ -47,8 +47,8 @@ def bench_decode(video: Path, repeats: int, num_frames: int, fps: float, size: i
 def bench_pretokenize(num_clips: int, batch_size: int, repeats: int) -> dict:
     import torch
 
-    from reelm.data.clips import ClipSpec
-    from reelm.tokenizer.checkpoint import save_tokenizer
+    from reelm.data.clip_sampling import ClipSpec
+    from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer
     from reelm.tokenizer.model import PRESETS, VideoTokenizer
     from reelm.tokenizer.pretokenize import TokenizeConfig, tokenize_dataset
 

@@ -2,7 +2,7 @@
 
 Sections (``--sections``, default all):
 
-- ``i3d``: clips/s of I3D feature extraction (``reelm.eval.i3d``) with random weights on this
+- ``i3d``: clips/s of I3D feature extraction (``reelm.eval.distribution.i3d``) with random weights on this
   machine's CPU, for both weight formats — a pytorch-i3d state dict (our ``InceptionI3d``) and
   a TorchScript detector with i3d_torchscript.pt's call signature (our network scripted by
   ``export_torchscript_detector``) — on uint8 clips of ``--frames`` x ``--size`` x ``--size``
@@ -40,7 +40,7 @@ def bench_i3d(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from reelm.eval.i3d import InceptionI3d, export_torchscript_detector, load_i3d
+    from reelm.eval.distribution.i3d import InceptionI3d, export_torchscript_detector, load_i3d
 
     torch.manual_seed(0)
     model = InceptionI3d().eval()
@@ -69,7 +69,7 @@ def bench_i3d(args: argparse.Namespace) -> dict:
 
 
 def bench_adherence(args: argparse.Namespace) -> dict:
-    from reelm.data.synthetic import SyntheticWorld, WorldConfig
+    from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
     from reelm.eval.adherence import read_clip
 
     world = SyntheticWorld(WorldConfig(height=64, width=64, num_frames=17, max_objects=1,
@@ -90,9 +90,9 @@ def bench_adherence(args: argparse.Namespace) -> dict:
 def bench_reconstruct(args: argparse.Namespace) -> dict:
     import torch
 
-    from reelm.data.clips import ClipSpec
+    from reelm.data.clip_sampling import ClipSpec
     from reelm.eval.reconstruct import ReconstructConfig, evaluate_reconstruction
-    from reelm.tokenizer.checkpoint import save_tokenizer
+    from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer
     from reelm.tokenizer.model import PRESETS, VideoTokenizer
 
     if not args.video or not Path(args.video).is_file():

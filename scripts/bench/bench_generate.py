@@ -220,9 +220,9 @@ def section_end_to_end(args) -> dict:
 
     from reelm.data.text_tokenizer import train_text_tokenizer
     from reelm.data.token_layout import TokenLayout
-    from reelm.lm.checkpoint import export_lm
+    from reelm.lm.lm_checkpoint import export_lm
     from reelm.lm.model import build_model, preset
-    from reelm.tokenizer.checkpoint import save_tokenizer, tokenizer_identity
+    from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer, tokenizer_identity
     from reelm.tokenizer.model import PRESETS, VideoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:

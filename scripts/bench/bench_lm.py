@@ -107,11 +107,11 @@ def bench_preset(name: str, args) -> dict:
     from reelm.lm.flops import flops_per_token, non_embedding_parameters
     from reelm.lm.loss_meter import LossMeter
     from reelm.lm.model import build_model, compile_layers, preset
-    from reelm.device import autocast
-    from reelm.lm.train import TrainConfig, prepare_batch, train_step
+    from reelm.core.device import autocast
+    from reelm.lm.train import LMTrainConfig, prepare_batch, train_step
 
     lm_cfg = preset(name)
-    cfg = TrainConfig(micro_batch_size=args.micro_batch, block_size=args.block_size, steps=10**6, warmup_steps=0,
+    cfg = LMTrainConfig(micro_batch_size=args.micro_batch, block_size=args.block_size, steps=10**6, warmup_steps=0,
                       zero_stage=int(args.deepspeed_config[-1]))
     layout = bench_layout(args.vocab_size)
     batches = make_batches(args.warmup + args.steps, args.micro_batch, args.block_size, layout, seed=0)
@@ -141,7 +141,7 @@ def bench_preset(name: str, args) -> dict:
                                       weight_decay=cfg.weight_decay, fused=True)  # the kernel reelm's optimizer uses
 
         def step(batch):
-            with autocast(torch.device("cpu"), bf16):  # reelm.device's, as the tokenizer trainer uses it
+            with autocast(torch.device("cpu"), bf16):  # reelm.core.device's, as the tokenizer trainer uses it
                 loss = model(input_ids=batch["input_ids"], labels=batch["labels"],
                              position_ids=batch["position_ids"], use_cache=False).loss
             loss.backward()
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="shipped DeepSpeed config of the DeepSpeed path (default: zero2, as reelm lm train)")
     parser.add_argument("--malloc", default="caching", choices=("caching", "default"),
                         help="caching: glibc malloc keeps freed memory, as reelm lm train sets it on CPUs "
-                             "(reelm.cpu_allocator); default: glibc's defaults (default: caching)")
+                             "(reelm.core.cpu_allocator); default: glibc's defaults (default: caching)")
     parser.add_argument("--compile", default="both", choices=tuple(COMPILE_MODES),
                         help="torch.compile each decoder layer, as reelm lm train does on CPUs: off, on, or both "
                              "(eager and compiled paths interleaved in one run) (default: both)")
@@ -219,13 +219,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from reelm.cpu_allocator import keep_freed_memory, user_chose_allocator
-    from reelm.distributed import init_distributed
+    from reelm.core.cpu_allocator import keep_freed_memory, user_chose_allocator
+    from reelm.core.distributed import init_distributed
     from reelm.lm.flops import measure_peak_flops
 
     malloc = "glibc defaults"
     if args.malloc == "caching":
-        malloc = "caching (reelm.cpu_allocator)" if keep_freed_memory() else (
+        malloc = "caching (reelm.core.cpu_allocator)" if keep_freed_memory() else (
             f"glibc defaults: tuning not applied ({user_chose_allocator() or 'not glibc'})")
     with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed prints its op builds; stdout is the JSON's
         init_distributed("cpu", need_group=True)

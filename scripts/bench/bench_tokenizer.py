@@ -2,7 +2,7 @@
 
 In one run, on the same 2 x 17 x 64 x 64 batches and the same number of torch threads:
 
-- ``reelm``: ``VideoTokenizer(PRESETS[--preset]())`` trained by ``Trainer.train_step`` (the
+- ``reelm``: ``VideoTokenizer(PRESETS[--preset]())`` trained by ``TokenizerTrainer.train_step`` (the
   step ``reelm tokenizer train`` runs) on a fixed pool of pre-rendered synthetic train clips,
   in fp32 like the peer by default (``--precision auto`` measures it as ``reelm tokenizer
   train`` runs by default: bf16 autocast on CPUs with native bf16);
@@ -19,7 +19,7 @@ gradient clipping (no LR warm-up by default: a warm-up counted in steps would ke
 side at a lower LR for more of its budget), on MSE plus their own quantizer losses (no
 perceptual or GAN terms), from the same clips in the same order. Reported: training steps/s
 (median over the steps after warm-up), encode clips/s (median of no-grad ``encode`` calls on a
-2-clip batch, the sides again taking turns), PSNR / SSIM (``reelm.eval.metrics``) of
+2-clip batch, the sides again taking turns), PSNR / SSIM (``reelm.eval.reconstruction_metrics``) of
 reconstructions of held-out synthetic val clips, and the CPU seconds other processes used
 meanwhile (absolute timings are only trustworthy when that is near 0).
 
@@ -331,19 +331,19 @@ def ensure_peer_venv(path: Path) -> Path:
 
 def reelm_side(preset: str, sched: Schedule, train: np.ndarray, folder: Path,
                precision: str = "fp32") -> tuple[Side, dict]:
-    """reelm's tokenizer as a :class:`Side` whose step is ``Trainer.train_step``, and what it is."""
-    from reelm.data.clips import ClipSpec
+    """reelm's tokenizer as a :class:`Side` whose step is ``TokenizerTrainer.train_step``, and what it is."""
+    from reelm.data.clip_sampling import ClipSpec
     from reelm.tokenizer.losses import LOSS_PRESETS
     from reelm.tokenizer.model import PRESETS
-    from reelm.tokenizer.train import Trainer, TrainConfig
+    from reelm.tokenizer.train import TokenizerTrainer, TokenizerTrainConfig
 
     model_cfg = PRESETS[preset]()
     loss = replace(LOSS_PRESETS[preset](), recon="l2", perceptual_path=None, adversarial_weight=0.0)
-    cfg = TrainConfig(steps=10**9, loss=loss, batch_size=sched.batch, lr=sched.lr, betas=sched.betas,
+    cfg = TokenizerTrainConfig(steps=10**9, loss=loss, batch_size=sched.batch, lr=sched.lr, betas=sched.betas,
                       weight_decay=sched.weight_decay, warmup_steps=sched.lr_warmup_steps, min_lr_ratio=1.0,
                       grad_clip=sched.grad_clip, seed=sched.seed, precision=precision,
                       clip=ClipSpec(num_frames=sched.frames, size=sched.size, fps=8.0, temporal_crop="random"))
-    trainer = Trainer(model_cfg, cfg, folder / "reelm-run", progress=False)
+    trainer = TokenizerTrainer(model_cfg, cfg, folder / "reelm-run", progress=False)
     trainer.stream = ClipPool(train, sched.batch)
     model = trainer.model
     side = Side(model, trainer.train_step, model.encode, lambda v: model(v)[0], sched)
@@ -386,7 +386,7 @@ def encode_interleaved(sides: dict, val: np.ndarray, sched: Schedule) -> dict[st
 def quality(val: np.ndarray, recon: np.ndarray) -> dict:
     """Mean PSNR / SSIM over clips of uint8 reconstructions (``tensor_to_frames``) of ``val``."""
     from reelm.data.video_read import tensor_to_frames
-    from reelm.eval.metrics import psnr, ssim
+    from reelm.eval.reconstruction_metrics import psnr, ssim
 
     pairs = list(zip(val, tensor_to_frames(torch.from_numpy(recon))))  # uint8 (T, H, W, 3) each
     per_clip = [psnr(v, r) for v, r in pairs]
@@ -397,7 +397,7 @@ def quality(val: np.ndarray, recon: np.ndarray) -> dict:
 
 def render_clips(count: int, sched: Schedule, split: str, *, size: int | None = None, frames: int | None = None,
                  fps: float = 8.0) -> np.ndarray:
-    from reelm.data.synthetic import SyntheticWorld, WorldConfig
+    from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 
     side = size or sched.size
     world = SyntheticWorld(WorldConfig(height=side, width=side, num_frames=frames or sched.frames, fps=fps,

@@ -17,7 +17,7 @@ def add_set_flag(parser: argparse.ArgumentParser, examples: str) -> None:
 
 
 def add_device_flag(parser: argparse.ArgumentParser) -> None:
-    """``--device auto|cpu|cuda|cuda:N`` (resolved by :func:`reelm.device.resolve_device`)."""
+    """``--device auto|cpu|cuda|cuda:N`` (resolved by :func:`reelm.core.device.resolve_device`)."""
     parser.add_argument("--device", default="auto", metavar="DEVICE",
                         help="auto (a GPU when there is one), cpu, cuda or cuda:N (default: auto)")
 
@@ -30,7 +30,7 @@ def add_progress_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_world_flags(parser: argparse.ArgumentParser, *, scope: str = "") -> None:
     """The synthetic world's options, the same flags wherever ``--data synthetic`` (or the world itself) is used."""
-    from reelm.data.synthetic_scene import SPLITS
+    from reelm.data.synthetic.scene import SPLITS
 
     parser.add_argument("--split", choices=SPLITS, help=f"world split to draw{scope} (default: train; heldout: "
                         "only clips with a held-out attribute combination)")
@@ -57,27 +57,24 @@ def add_outside_root_flag(parser: argparse.ArgumentParser) -> None:
                         "'../'); without it such rows are skipped and recorded")
 
 
-def world_settings(args: argparse.Namespace) -> list[str]:
-    """The world flags given, as ``KEY=VALUE`` settings of :class:`reelm.data.synthetic.WorldOptions`."""
-    import json
-
+def world_flags(args: argparse.Namespace) -> dict:
+    """The world flags given, as typed fields of :class:`reelm.data.synthetic.world.WorldOptions`."""
     given = {"split": args.split, "max_objects": args.max_objects, "start": args.start,
              "textured_backgrounds": False if args.plain_backgrounds else None,
              "start_positions": args.start_positions}
-    settings = [f"{key}={'false' if value is False else value}" for key, value in given.items() if value is not None]
     for name in VOCABULARY_FLAGS:
         if getattr(args, name) is not None:
-            values = [v.strip() for v in getattr(args, name).split(",") if v.strip()]
-            settings.append(f"{name}={json.dumps(values)}")
-    return settings
+            given[name] = tuple(v.strip() for v in getattr(args, name).split(",") if v.strip())
+    return {key: value for key, value in given.items() if value is not None}
 
 
-def world_options(args: argparse.Namespace):
-    """:class:`reelm.data.synthetic.WorldOptions` from the world flags (defaults where not given)."""
-    from reelm.config import apply_overrides
-    from reelm.data.synthetic import WorldOptions
+def world_options(args: argparse.Namespace, base=None):
+    """:class:`reelm.data.synthetic.world.WorldOptions`: ``base`` (default: the defaults) with the world flags given."""
+    from dataclasses import replace
 
-    return apply_overrides(WorldOptions(), world_settings(args))
+    from reelm.data.synthetic.world import WorldOptions
+
+    return replace(base if base is not None else WorldOptions(), **world_flags(args))
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser, *, default: str) -> None:

@@ -28,10 +28,11 @@ def register(group) -> None:
 def main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from reelm.data.synthetic import render_dataset
+    from reelm.data.clip_sampling import ClipSpec
+    from reelm.data.synthetic.world import render_dataset
 
     world = world_options(args)
-    cfg = replace(world.world_config(size=args.height, num_frames=args.num_frames, fps=args.fps, seed=args.seed),
+    cfg = replace(world.world_config(ClipSpec(num_frames=args.num_frames, fps=args.fps, size=args.height), seed=args.seed),
                   width=args.width)
     summary = render_dataset(args.out, args.num_clips, cfg, start=world.start)
     print(

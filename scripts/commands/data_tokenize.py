@@ -42,7 +42,7 @@ def register(group) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from reelm.data.clips import ClipSpec
+    from reelm.data.clip_sampling import ClipSpec
     from reelm.tokenizer.pretokenize import TokenizeConfig, tokenize_dataset
 
     cfg = TokenizeConfig(

@@ -18,16 +18,16 @@ def register(subparsers) -> None:
                    help="scale the training steps to this many minutes (default: 15, measured on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the models and the samples (default: 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="change a demo setting (reelm.demo.config.DemoConfig: size=32, lm_steps=400, eval_prompts=8, "
+                   help="change a demo setting (reelm.demo.demo_config.DemoConfig: clip.size=32, lm_train.steps=400, eval_prompts=8, "
                    "world.max_objects=2, ...); applied before the budget scaling; repeatable")
     add_progress_flag(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from reelm.config import apply_overrides
+    from reelm.core.config import apply_overrides
     from reelm.demo import DemoConfig, run_demo
-    from reelm.errors import ReelmError
+    from reelm.core.errors import ReelmError
 
     if not args.budget_minutes > 0:
         raise ReelmError(f"--budget-minutes {args.budget_minutes}: must be positive")

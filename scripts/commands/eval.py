@@ -12,8 +12,8 @@ from reelm.commands import (
     add_sampling_flags,
     add_world_flags,
     sampling_from,
+    world_flags,
     world_options,
-    world_settings,
 )
 
 
@@ -90,7 +90,7 @@ def _clip_flags(p: argparse.ArgumentParser) -> None:
 
 
 def reconstruct_main(args: argparse.Namespace) -> int:
-    from reelm.data.clips import ClipSpec
+    from reelm.data.clip_sampling import ClipSpec
     from reelm.eval.reconstruct import ReconstructConfig, evaluate_reconstruction
 
     cfg = ReconstructConfig(clip=ClipSpec(num_frames=args.num_frames, fps=args.fps, size=args.size),
@@ -113,8 +113,8 @@ def reconstruct_main(args: argparse.Namespace) -> int:
 def generate_main(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from reelm.distributed import shutdown_distributed
-    from reelm.errors import ReelmError
+    from reelm.core.distributed import shutdown_distributed
+    from reelm.core.errors import ReelmError
     from reelm.eval.generation_eval import GenerationEvalConfig, evaluate_generation
     from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
 
@@ -129,7 +129,7 @@ def generate_main(args: argparse.Namespace) -> int:
         sampling=sampling_from(args, DEFAULT_SAMPLING), batch_size=args.batch_size, num_frames=args.frames,
         image_to_video=args.image_to_video, continuation=args.continuation, captions=args.captions,
         reference=args.reference, binding_clips=args.binding_clips,
-        world=world_options(args) if world_settings(args) else None,
+        world=world_options(args) if world_flags(args) else None,
         i3d_path=args.i3d, inception_path=args.inception, clip_path=args.clip)
     try:
         summary = evaluate_generation(args.model, args.out, cfg, video_tokenizer=args.video_tokenizer,

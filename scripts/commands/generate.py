@@ -65,7 +65,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 def _pipeline(args: argparse.Namespace):
     from transformers.utils import logging as hf_logging
 
-    from reelm.data.clips import ClipSpec
+    from reelm.data.clip_sampling import ClipSpec
     from reelm.generation import VideoPipeline
 
     hf_logging.disable_progress_bar()  # loading a small model needs no bar of its own
@@ -85,7 +85,7 @@ def _bar(enabled: bool, total: int | None, what: str):
 def generate_main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reelm.errors import ReelmError
+    from reelm.core.errors import ReelmError
     from reelm.data.video_write import check_video_path
     from reelm.generation.outputs import read_prompts, sample_paths, write_sample
     from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
@@ -110,7 +110,7 @@ def generate_main(args: argparse.Namespace) -> int:
                     sampling=sampling_from(args, DEFAULT_SAMPLING), batch_size=args.batch_size,
                     negative_prompt=args.negative_prompt)
     frames = args.frames or pipe.model.clip.num_frames
-    latents = 1 + -(-(frames - 1) // pipe.tokenizer.temporal_downsample)
+    latents = pipe.tokenizer.latent_frames(frames)
     expected = len(prompts) * args.num_samples * latents * pipe.layout.codes_per_frame
     with _bar(args.progress, expected, "generate") as bar:
         settings["progress"] = bar.update
@@ -136,11 +136,11 @@ def generate_main(args: argparse.Namespace) -> int:
 
 
 def caption_main(args: argparse.Namespace) -> int:
-    from reelm.atomic import write_json
+    from reelm.core.atomic import write_json
     from reelm.generation.pipeline import DEFAULT_CAPTION_TOKENS
     from reelm.lm.sampling import Sampling
 
-    from reelm.errors import ReelmError
+    from reelm.core.errors import ReelmError
 
     if args.max_tokens is not None and args.max_tokens < 1:
         raise ReelmError(f"--max-tokens {args.max_tokens}: must be at least 1")

@@ -43,12 +43,18 @@ def register(subparsers) -> None:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from reelm.distributed import shutdown_distributed
-    from reelm.lm.train import train
+    from reelm.commands.run_configs import run_configs
+    from reelm.core.checkpoint_format import list_checkpoints
+    from reelm.core.distributed import shutdown_distributed
+    from reelm.lm.model import preset
+    from reelm.lm.train import LMTrainConfig, saved_configs, train
 
     overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
+    saved = saved_configs(args.out) if args.resume and list_checkpoints(args.out) else None
+    model_cfg, train_cfg = run_configs(args.preset, overrides, saved=saved, choices="tiny, small, base or large",
+                                       presets=lambda name: (preset(name), LMTrainConfig()))
     try:
-        result = train(args.data, args.out, preset=args.preset, overrides=overrides,
+        result = train(args.data, args.out, model=model_cfg, config=train_cfg,
                        deepspeed_config=args.deepspeed_config, resume=args.resume, peak_flops=args.peak_flops,
                        tensorboard=args.tensorboard, stop_at=args.stop_at, progress=args.progress,
                        device=args.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from reelm.commands import (
     add_device_flag,
@@ -11,7 +12,7 @@ from reelm.commands import (
     add_progress_flag,
     add_set_flag,
     add_world_flags,
-    world_settings,
+    world_options,
 )
 
 
@@ -76,8 +77,11 @@ def _common(p: argparse.ArgumentParser, what: str, output_help: str) -> None:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from reelm.checkpoint import list_checkpoints
-    from reelm.tokenizer.train import resolve_configs, saved_configs, train
+    from reelm.commands.run_configs import run_configs
+    from reelm.core.config import resolve_preset
+    from reelm.core.checkpoint_format import list_checkpoints
+    from reelm.tokenizer.model import PRESETS
+    from reelm.tokenizer.train import saved_configs, train, training_preset
 
     overrides = list(args.overrides)
     for flag, key in (("steps", "steps"), ("batch_size", "batch_size"), ("checkpoint_every", "checkpoint_every")):
@@ -86,24 +90,26 @@ def train_main(args: argparse.Namespace) -> int:
     for flag in ("size", "num_frames", "fps"):
         if getattr(args, flag) is not None:
             overrides.append(f"clip.{flag}={getattr(args, flag)}")
-    overrides += [f"world.{setting}" for setting in world_settings(args)]
     if args.data is not None:
         overrides.append(f"data={args.data}")
     if args.allow_outside_root:
         overrides.append("allow_outside_root=true")
     saved = saved_configs(args.out) if args.resume and list_checkpoints(args.out) else None
-    model_cfg, train_cfg = resolve_configs(args.preset, overrides, saved)
-    last = train(model_cfg, train_cfg, args.out, resume=args.resume, progress=args.progress, device=args.device,
-                 stop_at=args.stop_at)
-    if last is not None:
-        print(f"reelm tokenizer train: checkpoint {last}")
+    model_cfg, train_cfg = run_configs(args.preset, overrides, saved=saved, choices="tiny, small or base",
+                                       presets=lambda name: (resolve_preset(PRESETS, name, "tokenizer"),
+                                                             training_preset(name)))
+    train_cfg = dataclasses.replace(train_cfg, world=world_options(args, base=train_cfg.world))
+    result = train(args.out, model=model_cfg, config=train_cfg, resume=args.resume, progress=args.progress,
+                   device=args.device, stop_at=args.stop_at)
+    if result.checkpoint is not None:
+        print(f"reelm tokenizer train: checkpoint {result.checkpoint}")
     return 0
 
 
 def _check_video_args(args: argparse.Namespace) -> None:
     """The input and the reading flags, checked before a model is loaded."""
     from reelm.data.video_read import probe
-    from reelm.errors import ReelmError
+    from reelm.core.errors import ReelmError
 
     for flag in ("fps", "size", "max_frames"):
         value = getattr(args, flag)
@@ -120,8 +126,8 @@ def _resized(args: argparse.Namespace, meta: dict) -> str:
 
 
 def _model(args: argparse.Namespace):
-    from reelm.device import resolve_device
-    from reelm.tokenizer.checkpoint import load_tokenizer
+    from reelm.core.device import resolve_device
+    from reelm.tokenizer.tokenizer_checkpoint import load_tokenizer
 
     device = resolve_device(args.device)
     return load_tokenizer(args.tokenizer).to(device), device
@@ -154,8 +160,8 @@ def decode_main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from reelm.data.video_write import check_video_path, open_video
-    from reelm.errors import ReelmError
-    from reelm.tokenizer.checkpoint import check_identity
+    from reelm.core.errors import ReelmError
+    from reelm.tokenizer.tokenizer_checkpoint import check_identity
     from reelm.tokenizer.codes_file import load_codes
     from reelm.tokenizer.video_codec import iter_decoded
 
@@ -166,7 +172,7 @@ def decode_main(args: argparse.Namespace) -> int:
     model, device = _model(args)
     check_identity(meta["tokenizer"], model, source=str(args.codes))
     fps = args.fps or meta.get("fps") or 8.0
-    total = 1 + (len(codes) - 1) * model.temporal_downsample
+    total = model.pixel_frames(len(codes))
     with tqdm(total=total, desc="decode", unit="frame", disable=not args.progress, file=sys.stderr) as bar, \
             open_video(args.output, fps) as video:
         for frames in iter_decoded(model, codes, device=device):

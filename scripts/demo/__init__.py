@@ -6,12 +6,12 @@ LM with DeepSpeed, generates and scores samples (text-to-video on seen and held-
 image-to-video, continuation, captions), then prints the results against their targets and
 writes ``DIR/report.html``. It joins every stage, so it sits above them all.
 
-- ``config``: ``DemoConfig`` (the measured defaults) and budget scaling
+- ``demo_config``: ``DemoConfig`` (the measured defaults, as typed configs) and budget scaling
 - ``stages``: the stages, each resumable, each a library call the ``reelm`` commands also make
-- ``run``: ``run_demo``, the orchestration; ``report``: the report card
+- ``run``: ``run_demo``, the orchestration; ``report_card``: the report card
 """
 
-from reelm.demo.config import DemoConfig
+from reelm.demo.demo_config import DemoConfig
 from reelm.demo.run import run_demo
 
 __all__ = ["DemoConfig", "run_demo"]

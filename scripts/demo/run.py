@@ -4,7 +4,8 @@ Each stage prints a one-line summary when it finishes and leaves ``DIR/stages/NA
 a re-run of the same command reuses finished stages and resumes an interrupted one from
 its last checkpoint. ``DIR/demo.json`` records the settings: a folder made with other
 settings is refused rather than mixed. The last stage prints the summary table and writes
-``DIR/report.html``, which links the tokenizer's and the generation's own eval reports.
+``DIR/report.html``, which links the tokenizer's and the generation's own eval reports, and
+``DIR/samples.png``, its sample sheet at a size to commit (README's ``docs/demo.png``).
 
 Follows: nanochat's speedrun (one script, every stage, a report card at the end).
 """
@@ -15,13 +16,14 @@ import json
 import time
 from pathlib import Path
 
-from reelm.atomic import write_json
-from reelm.config import load_json, to_dict
-from reelm.demo.config import DemoConfig
+from reelm.core.atomic import write_json
+from reelm.core.config import load_json, to_dict
+from reelm.demo.demo_config import DemoConfig
 from reelm.demo.stages import STAGES
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 CONFIG_FILE = "demo.json"
+DOCS_SHEET = "samples.png"  # the report's sample sheet, small enough to commit (README's docs/demo.png)
 
 
 def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, log=print) -> dict:
@@ -45,11 +47,12 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, log=pri
         write_json(marker, record)
         records[stage.name] = record
         log(f"[{number}/{len(STAGES) + 1}] {stage.title}: {record['line']} ({record['seconds']:.0f} s)")
-    from reelm.demo.report import write_demo_report
+    from reelm.demo.report_card import contact_sheet_for_docs, write_demo_report
 
     log(f"[{len(STAGES) + 1}/{len(STAGES) + 1}] summary and report")
     summary = load_json(records["generate"]["summary_file"])
     report, lines = write_demo_report(out, cfg, records, summary)
+    contact_sheet_for_docs(out, out / DOCS_SHEET)
     for line in lines:
         log(line)
     log(f"reelm demo: {time.perf_counter() - began:.0f} s this run; report: {report}")

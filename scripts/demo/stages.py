@@ -16,10 +16,8 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from reelm.checkpoint import list_checkpoints
-from reelm.config import to_dict
-from reelm.data.clips import ClipSpec
-from reelm.demo.config import DemoConfig
+from reelm.core.checkpoint_format import list_checkpoints
+from reelm.demo.demo_config import DemoConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,17 +28,12 @@ class Stage:
 
 
 def _world(cfg: DemoConfig, split: str):
-    return dataclasses.replace(cfg.world, split=split).world_config(size=cfg.size, num_frames=cfg.num_frames,
-                                                                     fps=cfg.fps, seed=cfg.seed)
-
-
-def _clip(cfg: DemoConfig, *, temporal_crop: str = "center") -> ClipSpec:
-    return ClipSpec(num_frames=cfg.num_frames, fps=cfg.fps, size=cfg.size, temporal_crop=temporal_crop)
+    return dataclasses.replace(cfg.world, split=split).world_config(cfg.clip, seed=cfg.seed)
 
 
 def render_sets(cfg: DemoConfig, out: Path, progress: bool) -> dict:
     """Held-out clips to MP4: the training set itself is drawn from the world on the fly by the next stages."""
-    from reelm.data.synthetic import render_dataset
+    from reelm.data.synthetic.world import render_dataset
 
     figures = {}
     for name, split in (("seen", "val"), ("heldout", "heldout")):
@@ -48,30 +41,30 @@ def render_sets(cfg: DemoConfig, out: Path, progress: bool) -> dict:
         figures[name] = {"clips": summary["num_clips"], "manifest": summary["manifest"],
                          "contact_sheet": summary["contact_sheet"]}
     line = (f"{cfg.heldout_clips} seen-combination and {cfg.heldout_clips} held-out-combination clips "
-            f"({cfg.size}x{cfg.size}, {cfg.num_frames} frames at {cfg.fps:g} fps) in {out / 'data'}; the "
+            f"({cfg.clip.size}x{cfg.clip.size}, {cfg.clip.num_frames} frames at {cfg.clip.fps:g} fps) in {out / 'data'}; the "
             f"{cfg.train_clips} training clips are drawn from the world as they are needed")
     return {"line": line, **figures}
 
 
 def train_tokenizer(cfg: DemoConfig, out: Path, progress: bool) -> dict:
     from reelm.eval.reconstruct import ReconstructConfig, evaluate_reconstruction
-    from reelm.tokenizer.train import resolve_configs, train
+    from reelm.tokenizer.train import train
 
     run = out / "tokenizer"
-    settings = [*cfg.tokenizer_settings, f"steps={cfg.tokenizer_steps}", f"clip.size={cfg.size}",
-                f"clip.num_frames={cfg.num_frames}", f"clip.fps={cfg.fps}", f"seed={cfg.seed}",
-                *(f"world.{key}={_setting(value)}" for key, value in to_dict(cfg.world).items())]
-    model_cfg, train_cfg = resolve_configs(cfg.tokenizer_preset, settings)
+    training = cfg.tokenizer_train
+    training = dataclasses.replace(training, seed=cfg.seed, world=cfg.world, clip=dataclasses.replace(
+        cfg.clip, temporal_crop="random"))
     resume = bool(list_checkpoints(run))
-    train(None if resume else model_cfg, None if resume else train_cfg, run, resume=resume, progress=progress)
+    train(run, model=None if resume else cfg.tokenizer, config=None if resume else training, resume=resume,
+          progress=progress)
     summary = evaluate_reconstruction(
         run, "synthetic", out / "eval" / "tokenizer",
-        ReconstructConfig(clip=_clip(cfg), num_clips=cfg.tokenizer_eval_clips,
+        ReconstructConfig(clip=cfg.clip, num_clips=cfg.tokenizer_eval_clips,
                           world=dataclasses.replace(cfg.world, split="val"), seed=cfg.seed + 1),
         progress=progress)
     adherence = summary.get("adherence", {}).get("attributes", {})
     read = ", ".join(f"{name} {value['accuracy']:.0%}" for name, value in adherence.items() if value["total"])
-    line = (f"{cfg.tokenizer_steps} steps; held-out reconstructions: PSNR {summary['psnr']['mean']:.2f} dB, "
+    line = (f"{training.steps} steps; held-out reconstructions: PSNR {summary['psnr']['mean']:.2f} dB, "
             f"SSIM {summary['ssim']['mean']:.3f}, codebook {summary['codebook']['usage']:.0%} used; read back: {read}")
     return {"line": line, "psnr": summary["psnr"]["mean"], "ssim": summary["ssim"]["mean"],
             "codebook": summary["codebook"], "adherence": summary.get("adherence"),
@@ -81,7 +74,7 @@ def train_tokenizer(cfg: DemoConfig, out: Path, progress: bool) -> dict:
 def make_shards(cfg: DemoConfig, out: Path, progress: bool) -> dict:
     from reelm.tokenizer.pretokenize import TokenizeConfig, tokenize_dataset
 
-    tokenize = TokenizeConfig(clip=_clip(cfg), num_clips=cfg.train_clips, world=cfg.world,
+    tokenize = TokenizeConfig(clip=cfg.clip, num_clips=cfg.train_clips, world=cfg.world,
                               chunk_rows=cfg.chunk_rows, text_vocab_size=cfg.text_vocab_size, seed=cfg.seed,
                               batch_size=32)
     summary = tokenize_dataset("synthetic", out / "tokenizer", out / "shards", tokenize, progress=progress)
@@ -90,15 +83,15 @@ def make_shards(cfg: DemoConfig, out: Path, progress: bool) -> dict:
 
 
 def train_lm(cfg: DemoConfig, out: Path, progress: bool) -> dict:
-    from reelm.distributed import shutdown_distributed
+    from reelm.core.distributed import shutdown_distributed
     from reelm.lm.train import train
 
     run = out / "lm"
-    overrides = [*cfg.lm_settings, f"steps={cfg.lm_steps}", f"seed={cfg.seed}"]
+    training = dataclasses.replace(cfg.lm_train, seed=cfg.seed)
     resume = bool(list_checkpoints(run))
     try:
-        result = train(out / "shards", run, preset=None if resume else cfg.lm_preset,
-                       overrides=[] if resume else overrides, resume=resume, progress=progress, device="cpu")
+        result = train(out / "shards", run, model=None if resume else cfg.lm, config=None if resume else training,
+                       resume=resume, progress=progress, device="cpu")
     finally:
         shutdown_distributed()
     loss = result.metrics.get("loss")
@@ -124,13 +117,6 @@ def generate_and_score(cfg: DemoConfig, out: Path, progress: bool) -> dict:
             f"continuation samples, {summary['counts']['captions']} captions")
     return {"line": line, "summary_file": str(out / "eval" / "generate" / "summary.json"),
             "report": summary["report"]}
-
-
-def _setting(value) -> str:
-    """A value as ``--set KEY=VALUE`` text: strings as they are, anything else as JSON."""
-    import json
-
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 STAGES = (

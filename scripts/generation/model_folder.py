@@ -1,12 +1,13 @@
 """A model folder opened for inference: the LM, its token layout, its video tokenizer and the clip spec, checked together.
 
-An LM step folder (:mod:`reelm.lm.checkpoint`) carries everything generation needs: the
+An LM step folder (:mod:`reelm.lm.lm_checkpoint`) carries everything generation needs: the
 Hugging Face model, the token layout, the video tokenizer its codes came from
 (``video_tokenizer/``) and the clip spec of its data (frames, fps, size). :func:`load_model_folder`
 opens a run folder (its latest checkpoint) or a step folder, on the chosen device (bf16 on
 GPUs that support it), and checks that the pieces belong together: the tokenizer's weights
 against its own fingerprint, its identity against the layout's, its latent grid at the clip
-size against the layout's grid. ``video_tokenizer=DIR`` overrides the folder's tokenizer
+size against the layout's grid. Each is checked once: the tokenizer's recorded identity against
+the layout before anything is loaded, its weights against that record as they load. ``video_tokenizer=DIR`` overrides the folder's tokenizer
 (with the same checks). No training config, DeepSpeed or GPU is needed.
 """
 
@@ -17,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from reelm.checkpoint import CheckpointError, resolve_checkpoint
-from reelm.config import from_dict
-from reelm.data.clips import ClipSpec
-from reelm.data.token_layout import LayoutError, TokenLayout
-from reelm.device import compute_dtype, resolve_device
-from reelm.lm.checkpoint import check_video_tokenizer_identity, load_lm, video_tokenizer_dir
-from reelm.tokenizer.checkpoint import load_tokenizer, tokenizer_identity
+from reelm.core.checkpoint_format import CheckpointError, resolve_checkpoint
+from reelm.core.config import from_dict
+from reelm.data.clip_sampling import ClipSpec
+from reelm.data.token_layout import TokenLayout
+from reelm.core.device import compute_dtype, resolve_device
+from reelm.lm.lm_checkpoint import build_lm, check_video_tokenizer_identity, read_lm_folder, video_tokenizer_dir
+from reelm.tokenizer.tokenizer_checkpoint import load_tokenizer, tokenizer_identity
 from reelm.tokenizer.model import VideoTokenizer
 
 
@@ -61,27 +62,29 @@ def load_model_folder(path: str | Path, *, video_tokenizer: str | Path | None = 
     ``clip`` is needed only for folders made before reelm 0.2, which do not record their clip spec.
     """
     chosen = resolve_device(device)
-    folder = resolve_checkpoint(path)
-    lm, layout, meta = load_lm(folder, device=chosen, dtype=compute_dtype(chosen))
+    folder, meta, layout = read_lm_folder(path)
+    clip = _clip_spec(folder, meta, clip)
     if video_tokenizer is not None:
         tokenizer_dir = resolve_checkpoint(video_tokenizer)
         check_video_tokenizer_identity(tokenizer_dir, layout, source=f"--video-tokenizer {video_tokenizer}")
     else:
         tokenizer_dir = video_tokenizer_dir(folder, layout)
-    tokenizer = load_tokenizer(tokenizer_dir).to(chosen)
-    try:
-        layout.check_video_tokenizer(tokenizer_identity(tokenizer))
-    except LayoutError as exc:
-        raise CheckpointError(f"{tokenizer_dir}: not the video tokenizer of {folder} ({exc})") from None
-    if meta.get("clip"):
-        clip = from_dict(ClipSpec, meta["clip"], where=f"{folder}/reelm.json clip")
-    elif clip is None:
-        raise CheckpointError(f"{folder}: records no clip spec (made before reelm 0.2); give the frame rate and size "
-                              "its shards were made with (--fps and --size)")
+    tokenizer = load_tokenizer(tokenizer_dir).to(chosen)  # its weights checked against that identity's fingerprint
     grid = tokenizer.latent_shape(clip.num_frames, clip.size, clip.size)[1:]
     if tuple(grid) != tuple(layout.latent_hw):
         raise CheckpointError(f"{folder}: the video tokenizer makes a {grid[0]}x{grid[1]} latent grid at "
                               f"{clip.size}x{clip.size}, the model was trained on {layout.latent_hw[0]}x"
                               f"{layout.latent_hw[1]}")
+    lm = build_lm(folder, meta, layout, device=chosen, dtype=compute_dtype(chosen))
     return ModelFolder(path=folder, lm=lm, layout=layout, video_tokenizer=tokenizer, clip=clip, meta=meta,
                        device=chosen)
+
+
+def _clip_spec(folder: Path, meta: dict, given: ClipSpec | None) -> ClipSpec:
+    """The clip spec the folder records, or ``given`` for folders made before reelm 0.2 (which record none)."""
+    if meta.get("clip"):
+        return from_dict(ClipSpec, meta["clip"], where=f"{folder}/reelm.json clip")
+    if given is None:
+        raise CheckpointError(f"{folder}: records no clip spec (made before reelm 0.2); give the frame rate and size "
+                              "its shards were made with (--fps and --size)")
+    return given

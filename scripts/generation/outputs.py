@@ -13,10 +13,10 @@ from typing import Sequence
 
 import numpy as np
 
-from reelm.atomic import write_json
+from reelm.core.atomic import write_json
 from reelm.data.contact_sheet import contact_sheet
 from reelm.data.video_write import write_video
-from reelm.errors import ReelmError
+from reelm.core.errors import ReelmError
 
 SHEET_FRAMES = 9
 

@@ -31,7 +31,6 @@ tokenizer; VideoPoet's task prompts and its continuation of long videos window b
 from __future__ import annotations
 
 import collections
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +41,9 @@ import torch
 
 from reelm.data.token_layout import Task, continuation_context
 from reelm.data.video_read import fit_frames, frames_to_tensor, iter_frames, read_video, tensor_to_frames
-from reelm.device import torch_threads
-from reelm.errors import ReelmError
+from reelm.core.device import torch_threads
+from reelm.core.seeds import derive_seed
+from reelm.core.errors import ReelmError
 from reelm.generation.model_folder import ModelFolder, load_model_folder
 from reelm.lm.engine import GenerationEngine, Progress, Request
 from reelm.lm.sampling import Sampling
@@ -135,7 +135,7 @@ class VideoPipeline:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < self.model.latent_frames:
             raise PipelineInputError(f"context_frames {k!r}: expected 1 .. {self.model.latent_frames - 1} latent "
                                      f"frames (the model continues clips of {self.model.latent_frames})")
-        needed = 1 + self.tokenizer.temporal_downsample * (k - 1)
+        needed = self.tokenizer.pixel_frames(k)
         frames = self._read(video, what="video", last=needed) if isinstance(video, (str, Path)) else \
             np.asarray(video)[-needed:]
         frames = self.prepare_frames(frames, what=str(video) if isinstance(video, (str, Path)) else "video")
@@ -199,23 +199,11 @@ class VideoPipeline:
         first_new = min(total, max(window, have + 1)) - have
         timings = collections.Counter()
         began = time.perf_counter()
-        seed_used = seed
-        grids, sequences, stats = [], [], []
-        for start in range(0, len(prompts), batch_size):
-            requests = [self._request(task, prompt, condition, first_new, negative)
-                        for prompt, condition, negative in zip(prompts[start:start + batch_size],
-                                                               conditions[start:start + batch_size],
-                                                               negatives[start:start + batch_size])]
-            scale = guidance_scale if any(p is not None for p in prompts[start:start + batch_size]) else 1.0
-            with torch_threads(self.threads):
-                result = self.engine.generate(requests, sampling=sampling, cfg_scale=scale, num_samples=num_samples,
-                                              seed=_batch_seed(seed, start, 0), progress=_progress_hook(progress))
-            stats.append(result.stats.to_dict())
-            for sample in result.samples:
-                condition = conditions[start + sample.request]
-                codes = self.layout.ids_to_codes(sample.ids[: first_new * self.layout.codes_per_frame])
-                grids.append(codes if condition is None else np.concatenate([condition, codes]))
-                sequences.append(sample.sequence)
+        samples, stats = self._window(task, prompts, conditions, negatives, first_new, num_samples=num_samples,
+                                      seed=seed, window=0, guidance_scale=guidance_scale, sampling=sampling,
+                                      batch_size=batch_size, progress=progress)
+        grids = [codes if conditions[i] is None else np.concatenate([conditions[i], codes]) for i, codes, _ in samples]
+        sequences = [sequence for _, _, sequence in samples]
         timings["generate_s"] += time.perf_counter() - began
         sample_prompts = [p for p in prompts for _ in range(num_samples)]
         decode_began = time.perf_counter()
@@ -231,7 +219,7 @@ class VideoPipeline:
         videos = [v[:num_frames] for v in videos]
         info = {
             "task": task.value, "num_frames": num_frames, "latent_frames": total, "windows": windows,
-            "trained_latent_frames": window, "num_samples": num_samples, "seed": seed_used,
+            "trained_latent_frames": window, "num_samples": num_samples, "seed": seed,
             "guidance_scale": guidance_scale, "negative_prompt": negative_prompt,
             "sampling": sampling.to_dict(), "batch_size": batch_size,
             "fps": self.model.clip.fps, "model": self.model.identity(),
@@ -248,24 +236,13 @@ class VideoPipeline:
         k = continuation_context(window)
         new = min(window - k, total - len(grids[0]))
         began = time.perf_counter()
-        contexts = [self.encode(video[-(1 + ft * (k - 1)):]) for video in videos]
+        contexts = [self.encode(video[-self.tokenizer.pixel_frames(k):]) for video in videos]
         timings["encode_s"] += time.perf_counter() - began
         began = time.perf_counter()
-        stats, window_codes = [], []
-        for start in range(0, len(videos), batch_size):
-            requests = [self._request(Task.V2V, prompt, context, new, negative)
-                        for prompt, context, negative in zip(prompts[start:start + batch_size],
-                                                             contexts[start:start + batch_size],
-                                                             negatives[start:start + batch_size])]
-            scale = guidance_scale if any(p is not None for p in prompts[start:start + batch_size]) else 1.0
-            with torch_threads(self.threads):
-                result = self.engine.generate(requests, sampling=sampling, cfg_scale=scale,
-                                              seed=_batch_seed(seed, start, window_index),
-                                              progress=_progress_hook(progress))
-            stats.append(result.stats.to_dict())
-            for sample in result.samples:
-                codes = self.layout.ids_to_codes(sample.ids[: new * self.layout.codes_per_frame])
-                window_codes.append(np.concatenate([contexts[start + sample.request], codes]))
+        samples, stats = self._window(Task.V2V, prompts, contexts, negatives, new, num_samples=1, seed=seed,
+                                      window=window_index, guidance_scale=guidance_scale, sampling=sampling,
+                                      batch_size=batch_size, progress=progress)
+        window_codes = [np.concatenate([contexts[i], codes]) for i, codes, _ in samples]
         timings["generate_s"] += time.perf_counter() - began
         began = time.perf_counter()
         decoded = self.decode(window_codes)
@@ -273,6 +250,26 @@ class VideoPipeline:
         videos = [np.concatenate([video, frames[-ft * new:]]) for video, frames in zip(videos, decoded)]
         grids = [np.concatenate([grid, codes[-new:]]) for grid, codes in zip(grids, window_codes)]
         return videos, grids, stats
+
+    def _window(self, task: Task, prompts, conditions, negatives, frames: int, *, num_samples: int, seed, window: int,
+                guidance_scale: float, sampling: Sampling, batch_size: int, progress):
+        """``frames`` new latent frames for every prompt (``num_samples`` each), in batches of ``batch_size`` prompts:
+        ``(samples, engine stats)``, each sample ``(prompt index, its new codes, its sequence)``, in order."""
+        samples, stats = [], []
+        for start in range(0, len(prompts), batch_size):
+            stop = start + batch_size
+            requests = [self._request(task, prompt, condition, frames, negative)
+                        for prompt, condition, negative in zip(prompts[start:stop], conditions[start:stop],
+                                                               negatives[start:stop])]
+            scale = guidance_scale if any(p is not None for p in prompts[start:stop]) else 1.0
+            with torch_threads(self.threads):
+                result = self.engine.generate(requests, sampling=sampling, cfg_scale=scale, num_samples=num_samples,
+                                              seed=_batch_seed(seed, start, window), progress=_progress_hook(progress))
+            stats.append(result.stats.to_dict())
+            for sample in result.samples:
+                codes = self.layout.ids_to_codes(sample.ids[: frames * self.layout.codes_per_frame])
+                samples.append((start + sample.request, codes, sample.sequence))
+        return samples, stats
 
     def _request(self, task: Task, prompt: str | None, condition: np.ndarray | None, frames: int,
                  negative: str | None = None) -> Request:
@@ -289,8 +286,7 @@ class VideoPipeline:
     def _latents_for(self, num_frames: int) -> int:
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
             raise PipelineInputError(f"num_frames {num_frames!r}: expected a positive integer")
-        ft = self.tokenizer.temporal_downsample
-        return 1 + math.ceil((num_frames - 1) / ft)
+        return self.tokenizer.latent_frames(num_frames)
 
     def prepare_frames(self, frames: np.ndarray, *, what: str = "frames") -> np.ndarray:
         """``(T, H, W, 3)`` (or one ``(H, W, 3)``) uint8 frames resized and center-cropped to the model's size."""
@@ -299,8 +295,7 @@ class VideoPipeline:
     @torch.inference_mode()
     def encode(self, frames: np.ndarray) -> np.ndarray:
         """``(T, S, S, 3)`` uint8 frames at the model's size (cut to ``1 + f k``) -> their ``(t, h, w)`` codes."""
-        ft = self.tokenizer.temporal_downsample
-        frames = frames[: 1 + (len(frames) - 1) // ft * ft]
+        frames = frames[: self.tokenizer.usable_frames(len(frames))]
         video = frames_to_tensor(frames)[None].to(self.model.device)  # (1, 3, T, S, S)
         return self.tokenizer.encode(video).indices[0].cpu().numpy().astype(np.int64)
 
@@ -348,9 +343,7 @@ def _negatives(negative_prompt, count: int) -> list[str | None]:
 
 def _batch_seed(seed: int | None, start: int, window: int) -> int | None:
     """The engine seed of one batch of one window: distinct per batch and window, fixed by ``seed``."""
-    if seed is None:
-        return None
-    return int(np.random.SeedSequence([seed, start, window]).generate_state(1, np.uint64)[0] >> 1)
+    return None if seed is None else derive_seed(seed, start, window)
 
 
 def _progress_hook(progress: Callable[[int], None] | None):
