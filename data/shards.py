@@ -147,27 +147,37 @@ def load_shards(out: str | Path) -> ShardSet:
         raise ShardError(f"{out}: no finished chunks yet; run (or finish) 'reelm data tokenize --out {out}' first")
     tables, skipped = [], []
     for chunk in chunks:
-        try:
-            tables.append(datasets.load_from_disk(str(chunk)))
-        except Exception as exc:  # datasets raises several types for a damaged folder
-            raise ShardError(f"{chunk}: unreadable chunk ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
-                             "delete it and re-run the same 'reelm data tokenize' command to write it again") from None
+        table = read_chunk(chunk)
+        if table is not None:
+            tables.append(table)
         skip_file = chunk / SKIPPED_FILE
         if skip_file.is_file():
             skipped += [json.loads(line) for line in skip_file.read_text().splitlines() if line]
-    dataset = datasets.concatenate_datasets(tables)
-    if len(dataset) == 0:
+    if not tables:
         raise ShardError(f"{out}: the shards hold no clips (every row was skipped: see {out}/errors.jsonl)")
+    dataset = datasets.concatenate_datasets(tables)
     video_tokenizer = out / VIDEO_TOKENIZER_DIR
     return ShardSet(dataset=dataset, layout=layout, info=info, chunks=len(chunks), skipped=skipped,
                     video_tokenizer=video_tokenizer if (video_tokenizer / "reelm.json").is_file() else None)
+
+
+def read_chunk(chunk: Path) -> datasets.Dataset | None:
+    """One finished chunk as a memory-mapped dataset, or ``None`` for a chunk whose every row was skipped."""
+    try:
+        if not load_json(chunk / "state.json").get("_data_files"):
+            return None  # datasets saves an empty table without data files and cannot load it back
+        return datasets.load_from_disk(str(chunk))
+    except Exception as exc:  # datasets raises several types for a damaged folder
+        raise ShardError(f"{chunk}: unreadable chunk ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                         "delete it and re-run the same 'reelm data tokenize' command to write it again") from None
 
 
 def skipped_counts(folder: Path) -> tuple[int, Counter]:
     """``(clips, skipped rows by reason)`` over every finished chunk of a part folder."""
     used, counts = 0, Counter()
     for chunk in sorted(c for c in folder.glob("chunk-*") if c.is_dir()):
-        used += datasets.load_from_disk(str(chunk)).num_rows
+        table = read_chunk(chunk)
+        used += 0 if table is None else table.num_rows
         for line in (chunk / SKIPPED_FILE).read_text().splitlines():
             if line:
                 counts[json.loads(line)["reason"]] += 1

@@ -28,6 +28,21 @@ SYNTHETIC = "synthetic"
 CAPTION_BATCH = 4096  # manifest rows read at a time when streaming captions
 
 
+@dataclass(kw_only=True)
+class SourceOptions:
+    """How a manifest or dataset is read, the same wherever data is read (``--video-column``,
+    ``--caption-column``, ``--confine-to-root``)."""
+
+    video_column: str | None = None  # None: the first of VIDEO_COLUMNS the table has
+    caption_column: str | None = None  # None: the first of CAPTION_COLUMNS the table has
+    confine_to_root: bool = False  # skip manifest rows whose video lies outside the manifest's folder
+
+    def kwargs(self) -> dict:
+        """These options as :func:`open_source` keywords."""
+        return {"video_column": self.video_column, "caption_column": self.caption_column,
+                "confine_to_root": self.confine_to_root}
+
+
 class SourceError(ReelmError):
     """A source that cannot be opened at all (as opposed to a bad row, which is skipped)."""
 
@@ -68,11 +83,11 @@ class TableSource(Source):
 
     def __init__(self, table, *, name: str, root: Path | None = None,
                  video_column: str | None = None, caption_column: str | None = None,
-                 allow_outside_root: bool = False):
+                 confine_to_root: bool = False):
         self.table = table
         self.name = name
         self.root = root
-        self.allow_outside_root = allow_outside_root
+        self.confine_to_root = confine_to_root
         columns = list(table.column_names)
         self.video_column = _pick_column(columns, video_column, VIDEO_COLUMNS, "video", name)
         self.caption_column = _pick_column(columns, caption_column, CAPTION_COLUMNS, "caption", name)
@@ -87,8 +102,8 @@ class TableSource(Source):
         problem = None
         if video and self.root is not None:
             target = Path(video) if Path(video).is_absolute() else self.root / video
-            if not self.allow_outside_root and not is_inside(target, self.root):
-                problem = f"{video}: outside the dataset root {self.root} (pass --allow-outside-root to allow it)"
+            if self.confine_to_root and not is_inside(target, self.root):
+                problem = f"{video}: outside the dataset root {self.root} (--confine-to-root; drop it to read the path)"
             video = str(target)
         return SourceRow(
             index=int(index),
@@ -154,13 +169,13 @@ class SyntheticSource(Source):
 
 def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None, start: int = 0,
                 video_column: str | None = None, caption_column: str | None = None,
-                allow_outside_root: bool = False) -> Source:
+                confine_to_root: bool = False) -> Source:
     """A source from ``"synthetic"`` (``world_cfg``, clips ``start`` on), a manifest path, a folder path,
     a single video or image file, or a ``datasets.Dataset``.
 
-    A manifest's paths are relative to its folder, the dataset root; a path that leads outside it
-    (``../../etc/passwd``, an absolute path elsewhere) gives a row that is skipped with that reason,
-    unless ``allow_outside_root``.
+    A manifest's paths are absolute or relative to its folder (the dataset root), and are read
+    wherever they lead. With ``confine_to_root`` a path that leads outside the root
+    (``../../etc/passwd``, an absolute path elsewhere) gives a row that is skipped with that reason.
     """
     import datasets
 
@@ -188,7 +203,7 @@ def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None, star
     except Exception as exc:  # datasets raises many types for a malformed file
         raise SourceError(f"{path}: cannot read manifest ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
     return TableSource(table, name=str(path), root=path.parent, video_column=video_column,
-                       caption_column=caption_column, allow_outside_root=allow_outside_root)
+                       caption_column=caption_column, confine_to_root=confine_to_root)
 
 
 def is_inside(path: Path, root: Path) -> bool:

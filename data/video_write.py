@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from reelm.core import atomic
+from reelm.core.atomic import output_folder
 from reelm.core.errors import ReelmError
 
 
@@ -177,15 +178,14 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
 
 
 def check_video_path(path: str | Path) -> Path:
-    """``path`` if a video can be written there (a known suffix, an existing folder): checked before any work."""
+    """``path`` if a video can be written there (a known suffix; its folder is made if missing): checked before any work."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise VideoWriteError(f"{path}: cannot write {path.suffix or 'files without a suffix'!r}; "
                               f"name the output {' or '.join(sorted(FORMATS))}")
-    if not path.parent.is_dir():
-        raise VideoWriteError(f"{path}: folder {path.parent} does not exist; create it first or write elsewhere")
     if path.is_dir():
         raise VideoWriteError(f"{path}: is a folder; name a video file")
+    output_folder(path, error=VideoWriteError)
     return path
 
 

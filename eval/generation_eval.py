@@ -51,6 +51,7 @@ from reelm.data.video_write import write_mp4
 from reelm.core.device import torch_threads
 from reelm.core.seeds import derive_seed
 from reelm.core.distributed import init_distributed
+from reelm.eval.reference_data import check_reference, reference_from, synthetic_reference
 from reelm.eval.adherence import aggregate, caption_accuracy, read_clip, score_against
 from reelm.eval.temporal import drift, dynamic_degree, flicker, motion_smoothness
 from reelm.generation.outputs import read_prompts
@@ -61,7 +62,7 @@ SUMMARY_FILE = "summary.json"
 SAMPLES_FILE = "samples.jsonl"
 SEEN, HELD_OUT, FROM_FILE = "seen", "held-out", "file"
 # Disjoint runs of world clip indices for each use, so no clip serves twice.
-PROMPT_START, I2V_START, CONTINUATION_START, CAPTION_START, REFERENCE_START = 0, 10_000, 20_000, 30_000, 40_000
+PROMPT_START, I2V_START, CONTINUATION_START, CAPTION_START = 0, 10_000, 20_000, 30_000  # reference: 40_000 on
 
 
 @dataclass(kw_only=True)
@@ -78,6 +79,7 @@ class GenerationEvalConfig:
     continuation: int = 8  # synthetic: clips continued from their first latent frames
     captions: int = 16  # synthetic: held-out clips to caption
     reference: int = 64  # real clips for FVD / KVD / FID / KID
+    reference_data: Any = None  # a folder, manifest or datasets.Dataset of real clips; None: the synthetic world's
     binding_clips: int = 96  # synthetic: val clips of the prompt-binding diagnostic (reelm.eval.prompt_binding); 0: none
     world: WorldOptions | None = None  # default: the model's training world, else one object on plain backgrounds
     i3d_path: str | None = None
@@ -101,6 +103,8 @@ def evaluate_generation(model: str | Path | VideoPipeline, out: str | Path, cfg:
 def _evaluate(model, out, cfg: GenerationEvalConfig, dist, video_tokenizer, progress: bool) -> dict | None:
     pipe = model if isinstance(model, VideoPipeline) else \
         VideoPipeline.from_pretrained(model, video_tokenizer=video_tokenizer, device=str(dist.device))
+    if cfg.i3d_path or cfg.inception_path:  # a distribution metric will need a reference that means something
+        check_reference(pipe.model.meta, cfg.reference_data)
     world = _world(pipe, cfg)
     began = time.perf_counter()
     prompts = _prompts(cfg, world)
@@ -336,8 +340,6 @@ def _summary(pipe, cfg, world, prompts, samples, conditioned, captions) -> dict:
 
 def _distribution(samples, world, cfg, pipe) -> dict:
     """FVD / KVD / FID / KID / IS / CLIPSIM of the text-to-video samples, for the metrics whose weights are given."""
-    from dataclasses import replace
-
     from reelm.eval.distribution.registry import compute
 
     generated = [s["video"] for s in samples]
@@ -347,8 +349,8 @@ def _distribution(samples, world, cfg, pipe) -> dict:
     if not any(needs.values()) or not generated:
         return {name: {"computed": False, "reason": "no weights given (--i3d, --inception, --clip)"}
                 for name in needs}
-    source = SyntheticWorld(replace(world, split="val"))
-    reference = [source.clip(REFERENCE_START + i).frames for i in range(cfg.reference)]
+    reference = synthetic_reference(world, cfg.reference) if cfg.reference_data is None else \
+        reference_from(cfg.reference_data, pipe.model.clip, cfg.reference, seed=cfg.seed)
     frames = min(len(v) for v in generated)
     short = "" if frames >= 16 else "_padlast"
     protocols = {"fvd": f"fvd_16f{short}", "kvd": f"kvd_16f{short}", "fid": "fid_frames", "kid": "kid_frames",
@@ -358,9 +360,12 @@ def _distribution(samples, world, cfg, pipe) -> dict:
         if not needs[name]:
             results[name] = {"computed": False, "reason": f"no weights given for {name}"}
             continue
-        result = compute(protocol, generated, None if name in ("is", "clipsim") else reference,
+        uses_reference = name not in ("is", "clipsim")
+        result = compute(protocol, generated, reference.clips if uses_reference else None,
                          prompts=prompts if name == "clipsim" else None, i3d_path=cfg.i3d_path,
                          inception_path=cfg.inception_path, clip_path=cfg.clip_path, device=str(pipe.model.device))
+        if uses_reference and isinstance(result.get("protocol"), dict):
+            result["protocol"]["reference_data"] = reference.record  # beside the detector's hash
         results[name] = result
     return results
 

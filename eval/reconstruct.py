@@ -32,7 +32,7 @@ from reelm.core.atomic import write_text
 from reelm.core.config import save_json, to_dict
 from reelm.data.clip_sampling import ClipSpec, SkipRow, check_clip_spec
 from reelm.data.row_reader import RowReader, read_rows
-from reelm.data.sources import SyntheticSource, open_source
+from reelm.data.sources import SourceOptions, SyntheticSource, open_source
 from reelm.data.synthetic.world import WorldOptions
 from reelm.data.video_read import frames_to_tensor, tensor_to_frames
 from reelm.core.device import resolve_device
@@ -55,7 +55,7 @@ class ReconstructConfig:
     batch_size: int = 8
     lpips_path: str | None = None  # LPIPS-VGG16 weights (reelm.tokenizer.perceptual); None: no LPIPS
     i3d_path: str | None = None  # I3D weights for rFVD (reelm.eval.distribution.i3d); None: no rFVD
-    allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
+    source: SourceOptions = field(default_factory=SourceOptions)  # columns, confining paths to the root
 
 
 @dataclass
@@ -81,7 +81,7 @@ def evaluate_reconstruction(tokenizer: str | Path, data: Any, out: str | Path, c
     check_clip_spec(spec, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
     world = cfg.world.world_config(spec, seed=cfg.seed)
     source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start,
-                         allow_outside_root=cfg.allow_outside_root)
+                         **cfg.source.kwargs())
     lpips = _lpips(cfg.lpips_path, chosen)
     counts = np.zeros(model.codebook_size, dtype=np.int64)
     records, skipped, adherence, kept = [], [], [], []

@@ -97,7 +97,7 @@ class GenerationStats:
     decode_s: float
     step: str  # the decode step: "lean" or "layers"
     cfg_scale: float
-    seed: int | None
+    seed: int | list[int] | None  # one seed for the batch, or one per sample
     sampling: dict
 
     @property
@@ -171,7 +171,7 @@ class GenerationEngine:
         sampling: Sampling = Sampling(),
         cfg_scale: float = 1.0,
         num_samples: int = 1,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         generator: torch.Generator | None = None,
         progress: Callable[[Progress], None] | None = None,
     ) -> GenerationResult:
@@ -179,19 +179,26 @@ class GenerationEngine:
 
         ``seed`` seeds a new generator on the model's device (``generator`` uses the
         caller's instead; with neither, a random seed is drawn and reported in the stats).
-        ``progress`` is called after every step.
+        A sequence of seeds, one per sample (request-major: request 0's samples first), gives
+        every sample a generator of its own, so its ids do not depend on what else is in the
+        batch. ``progress`` is called after every step.
         """
         requests = list(requests)
         _check_arguments(requests, sampling, cfg_scale, num_samples)
         guided = cfg_scale != 1
-        if generator is None:
+        samples = len(requests) * num_samples
+        if isinstance(seed, Sequence):
+            seed = [int(s) for s in seed]
+            if len(seed) != samples:
+                raise GenerationError(f"seed: {len(seed)} seeds for {samples} samples; give one per sample")
+            generator = [torch.Generator(device=self.device).manual_seed(s) for s in seed]
+        elif generator is None:
             seed = secrets.randbits(63) if seed is None else seed
             generator = torch.Generator(device=self.device).manual_seed(seed)
         else:
             seed = None
         prompts, plans = self._plan(requests)
         unconditional = self._unconditional(requests, prompts, plans) if guided else []
-        samples = len(requests) * num_samples
         steps = max(plan.max_new_tokens for plan in plans)
         start = time.perf_counter()
         rows = torch.arange(samples, device=self.device) // num_samples  # (samples,) request of each row
@@ -237,6 +244,8 @@ class GenerationEngine:
                 if len(keep) < len(live):
                     model_keep = torch.cat([keep, keep + len(live)]) if guided else keep
                     live, states, row_done, chosen = live[keep], states[keep], row_done[keep], chosen[keep]
+                    if isinstance(generator, list):
+                        generator = [generator[k] for k in keep.tolist()]
                     decode.select_rows(model_keep)
                     positions = positions[model_keep]
                     codes_seen = None if codes_seen is None else codes_seen[model_keep]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -50,8 +51,13 @@ class Sampling:
         return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p, "greedy": self.is_greedy}
 
 
-def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(rows,)`` long: one column index of ``logits`` ``(rows, width)`` per row."""
+def sample(logits: torch.Tensor, sampling: Sampling,
+           generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+    """``(rows,)`` long: one column index of ``logits`` ``(rows, width)`` per row.
+
+    ``generator`` is one generator for all rows, or one per row: then each row's draw depends on its
+    own generator only, so a row samples the same ids whatever other rows share its batch.
+    """
     if sampling.is_greedy:
         return logits.argmax(dim=-1)
     logits = logits.float()
@@ -67,6 +73,10 @@ def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator 
     if top_p is not None:
         before = probs.cumsum(dim=-1) - probs  # (rows, k): the mass of the more likely ids
         probs = probs.masked_fill(before >= top_p, 0.0)
-    noise = torch.empty_like(probs).exponential_(generator=generator).clamp_min_(torch.finfo(probs.dtype).tiny)
+    if isinstance(generator, Sequence):
+        noise = torch.stack([torch.empty_like(probs[0]).exponential_(generator=g) for g in generator])
+    else:
+        noise = torch.empty_like(probs).exponential_(generator=generator)
+    noise = noise.clamp_min_(torch.finfo(probs.dtype).tiny)
     choice = (probs / noise).argmax(dim=-1)
     return choice if index is None else index.gather(-1, choice[:, None])[:, 0]

@@ -79,6 +79,7 @@ class LMTrainConfig:
     activation_checkpointing: bool = False
     compile: bool | None = None  # torch.compile each decoder layer; None: see use_compile
     precision: str = "auto"  # auto: bf16 where the device multiplies bf16 natively (GPUs, AMX CPUs), else fp32; bf16; fp32
+    init_from: str | None = None  # fine-tune: start from this LM model folder's weights (a new optimizer and schedule)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
     def loader(self) -> LoaderConfig:
@@ -97,6 +98,28 @@ def saved_configs(run: str | Path) -> tuple[LMConfig, LMTrainConfig]:
     meta = read_meta(folder, KIND)
     return (from_dict(LMConfig, meta["config"], where=f"{folder}/reelm.json config"),
             from_dict(LMTrainConfig, saved_precision(meta["train"]), where=f"{folder}/reelm.json train"))
+
+
+def init_model_config(init_from: str | Path) -> LMConfig:
+    """The model config of an LM model folder (a run's latest checkpoint, a step folder or an export)."""
+    start = resolve_checkpoint(init_from)
+    return from_dict(LMConfig, read_meta(start, KIND)["config"], where=f"{start}/reelm.json config")
+
+
+def _init_model(init_from: str, given: LMConfig | None, layout: TokenLayout) -> LMConfig:
+    """The model config of the LM a run starts from, checked: ``given`` must be it (a fine-tune keeps the shape)
+    and the shards must share its token layout (the same text tokenizer, video tokenizer and grid)."""
+    start = resolve_checkpoint(init_from)
+    cfg = init_model_config(start)
+    if given is not None and given != cfg:
+        differ = [k for k, v in to_dict(cfg).items() if to_dict(given).get(k) != v]
+        raise ConfigError(f"--init-from {init_from}: its model config differs from the one given "
+                          f"({', '.join(differ)}); a fine-tune keeps the model's shape: drop --preset and model.*")
+    if TokenLayout.load(start) != layout:
+        raise ReelmError(f"--init-from {init_from}: the shards' token layout differs from the model's; make them "
+                         f"with its video tokenizer and text tokenizer ('reelm data tokenize --video-tokenizer "
+                         f"{start}/video_tokenizer --text-tokenizer {start}/tokenizer.json')")
+    return cfg
 
 
 def with_deepspeed_stage(cfg: LMTrainConfig, ds_raw: dict) -> LMTrainConfig:
@@ -199,6 +222,9 @@ class LMTrainer:
         attn = select_attention(dist.device)
         if saved:
             model = load_hf_model(saved["folder"], dtype=torch.float32, attn_implementation=attn)
+        elif cfg.init_from is not None:
+            model = load_hf_model(resolve_checkpoint(cfg.init_from), dtype=torch.float32,
+                                  attn_implementation=attn).to(dist.device)
         else:
             torch.manual_seed(cfg.seed)
             model = build_model(lm_cfg, self.layout.vocab_size, bos_id=self.layout.bos_id, eos_id=self.layout.eos_id,
@@ -384,6 +410,8 @@ def train(data: str | Path, out: str | Path, *, model: LMConfig | None = None, c
     if saved:
         saved_model, saved_train = saved_configs(saved["folder"])
         model, config = model or saved_model, config or saved_train
+    if not saved and config is not None and config.init_from is not None:
+        model = _init_model(config.init_from, model, shards.layout)
     if model is None or config is None:
         raise ConfigError("no LM config: pass --preset (tiny, small, base or large) to start a run")
     ds_raw = load_deepspeed_config(deepspeed_config or f"zero{config.zero_stage}")

@@ -161,7 +161,7 @@ def test_an_unforeseen_error_on_one_file_is_recorded_and_the_job_goes_on(bad_med
     manifest = write_manifest(cases, tmp_path)
     outcome = run_cli(["data", "tokenize", "--video-tokenizer", str(media_env.tokenizer), "--data", str(manifest),
                        "--out", str(tmp_path / "shards"), "--num-frames", "5", "--size", "32", "--text-vocab-size",
-                       "300", "--no-progress", "--allow-outside-root"])
+                       "300", "--no-progress"])
     assert outcome.kind == "used" and "used 1, skipped 2" in outcome.message and "unexpected error: 1" in outcome.message
     errors = {json.loads(line)["reason"]: json.loads(line) for line in
               (tmp_path / "shards" / "errors.jsonl").read_text().splitlines()}

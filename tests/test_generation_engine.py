@@ -240,6 +240,31 @@ def test_same_seed_same_samples(engine, layout):
 
 
 @pytest.mark.parametrize("cfg_scale", [1.0, 2.0])
+def test_one_seed_per_sample_makes_each_sample_independent_of_its_batch(engine, layout, cfg_scale):
+    """With a seed per sample, a sampled row draws the same ids alone or among others (text rows that finish
+    and are dropped early included)."""
+    requests = [Request(layout.prompt("t2v", text="a red circle moves left"), frames=2),
+                Request(layout.prompt("t2v", text="a blue square"), frames=2)]
+    settings = dict(sampling=Sampling(top_p=0.9), cfg_scale=cfg_scale)
+    together = engine.generate(requests, seed=[11, 12, 13, 14], num_samples=2, **settings)
+    assert together.stats.seed == [11, 12, 13, 14]
+    for index, request in enumerate(requests):
+        for k in range(2):
+            alone = engine.generate([request], seed=[11 + 2 * index + k], **settings)
+            assert np.array_equal(together.samples[2 * index + k].ids, alone.samples[0].ids)
+    assert not np.array_equal(together.samples[0].ids, together.samples[1].ids)
+    video = codes(layout, 1)
+    captions = [Request(layout.prompt("v2t", video=video), max_text_tokens=2),
+                Request(layout.prompt("v2t", video=video), max_text_tokens=9)]
+    both = GenerationEngine(engine.model, layout, check_every=1).generate(captions, seed=[5, 6],
+                                                                           sampling=Sampling(temperature=1.5))
+    alone = engine.generate(captions[1:], seed=[6], sampling=Sampling(temperature=1.5))
+    assert np.array_equal(both.samples[1].ids, alone.samples[0].ids)
+    with pytest.raises(GenerationError, match="3 seeds for 4 samples"):
+        engine.generate(requests, seed=[1, 2, 3], num_samples=2)
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 2.0])
 def test_batched_prompts_equal_one_by_one_under_greedy(engine, layout, cfg_scale):
     requests = requests_of_every_task(layout)[: 3 if cfg_scale != 1 else 5]  # prompts of different lengths
     assert len({len(r.prompt) for r in requests}) > 1

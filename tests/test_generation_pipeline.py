@@ -68,6 +68,30 @@ def test_same_seed_same_video_and_batches_equal_one_by_one_under_greedy(pipe):
     assert batched.prompts == prompts
 
 
+def test_a_sampled_video_depends_on_its_seed_prompt_and_number_not_on_its_batch(pipe, tmp_path):
+    """The same (seed, prompt, sample number) gives the same codes alone, in a batch of 3, or third in a prompt
+    file; the sidecar records each sample's own seed."""
+    prompts = ["a red circle moves up", "a green square moves to the left", "a blue circle"]
+    together = pipe.text_to_video(prompts, seed=0, batch_size=3, num_samples=2)
+    for i, prompt in enumerate(prompts):
+        alone = pipe.text_to_video([prompt], seed=0, batch_size=1, num_samples=2)
+        for k in range(2):
+            np.testing.assert_array_equal(together.codes[2 * i + k], alone.codes[k])
+        assert together.info["sample_seeds"][2 * i:2 * i + 2] == alone.info["sample_seeds"]
+    assert len(set(together.info["sample_seeds"])) == 6  # every sample its own draw
+    other = pipe.text_to_video([prompts[0]], seed=1, batch_size=1)
+    assert not np.array_equal(other.codes[0], together.codes[0])
+    file = tmp_path / "prompts.txt"
+    file.write_text("a blue circle\na red circle moves up\n")
+    out = tmp_path / "many.mp4"
+    assert main(["generate", "--prompts", str(file), "--model", str(pipe.model.path), "-o", str(out), "--seed", "0",
+                 "--batch-size", "2", "--no-progress"]) == 0
+    second = json.loads((tmp_path / "many-001-00.json").read_text())
+    assert second["prompt"] == "a red circle moves up" and second["sample_seed"] == together.info["sample_seeds"][0]
+    from reelm.data.video_read import read_video as read
+    assert read(tmp_path / "many-001-00.mp4").shape == together.videos[0].shape
+
+
 def test_longer_videos_slide_window_by_window_to_the_requested_length(pipe):
     out = pipe("a red circle moves to the left", num_frames=27, seed=0, num_samples=2)  # 3x the training length
     assert [v.shape for v in out.videos] == [(27, 32, 32, 3)] * 2
@@ -127,7 +151,7 @@ def test_a_folder_without_its_tokenizer_or_with_another_one_is_refused(folder, t
 
 
 def test_generate_command_writes_video_sheet_and_sidecar(folder, tmp_path, capsys):
-    out = tmp_path / "out.mp4"
+    out = tmp_path / "samples" / "new" / "out.mp4"  # -o makes its folder, as --out does
     assert main(["generate", "a red circle moves to the left", "--model", str(folder), "-o", str(out),
                  "--seed", "7", "--top-k", "50", "--guidance-scale", "2", "--negative-prompt", "a red circle",
                  "--no-progress"]) == 0
@@ -149,7 +173,7 @@ def test_generate_command_writes_video_sheet_and_sidecar(folder, tmp_path, capsy
 
 @pytest.mark.parametrize("args, message", [
     (["-o", "x.avi"], "cannot write '.avi'"),
-    (["-o", "missing/x.mp4"], "does not exist"),
+    (["-o", "empty.txt/x.mp4"], "cannot make its folder"),
     (["-o", "x.mp4", "--prompts", "empty.txt"], "holds no prompts"),
     (["-o", "x.mp4", "--prompts", "latin1.txt"], "not UTF-8"),
     (["-o", "x.mp4", "--frames", "0"], "--frames 0"),

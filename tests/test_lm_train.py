@@ -1,6 +1,7 @@
 """LM pretraining: overfitting, exact resume under every ZeRO stage, packing isolation on a trained
 model, the Hugging Face export, crash-safe checkpoints, and 2-process ZeRO-2 through the deepspeed launcher."""
 
+import dataclasses
 import json
 import math
 import os
@@ -292,6 +293,61 @@ def test_checkpoint_loads_with_transformers_and_gives_the_trained_logits(shards,
     assert "flash" not in (tmp_path / "export" / "config.json").read_text()
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
     assert again.config._attn_implementation == "sdpa"
+
+
+def test_a_fine_tune_starts_from_a_model_folder_with_a_new_optimizer(shards, straight, tmp_path):
+    out, _ = straight
+    start = weights(out / "step-000010")
+    # lr 0: a fine-tune that cannot move keeps the weights it started from exactly.
+    _, config = tiny_configs(2, "lr=0", "checkpoint_every=2", "val_every=0", "compile=false")
+    tuned = train(shards, tmp_path / "tuned", config=dataclasses.replace(config, init_from=str(out)),
+                  peak_flops=1e11, progress=False)
+    assert tuned.step == 2
+    for name, tensor in weights(tuned.checkpoint).items():
+        torch.testing.assert_close(tensor, start[name], rtol=0, atol=0, msg=name)
+    assert read_meta(tuned.checkpoint, "lm")["train"]["init_from"] == str(out)
+    model, bigger = tiny_configs(2, "model.num_layers=3")
+    with pytest.raises(ReelmError, match="model config differs.*num_layers"):
+        train(shards, tmp_path / "bad", model=model, config=dataclasses.replace(bigger, init_from=str(out)),
+              peak_flops=1e11, progress=False)
+    done = subprocess.run([sys.executable, "-m", "reelm.cli", "lm", "train", "--init-from", str(out), "--data",
+                           str(shards), "--out", str(tmp_path / "cli"), "--steps", "1", "--set", "block_size=128",
+                           "--set", "compile=false", "--set", "val_every=0", "--peak-flops", "1e11", "--no-progress"],
+                          capture_output=True, text=True,
+                          env={**{k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_meta(tmp_path / "cli" / "step-000001", "lm")["config"] == read_meta(out / "step-000010", "lm")["config"]
+
+
+def test_an_export_holds_what_inference_needs_readable_by_others_and_loads(straight, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from reelm.cli import main
+    from reelm.lm.lm_checkpoint import build_lm, read_lm_folder
+
+    out, _ = straight
+    assert main(["lm", "export", str(out), "--out", str(tmp_path / "exported")]) == 0
+    exported = tmp_path / "exported"
+    names = {p.name for p in exported.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "token_layout.json", "reelm.json", "README.md",
+            "video_tokenizer"} <= names
+    assert not any(n.startswith(("optimizer", "trainer")) for n in names)
+    assert all(p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644) for p in [exported, *exported.rglob("*")])
+    meta = read_meta(exported, "lm")
+    assert meta["step"] == 10 and meta["clip"] == CLIP and "deepspeed" not in meta
+    card = (exported / "README.md").read_text()
+    assert "10 steps" in card and "reelm generate" in card
+    folder, meta, layout = read_lm_folder(exported)
+    build_lm(folder, meta, layout)  # config.json checked against reelm.json and the layout
+    assert layout == read_lm_folder(out / "step-000010")[2]
+    assert (exported / "video_tokenizer" / "reelm.json").is_file()
+    for name, tensor in weights(exported).items():
+        torch.testing.assert_close(tensor, weights(out / "step-000010")[name], rtol=0, atol=0)
+    assert AutoModelForCausalLM.from_pretrained(exported).config.vocab_size >= layout.vocab_size
+    with pytest.raises(CheckpointError, match="already exists"):
+        from reelm.lm.model_export import export_model
+
+        export_model(out, exported)
 
 
 def test_a_step_folder_copied_alone_loads_with_its_video_tokenizer_and_clip_spec(straight, tmp_path):

@@ -1,5 +1,6 @@
 """Tokenizer training, resume, and the encode / decode / reconstruct commands."""
 
+import dataclasses
 import json
 import re
 
@@ -44,6 +45,27 @@ def test_resume_continues_exactly(tmp_path):
     assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [2, 4]
     with pytest.raises(Exception, match="already holds checkpoints"):
         train(tmp_path / "resumed", model=model_cfg, config=_cfg(6), progress=False)
+
+
+def test_a_fine_tune_starts_from_the_given_tokenizer_with_a_new_optimizer(tmp_path):
+    train(tmp_path / "base", model=PRESETS["tiny"](), config=_cfg(2), progress=False)
+    start = _raw(tmp_path / "base")
+    # lr 0 and no weight decay: a fine-tune that cannot move keeps the weights it started from exactly.
+    tuned = train(tmp_path / "tuned", config=_cfg(1, lr=0.0, init_from=str(tmp_path / "base")), progress=False)
+    assert tuned.step == 1
+    for key, value in _raw(tmp_path / "tuned").items():
+        torch.testing.assert_close(value, start[key], rtol=0, atol=0, msg=key)
+    fresh = _raw(tmp_path / "base")  # and from scratch the same steps do not
+    train(tmp_path / "scratch", model=PRESETS["tiny"](), config=_cfg(1, lr=0.0, seed=1), progress=False)
+    assert any(not torch.equal(v, fresh[k]) for k, v in _raw(tmp_path / "scratch").items())
+    with pytest.raises(Exception, match="model config differs"):
+        train(tmp_path / "bad", model=dataclasses.replace(PRESETS["tiny"](), channels=(8, 8, 16)),
+              config=_cfg(1, init_from=str(tmp_path / "base")), progress=False)
+    # From the command line: the model config comes from the folder, no --preset needed.
+    assert main(["tokenizer", "train", "--init-from", str(tmp_path / "base"), "--out", str(tmp_path / "cli"),
+                 "--steps", "1", "--set", "lr=0", *[f"--set={s}" for s in SMALL_CLIPS], "--no-progress"]) == 0
+    saved = json.loads((list_checkpoints(tmp_path / "cli")[-1][1] / "train_config.json").read_text())
+    assert saved["init_from"] == str(tmp_path / "base") and saved["steps"] == 1
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,9 @@ def test_other_metadata_of_the_wrong_type_or_version_is_refused_in_one_line(tmp_
 # --- manifest paths outside the dataset root --------------------------------------------------------
 
 
-def test_manifest_paths_cannot_leave_the_dataset_root_unless_allowed(tmp_path, media_env):
+def test_manifest_paths_are_read_wherever_they_lead_and_confined_to_the_root_on_request(tmp_path, media_env):
+    """A manifest of paths elsewhere on disk (absolute or '../') is the common case and is read by default;
+    --confine-to-root (for manifests from someone else) skips and records every path outside its folder."""
     root = tmp_path / "dataset"
     inside = make_corpus(root, ["unicode_name"])["unicode_name"]
     outside = unicode_name(tmp_path)  # a real video, one folder up
@@ -182,13 +184,48 @@ def test_manifest_paths_cannot_leave_the_dataset_root_unless_allowed(tmp_path, m
     argv = ["data", "tokenize", "--video-tokenizer", str(media_env.tokenizer), "--data", str(manifest),
             "--num-frames", "5", "--size", "32", "--text-vocab-size", "300", "--no-progress"]
 
-    refused = run_cli([*argv, "--out", str(tmp_path / "shards")])
+    refused = run_cli([*argv, "--out", str(tmp_path / "shards"), "--confine-to-root"])
     assert refused.kind == "used" and "used 1, skipped 4, outside the dataset root: 4" in refused.message
     errors = [json.loads(line) for line in (tmp_path / "shards" / "errors.jsonl").read_text().splitlines()]
     assert {e["reason"] for e in errors} == {"outside the dataset root"}
-    assert all("--allow-outside-root" in e["detail"] for e in errors)
+    assert all("--confine-to-root" in e["detail"] for e in errors)
 
-    allowed = run_cli([*argv, "--out", str(tmp_path / "allowed"), "--allow-outside-root"])
+    allowed = run_cli([*argv, "--out", str(tmp_path / "allowed")])
     assert allowed.kind == "used" and "used 3, skipped 2, unreadable video: 2" in allowed.message
     errors = [json.loads(line) for line in (tmp_path / "allowed" / "errors.jsonl").read_text().splitlines()]
     assert sorted(e["video"] for e in errors) == ["/etc/passwd", str(root / rows["escape"])]
+    absolute = tmp_path / "absolute.jsonl"  # a manifest elsewhere naming its videos by absolute path
+    absolute.write_text(json.dumps({"video": str(outside.resolve()), "caption": "a clip elsewhere"}) + "\n")
+    elsewhere = run_cli([*argv[:4], "--data", str(absolute), *argv[6:], "--out", str(tmp_path / "abs")])
+    assert elsewhere.kind == "used" and "used 1, skipped 0" in elsewhere.message
+
+
+def test_a_manifest_with_its_own_column_names_is_read_with_the_column_flags(tmp_path, media_env):
+    video = unicode_name(tmp_path)
+    for suffix, write in ((".jsonl", lambda p: p.write_text(json.dumps({"clip_path": str(video), "prompt": "a clip"})
+                                                             + "\n")),
+                          (".csv", lambda p: p.write_text(f"clip_path,prompt\n{video},a clip\n"))):
+        manifest = tmp_path / f"mine{suffix}"
+        write(manifest)
+        argv = ["data", "tokenize", "--video-tokenizer", str(media_env.tokenizer), "--data", str(manifest),
+                "--num-frames", "5", "--size", "32", "--text-vocab-size", "300", "--no-progress"]
+        refused = run_cli([*argv, "--out", str(tmp_path / f"plain{suffix}")])
+        assert refused.kind == "refused" and "no video column" in refused.message
+        used = run_cli([*argv, "--video-column", "clip_path", "--caption-column", "prompt",
+                        "--out", str(tmp_path / f"mapped{suffix}")])
+        assert used.kind == "used" and "used 1, skipped 0" in used.message, used
+
+def test_a_manifest_with_no_usable_row_is_refused_in_one_line_and_leaves_no_chunks(tmp_path, media_env):
+    manifest = tmp_path / "nothing.jsonl"
+    manifest.write_text(json.dumps({"video": str(tmp_path / "missing.mp4"), "caption": "a red circle"}) + "\n"
+                        + json.dumps({"video": "/etc/passwd", "caption": "a blue square"}) + "\n")
+    out = tmp_path / "shards"
+    refused = run_cli(["data", "tokenize", "--video-tokenizer", str(media_env.tokenizer), "--data", str(manifest),
+                       "--num-frames", "5", "--size", "32", "--text-vocab-size", "300", "--no-progress",
+                       "--out", str(out)])
+    assert refused.kind == "refused" and refused.error_lines == 1, refused
+    assert "no usable clips in 2 rows" in refused.message and "skipped 2" in refused.message
+    assert "errors.jsonl" in refused.message
+    reasons = sorted(json.loads(line)["reason"] for line in (out / "errors.jsonl").read_text().splitlines())
+    assert len(reasons) == 2
+    assert not list((out / "parts").glob("*/chunk-*"))  # nothing half-made for the LM to read

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reelm.core.atomic import atomic_write
+from reelm.core.atomic import atomic_write, output_folder
 from reelm.core.errors import ReelmError
 
 CODES_VERSION = 1
@@ -27,12 +27,11 @@ class CodesFileError(ReelmError):
 
 
 def check_codes_path(path: str | Path) -> Path:
-    """``path`` if a codes file can be written there (``.npz``, an existing folder): checked before any work."""
+    """``path`` if a codes file can be written there (``.npz``; its folder is made if missing): checked before any work."""
     path = Path(path)
     if path.suffix.lower() != ".npz":
         raise CodesFileError(f"{path}: a codes file is written as .npz; name the output e.g. {path.with_suffix('.npz').name}")
-    if not path.parent.is_dir():
-        raise CodesFileError(f"{path}: folder {path.parent} does not exist; create it first or write elsewhere")
+    output_folder(path, error=CodesFileError)
     return path
 
 

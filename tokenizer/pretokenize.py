@@ -36,7 +36,7 @@ from reelm.data.shards import (
     write_info,
     write_summary,
 )
-from reelm.data.sources import SourceRow, SyntheticSource, open_source
+from reelm.data.sources import SourceOptions, SourceRow, SyntheticSource, open_source
 from reelm.data.synthetic.world import WorldOptions
 from reelm.data.token_layout import TokenLayout
 from reelm.data.video_read import frames_to_tensor
@@ -59,7 +59,7 @@ class TokenizeConfig:
     text_tokenizer: str | None = None  # a tokenizer.json (or folder); None = fit a BPE on the captions
     text_vocab_size: int = 4096
     seed: int = 0
-    allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
+    source: SourceOptions = field(default_factory=SourceOptions)  # columns, confining paths to the root
 
 
 def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cfg: TokenizeConfig,
@@ -75,7 +75,7 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     t, h, w = model.latent_shape(spec.num_frames, spec.size, spec.size)
     world = cfg.world.world_config(spec, seed=cfg.seed)
     source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start,
-                         allow_outside_root=cfg.allow_outside_root)
+                         **cfg.source.kwargs())
     identity = tokenizer_identity(model)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,12 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
             clips_done += len(records)
             bar.set_postfix(clips_per_s=f"{clips_done / max(time.perf_counter() - began, 1e-9):.1f}")
     bar.close()
-    return _summarise(out, folder, len(rows), clips_done, time.perf_counter() - began)
+    summary = _summarise(out, folder, len(rows), clips_done, time.perf_counter() - began)
+    if summary["clips"] == 0 and summary["rows"] > 0:
+        shutil.rmtree(folder, ignore_errors=True)  # nothing to keep: a re-run with usable rows starts over
+        raise ReelmError(f"{getattr(source, 'name', data)}: no usable clips in {summary['rows']} rows "
+                         f"({summary['line'].split(', ', 1)[1]}); each row's reason is in {out}/errors.jsonl")
+    return summary
 
 
 def _embed_video_tokenizer(out: Path, model: VideoTokenizer) -> None:

@@ -39,7 +39,7 @@ from reelm.core import checkpoint_format as ckpt
 from reelm.core.config import ConfigError, from_dict, load_json, resolve_preset, save_json, to_dict
 from reelm.data.clip_stream import ClipStream
 from reelm.data.clip_sampling import ClipSpec, SkipLog, check_clip_spec
-from reelm.data.sources import open_source
+from reelm.data.sources import SourceOptions, open_source
 from reelm.data.synthetic.world import WorldOptions
 from reelm.core.device import PRECISIONS, autocast, saved_precision, train_in_bf16
 from reelm.core.distributed import any_rank, init_distributed
@@ -48,11 +48,12 @@ from reelm.core.metrics_log import MetricsLog
 from reelm.core.resume import ResumePlan, nonfinite_stop, plan_resume
 from reelm.core.schedule import replanned_message, warmup_cosine
 from reelm.core.train_result import TrainResult
-from reelm.tokenizer.tokenizer_checkpoint import KIND, LEGACY_TRAINING_KEY, save_tokenizer
+from reelm.tokenizer.tokenizer_checkpoint import KIND, LEGACY_TRAINING_KEY, load_tokenizer, save_tokenizer
 from reelm.tokenizer.losses import LOSS_PRESETS, LossConfig, TokenizerLoss
 from reelm.tokenizer.model import TokenizerConfig, VideoTokenizer
 
 TRAIN_CONFIG_FILE = "train_config.json"
+LEGACY_ROOT_KEY = "allow_outside_root"  # before 0.3: its opposite, confine_to_root, with the other default
 SYNTHETIC_CLIPS = 10**9  # the synthetic world is endless; this only bounds the index
 # What a resumed run may change without losing exactness: what is logged and kept, never what is computed.
 SAFE_TO_CHANGE = frozenset({"log_every", "checkpoint_every", "keep_last", "max_nonfinite_steps"})
@@ -77,7 +78,8 @@ class TokenizerTrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast where the device multiplies bf16 natively, else fp32; bf16; fp32
     data: str = "synthetic"  # "synthetic", a folder, or a manifest
-    allow_outside_root: bool = False  # a manifest's paths may lead outside its folder
+    init_from: str | None = None  # fine-tune: start from this tokenizer's weights (a new optimizer and schedule)
+    source: SourceOptions = field(default_factory=SourceOptions)  # columns, confining paths to the root
     clip: ClipSpec = field(default_factory=lambda: ClipSpec(num_frames=17, size=64, fps=8.0, temporal_crop="random"))
     world: WorldOptions = field(default_factory=WorldOptions)  # what --data synthetic draws
     loss: LossConfig = field(default_factory=LossConfig)  # the training objective
@@ -117,6 +119,8 @@ class TokenizerTrainer:
         self.bf16 = train_in_bf16(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
         self.model = VideoTokenizer(model_cfg).to(self.device)
+        if cfg.init_from is not None:
+            self.model.load_state_dict(load_tokenizer(cfg.init_from).state_dict())
         self.loss = TokenizerLoss(cfg.loss).to(self.device)
         self.ddp = DistributedDataParallel(self.model) if self.world_size > 1 else self.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
@@ -131,7 +135,7 @@ class TokenizerTrainer:
             if cfg.ema_decay > 0 else None)
         world = cfg.world.world_config(cfg.clip, seed=cfg.seed)
         source = open_source(cfg.data, num_clips=SYNTHETIC_CLIPS, world_cfg=world, start=cfg.world.start,
-                             allow_outside_root=cfg.allow_outside_root)
+                             **cfg.source.kwargs())
         self.out.mkdir(parents=True, exist_ok=True)
         self.skips = SkipLog(self.out / f"errors-rank{self.rank}.jsonl")
         self.stream = ClipStream(source, cfg.clip, cfg.batch_size, seed=cfg.seed,
@@ -309,8 +313,10 @@ def train(out: str | Path, *, model: TokenizerConfig | None = None, config: Toke
         plan = plan_resume(str(folder), step=step, safe=SAFE_TO_CHANGE,
                            saved={"": to_dict(saved_train), "model.": to_dict(saved_model)},
                            now={"": to_dict(config), "model.": to_dict(model)})
+    if config is not None and config.init_from is not None and folder is None:
+        model = _init_model(config.init_from, model)
     if model is None or config is None:
-        raise ConfigError("no tokenizer config: pass --preset")
+        raise ConfigError("no tokenizer config: pass --preset (or --init-from TOKENIZER)")
     check_config(config)
     check_clip_spec(config.clip, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
     trainer = TokenizerTrainer(model, config, out, progress=progress, device=device)
@@ -319,12 +325,36 @@ def train(out: str | Path, *, model: TokenizerConfig | None = None, config: Toke
     return trainer.run(stop_at)
 
 
+def _init_model(init_from: str, given: TokenizerConfig | None) -> TokenizerConfig:
+    """The model config of the tokenizer a run starts from; ``given`` must be it (a fine-tune keeps the shape)."""
+    start = ckpt.resolve_checkpoint(init_from)
+    cfg = from_dict(TokenizerConfig, {k: v for k, v in ckpt.read_meta(start, KIND)["config"].items()
+                                      if k != LEGACY_TRAINING_KEY}, where=f"{start}/reelm.json config")
+    if given is not None and given != cfg:
+        differ = [k for k, v in to_dict(cfg).items() if to_dict(given).get(k) != v]
+        raise ConfigError(f"--init-from {init_from}: its model config differs from the one given "
+                          f"({', '.join(differ)}); a fine-tune keeps the tokenizer's shape: drop --preset and model.*")
+    return cfg
+
+
+def init_configs(init_from: str | Path) -> tuple[TokenizerConfig, TokenizerTrainConfig]:
+    """What a fine-tune from ``init_from`` starts with: its model config, and its training config where the
+    folder records one (a training checkpoint), else the defaults."""
+    start = ckpt.resolve_checkpoint(init_from)
+    if (start / TRAIN_CONFIG_FILE).is_file():
+        return saved_configs(start)
+    return _init_model(str(init_from), None), TokenizerTrainConfig()
+
+
 def saved_configs(run: str | Path) -> tuple[TokenizerConfig, TokenizerTrainConfig]:
     """The model and training configs of a run's latest checkpoint (or of a checkpoint folder)."""
     folder = ckpt.resolve_checkpoint(run)
     model = dict(ckpt.read_meta(folder, KIND)["config"])
     legacy_loss = model.pop(LEGACY_TRAINING_KEY, None)  # pre-0.2: the objective lived in the model config
     train = saved_precision(load_json(folder / TRAIN_CONFIG_FILE))
+    if LEGACY_ROOT_KEY in train:  # before 0.3 manifests were confined unless allowed out
+        train = {key: value for key, value in train.items() if key != LEGACY_ROOT_KEY} | \
+            {"source": {"confine_to_root": not train[LEGACY_ROOT_KEY]}}
     if legacy_loss is not None and "loss" not in train:
         train = {**train, "loss": legacy_loss}
     return (from_dict(TokenizerConfig, model, where=f"{folder}/reelm.json config"),

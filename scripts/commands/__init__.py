@@ -50,11 +50,34 @@ def add_world_flags(parser: argparse.ArgumentParser, *, scope: str = "") -> None
 VOCABULARY_FLAGS = ("shapes", "colors", "sizes", "motions", "speeds")
 
 
-def add_outside_root_flag(parser: argparse.ArgumentParser) -> None:
-    """``--allow-outside-root``: a manifest's paths may lead outside its folder (refused and skipped otherwise)."""
-    parser.add_argument("--allow-outside-root", action="store_true",
-                        help="let a manifest's video paths lead outside its folder (absolute paths elsewhere, "
-                        "'../'); without it such rows are skipped and recorded")
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """How a manifest or dataset is read (:class:`reelm.data.sources.SourceOptions`): its video and caption
+    columns, and ``--confine-to-root``, which skips (and records) rows whose video lies outside the manifest's
+    folder. A manifest's paths may be absolute or relative to its folder and are read wherever they lead;
+    confining them is for services that read manifests written by someone else."""
+    parser.add_argument("--video-column", metavar="NAME", help="the manifest's column of video paths (default: the "
+                        "first of video, video_path, path, file, image)")
+    parser.add_argument("--caption-column", metavar="NAME", help="the manifest's column of captions (default: the "
+                        "first of caption, text, description)")
+    parser.add_argument("--confine-to-root", action="store_true",
+                        help="skip manifest rows whose video lies outside the manifest's folder ('../', absolute "
+                        "paths elsewhere), e.g. for manifests from someone else (default: read every path)")
+    parser.add_argument("--allow-outside-root", action="store_true", help=argparse.SUPPRESS)  # 0.2: now the default
+
+
+def source_options(args: argparse.Namespace):
+    """:class:`reelm.data.sources.SourceOptions` from the source flags."""
+    from reelm.data.sources import SourceOptions
+
+    return SourceOptions(video_column=args.video_column, caption_column=args.caption_column,
+                         confine_to_root=args.confine_to_root)
+
+
+def source_settings(args: argparse.Namespace) -> list[str]:
+    """The source flags given, as ``source.KEY=VALUE`` settings of a training config."""
+    given = {"video_column": args.video_column, "caption_column": args.caption_column,
+             "confine_to_root": "true" if args.confine_to_root else None}
+    return [f"source.{key}={value}" for key, value in given.items() if value is not None]
 
 
 def world_flags(args: argparse.Namespace) -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_device_flag, add_outside_root_flag, add_progress_flag, add_world_flags, world_options
+from reelm.commands import (add_device_flag, add_progress_flag, add_source_flags, add_world_flags, source_options,
+                            world_options)
 
 
 def register(group) -> None:
@@ -35,7 +36,7 @@ def register(group) -> None:
     p.add_argument("--workers", type=int, default=0, help="processes decoding videos (0: in this process)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per tokenizer forward")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world and the clip windows")
-    add_outside_root_flag(p)
+    add_source_flags(p)
     add_device_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=main)
@@ -51,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         num_clips=args.num_clips, world=world_options(args), chunk_rows=args.chunk_rows, num_shards=args.num_shards,
         shard_index=args.shard_index, workers=args.workers, batch_size=args.batch_size,
         text_tokenizer=args.text_tokenizer, text_vocab_size=args.text_vocab_size, seed=args.seed,
-        allow_outside_root=args.allow_outside_root,
+        source=source_options(args),
     )
     summary = tokenize_dataset(args.data, args.video_tokenizer, args.out, cfg, progress=args.progress,
                                device=args.device)

@@ -7,12 +7,13 @@ import argparse
 from reelm.commands import (
     add_device_flag,
     add_group,
-    add_outside_root_flag,
     add_progress_flag,
+    add_source_flags,
     add_sampling_flags,
     add_world_flags,
     sampling_from,
     world_flags,
+    source_options,
     world_options,
 )
 
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
                    "to report rFVD")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="clips per tokenizer forward (default: 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world and the clip windows")
-    add_outside_root_flag(p)
+    add_source_flags(p)
     add_device_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=reconstruct_main)
@@ -67,6 +68,9 @@ def register(subparsers) -> None:
                    "(default: 16)")
     p.add_argument("--reference", type=int, default=64, metavar="N",
                    help="real clips for FVD / KVD / FID / KID (default: 64)")
+    p.add_argument("--reference-data", metavar="DATA", help="the real clips FVD / KVD / FID / KID compare with: a "
+                   "folder or manifest, read at the model's clip spec (default: the synthetic world's, only for a "
+                   "model trained on it; recorded in each result's protocol)")
     p.add_argument("--binding-clips", type=int, default=96, metavar="N",
                    help="synthetic: val clips of the prompt-binding diagnostic, teacher-forced (default: 96; 0: none)")
     p.add_argument("--guidance-scale", type=float, metavar="G", help="classifier-free guidance scale (default: the "
@@ -96,7 +100,7 @@ def reconstruct_main(args: argparse.Namespace) -> int:
     cfg = ReconstructConfig(clip=ClipSpec(num_frames=args.num_frames, fps=args.fps, size=args.size),
                             num_clips=args.num_clips, world=world_options(args), seed=args.seed,
                             batch_size=args.batch_size, lpips_path=args.lpips, i3d_path=args.i3d,
-                            allow_outside_root=args.allow_outside_root)
+                            source=source_options(args))
     summary = evaluate_reconstruction(args.tokenizer, args.data, args.out, cfg, device=args.device,
                                       progress=args.progress)
     adherence = summary.get("adherence")
@@ -128,7 +132,7 @@ def generate_main(args: argparse.Namespace) -> int:
         guidance_scale=DEFAULT_GUIDANCE if args.guidance_scale is None else args.guidance_scale,
         sampling=sampling_from(args, DEFAULT_SAMPLING), batch_size=args.batch_size, num_frames=args.frames,
         image_to_video=args.image_to_video, continuation=args.continuation, captions=args.captions,
-        reference=args.reference, binding_clips=args.binding_clips,
+        reference=args.reference, reference_data=args.reference_data, binding_clips=args.binding_clips,
         world=world_options(args) if world_flags(args) else None,
         i3d_path=args.i3d, inception_path=args.inception, clip_path=args.clip)
     try:

@@ -121,11 +121,12 @@ def generate_main(args: argparse.Namespace) -> int:
         else:
             out = pipe.text_to_video(prompts, **settings)
     fps = args.fps or pipe.model.clip.fps
-    info = {key: value for key, value in out.info.items() if key != "engine"}
+    info = {key: value for key, value in out.info.items() if key not in ("engine", "sample_seeds")}
     conditioned = {"image": args.image, "video": args.video, "context_frames": args.context_frames}
     paths = sample_paths(Path(output), len(prompts), args.num_samples)
     for index, (path, video, prompt) in enumerate(zip(paths, out.videos, out.prompts)):
         sidecar = {"prompt": prompt, "sample": index % args.num_samples, **conditioned, **info,
+                   "sample_seed": out.info["sample_seeds"][index],
                    "tokens_this_sample": int(len(out.codes[index].reshape(-1)))}
         written = write_sample(path, video, fps, sidecar, label=prompt)
         print(f"reelm generate: {written['video']} ({len(video)} frames {video.shape[1]}x{video.shape[2]}), "
@@ -145,11 +146,9 @@ def caption_main(args: argparse.Namespace) -> int:
     if args.max_tokens is not None and args.max_tokens < 1:
         raise ReelmError(f"--max-tokens {args.max_tokens}: must be at least 1")
     if args.json is not None:
-        from pathlib import Path
+        from reelm.core.atomic import output_folder
 
-        if not Path(args.json).parent.is_dir():
-            raise ReelmError(f"--json {args.json}: folder {Path(args.json).parent} does not exist; create it first "
-                             "or write elsewhere")
+        output_folder(args.json)
     pipe = _pipeline(args)
     with _bar(args.progress, None, "caption") as bar:
         out = pipe.caption(args.videos, max_tokens=args.max_tokens or DEFAULT_CAPTION_TOKENS, seed=args.seed,

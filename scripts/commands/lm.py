@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from RUN's latest complete checkpoint exactly (same settings and process "
                         "count; logging and checkpoint intervals may change)")
+    parser.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this LM model folder's weights "
+                        "and model config (a run or step folder, e.g. the demo's), with a new optimizer and schedule; "
+                        "the shards must share its token layout")
     parser.add_argument("--deepspeed-config", metavar="zeroN|PATH",
                         help=f"one of {', '.join(SHIPPED_CONFIGS)} (shipped; default zero<zero_stage>, "
                         "i.e. zero2) or a DeepSpeed JSON file whose \"auto\" values reelm fills in")
@@ -41,16 +44,28 @@ def register(subparsers) -> None:
     add_progress_flag(parser)
     parser.set_defaults(func=train_main)
 
+    parser = group.add_parser(
+        "export", help="Write a slim model folder for inference (no optimizer state) with a model card.",
+        description="Export a run's latest checkpoint (or a step folder) to a new folder holding what inference "
+        "needs: weights, Hugging Face config, text tokenizer, token layout, video tokenizer, clip spec, and a "
+        "README.md model card saying how the model was trained; files readable by others.")
+    parser.add_argument("model", metavar="RUN", help="LM run folder (its latest checkpoint) or a step-NNNNNN folder")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the new folder to write")
+    parser.set_defaults(func=export_main)
+
 
 def train_main(args: argparse.Namespace) -> int:
     from reelm.commands.run_configs import run_configs
     from reelm.core.checkpoint_format import list_checkpoints
     from reelm.core.distributed import shutdown_distributed
     from reelm.lm.model import preset
-    from reelm.lm.train import LMTrainConfig, saved_configs, train
+    from reelm.lm.train import LMTrainConfig, init_model_config, saved_configs, train
 
     overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
     saved = saved_configs(args.out) if args.resume and list_checkpoints(args.out) else None
+    if saved is None and args.init_from is not None:
+        saved = (init_model_config(args.init_from), LMTrainConfig())
+        overrides.append(f"init_from={args.init_from}")
     model_cfg, train_cfg = run_configs(args.preset, overrides, saved=saved, choices="tiny, small, base or large",
                                        presets=lambda name: (preset(name), LMTrainConfig()))
     try:
@@ -65,4 +80,14 @@ def train_main(args: argparse.Namespace) -> int:
         summary = f", train loss {loss:.4f}" if loss is not None else ""
         print(f"step {result.step}{summary}: {result.checkpoint} "
               "(loads with AutoModelForCausalLM.from_pretrained and PreTrainedTokenizerFast.from_pretrained)")
+    return 0
+
+
+def export_main(args: argparse.Namespace) -> int:
+    from reelm.lm.model_export import export_model
+
+    out = export_model(args.model, args.out)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"reelm lm export: {out} ({size / 1e6:.1f} MB; README.md, model.safetensors, video_tokenizer/, ...); "
+          f"reelm generate --model {out} ...")
     return 0

@@ -8,10 +8,11 @@ import dataclasses
 from reelm.commands import (
     add_device_flag,
     add_group,
-    add_outside_root_flag,
     add_progress_flag,
+    add_source_flags,
     add_set_flag,
     add_world_flags,
+    source_settings,
     world_options,
 )
 
@@ -27,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--data", help="'synthetic' (default), a folder of videos/images, or a manifest")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its latest checkpoint")
+    p.add_argument("--init-from", metavar="TOKENIZER", help="fine-tune: start from this tokenizer's weights and model "
+                   "config (a run or checkpoint folder, e.g. a model folder's video_tokenizer/), with a new optimizer "
+                   "and schedule; its training settings are the base for --set")
     p.add_argument("--batch-size", type=int, help="clips per step (default 4)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
     p.add_argument("--size", type=int, help="clip side in pixels (default: 64; same as --set clip.size=N)")
@@ -36,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="end this invocation after STEP with a checkpoint; --resume continues")
     add_set_flag(p, "model.quantizer.kind=fsq, lr=3e-4, clip.size=128, loss.recon_weight=2")
-    add_outside_root_flag(p)
+    add_source_flags(p)
     add_device_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=train_main)
@@ -81,7 +85,7 @@ def train_main(args: argparse.Namespace) -> int:
     from reelm.core.config import resolve_preset
     from reelm.core.checkpoint_format import list_checkpoints
     from reelm.tokenizer.model import PRESETS
-    from reelm.tokenizer.train import saved_configs, train, training_preset
+    from reelm.tokenizer.train import init_configs, saved_configs, train, training_preset
 
     overrides = list(args.overrides)
     for flag, key in (("steps", "steps"), ("batch_size", "batch_size"), ("checkpoint_every", "checkpoint_every")):
@@ -92,9 +96,11 @@ def train_main(args: argparse.Namespace) -> int:
             overrides.append(f"clip.{flag}={getattr(args, flag)}")
     if args.data is not None:
         overrides.append(f"data={args.data}")
-    if args.allow_outside_root:
-        overrides.append("allow_outside_root=true")
+    overrides += source_settings(args)
     saved = saved_configs(args.out) if args.resume and list_checkpoints(args.out) else None
+    if saved is None and args.init_from is not None:
+        saved = init_configs(args.init_from)
+        overrides.append(f"init_from={args.init_from}")
     model_cfg, train_cfg = run_configs(args.preset, overrides, saved=saved, choices="tiny, small or base",
                                        presets=lambda name: (resolve_preset(PRESETS, name, "tokenizer"),
                                                              training_preset(name)))

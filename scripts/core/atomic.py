@@ -30,6 +30,19 @@ class AtomicWriteError(ReelmError):
     """A file or folder that could not be written (missing folder, full disk, writer error)."""
 
 
+def output_folder(path: str | Path, *, error: type[ReelmError] = AtomicWriteError) -> Path:
+    """The folder an output file ``path`` goes into, made (with its parents) if missing, as ``--out`` folders
+    are; one line of ``error`` when it cannot be (a file in the way, no permission)."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"{path}: cannot make its folder {folder} ({describe_os_error(exc)})") from None
+    if not folder.is_dir():
+        raise error(f"{path}: {folder} is not a folder")
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, *, error: type[ReelmError] = AtomicWriteError) -> Iterator[Path]:
     """A hidden temporary path beside ``path`` to fill in the ``with`` body; on success it is fsynced and

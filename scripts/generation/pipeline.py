@@ -42,7 +42,7 @@ import torch
 from reelm.data.token_layout import Task, continuation_context
 from reelm.data.video_read import fit_frames, frames_to_tensor, iter_frames, read_video, tensor_to_frames
 from reelm.core.device import torch_threads
-from reelm.core.seeds import derive_seed
+from reelm.core.seeds import derive_seed, text_key
 from reelm.core.errors import ReelmError
 from reelm.generation.model_folder import ModelFolder, load_model_folder
 from reelm.lm.engine import GenerationEngine, Progress, Request
@@ -157,7 +157,9 @@ class VideoPipeline:
             requests = [Request(self.layout.prompt(Task.V2T, video=g), max_text_tokens=max_tokens)
                         for g in grids[start:start + batch_size]]
             with torch_threads(self.threads):
-                result = self.engine.generate(requests, sampling=sampling, seed=_batch_seed(seed, start, 0),
+                seeds = None if seed is None else [sample_seed(seed, Task.V2T, None, start + j)
+                                                    for j in range(len(requests))]
+                result = self.engine.generate(requests, sampling=sampling, seed=seeds,
                                               progress=_progress_hook(progress))
             stats.append(result.stats.to_dict())
             for sample in result.samples:
@@ -213,13 +215,14 @@ class VideoPipeline:
         while len(grids[0]) < total:
             videos, grids, more = self._slide(videos, grids, sample_prompts, total, seed, windows, guidance_scale,
                                               sampling, batch_size, progress, timings,
-                                              [n for n in negatives for _ in range(num_samples)])
+                                              [n for n in negatives for _ in range(num_samples)], num_samples)
             stats += more
             windows += 1
         videos = [v[:num_frames] for v in videos]
         info = {
             "task": task.value, "num_frames": num_frames, "latent_frames": total, "windows": windows,
             "trained_latent_frames": window, "num_samples": num_samples, "seed": seed,
+            "sample_seeds": [sample_seed(seed, task, p, i % num_samples) for i, p in enumerate(sample_prompts)],
             "guidance_scale": guidance_scale, "negative_prompt": negative_prompt,
             "sampling": sampling.to_dict(), "batch_size": batch_size,
             "fps": self.model.clip.fps, "model": self.model.identity(),
@@ -230,7 +233,7 @@ class VideoPipeline:
         return VideoPipelineOutput(videos, grids, sequences, sample_prompts, info)
 
     def _slide(self, videos, grids, prompts, total, seed, window_index, guidance_scale, sampling, batch_size,
-               progress, timings, negatives):
+               progress, timings, negatives, samples_per_prompt):
         """One more window for every sample: re-encode the end as context, generate what follows, keep the new frames."""
         window, ft = self.model.latent_frames, self.tokenizer.temporal_downsample
         k = continuation_context(window)
@@ -241,7 +244,8 @@ class VideoPipeline:
         began = time.perf_counter()
         samples, stats = self._window(Task.V2V, prompts, contexts, negatives, new, num_samples=1, seed=seed,
                                       window=window_index, guidance_scale=guidance_scale, sampling=sampling,
-                                      batch_size=batch_size, progress=progress)
+                                      batch_size=batch_size, progress=progress,
+                                      sample_numbers=[i % samples_per_prompt for i in range(len(videos))])
         window_codes = [np.concatenate([contexts[i], codes]) for i, codes, _ in samples]
         timings["generate_s"] += time.perf_counter() - began
         began = time.perf_counter()
@@ -252,19 +256,28 @@ class VideoPipeline:
         return videos, grids, stats
 
     def _window(self, task: Task, prompts, conditions, negatives, frames: int, *, num_samples: int, seed, window: int,
-                guidance_scale: float, sampling: Sampling, batch_size: int, progress):
+                guidance_scale: float, sampling: Sampling, batch_size: int, progress,
+                sample_numbers: list[int] | None = None):
         """``frames`` new latent frames for every prompt (``num_samples`` each), in batches of ``batch_size`` prompts:
-        ``(samples, engine stats)``, each sample ``(prompt index, its new codes, its sequence)``, in order."""
+        ``(samples, engine stats)``, each sample ``(prompt index, its new codes, its sequence)``, in order.
+
+        Each sample draws from a generator of its own, seeded by :func:`sample_seed` from the seed, the
+        task, its prompt, its sample number (``sample_numbers[i]`` for prompt ``i`` when its samples were
+        expanded into prompts) and the window, so it does not depend on the rest of its batch."""
         samples, stats = [], []
         for start in range(0, len(prompts), batch_size):
             stop = start + batch_size
+            numbers = [[sample_numbers[i]] if sample_numbers else list(range(num_samples))
+                       for i in range(start, min(stop, len(prompts)))]
+            seeds = None if seed is None else [sample_seed(seed, task, prompts[start + j], n, window)
+                                                for j, ns in enumerate(numbers) for n in ns]
             requests = [self._request(task, prompt, condition, frames, negative)
                         for prompt, condition, negative in zip(prompts[start:stop], conditions[start:stop],
                                                                negatives[start:stop])]
             scale = guidance_scale if any(p is not None for p in prompts[start:stop]) else 1.0
             with torch_threads(self.threads):
                 result = self.engine.generate(requests, sampling=sampling, cfg_scale=scale, num_samples=num_samples,
-                                              seed=_batch_seed(seed, start, window), progress=_progress_hook(progress))
+                                              seed=seeds, progress=_progress_hook(progress))
             stats.append(result.stats.to_dict())
             for sample in result.samples:
                 codes = self.layout.ids_to_codes(sample.ids[: frames * self.layout.codes_per_frame])
@@ -341,9 +354,12 @@ def _negatives(negative_prompt, count: int) -> list[str | None]:
     return negatives
 
 
-def _batch_seed(seed: int | None, start: int, window: int) -> int | None:
-    """The engine seed of one batch of one window: distinct per batch and window, fixed by ``seed``."""
-    return None if seed is None else derive_seed(seed, start, window)
+def sample_seed(seed: int | None, task: Task, prompt: str | None, sample: int, window: int = 0) -> int | None:
+    """The seed of one sample's generator in one window: from the call's seed, the task, the prompt's text and
+    the sample's number, so the same (seed, prompt, sample) gives the same video alone or in any batch."""
+    if seed is None:
+        return None
+    return derive_seed(seed, text_key(f"{task.value}:{prompt or ''}"), sample, window)
 
 
 def _progress_hook(progress: Callable[[int], None] | None):
