@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from reelm.core.errors import ReelmError
-from reelm.data.clip_sampling import ClipSpec, SkipRow, load_clips
+from reelm.data.clip_sampling import ClipSpec, SkipRow
+from reelm.data.row_reader import RowReader
 from reelm.data.sources import FolderSource, Source, TableSource, open_source
 from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 
@@ -61,15 +62,14 @@ def reference_from(data: Any, clip: ClipSpec, count: int, *, seed: int = 0) -> R
     skipped and counted by reason. A one-line error if none can be used."""
     source = open_source(data)
     spec = ClipSpec(num_frames=clip.num_frames, fps=clip.fps, size=clip.size, temporal_crop="center")
+    read = RowReader(source, spec, seed, need_caption=False)
     clips, skipped = [], {}
     for index in range(len(source)):
         if len(clips) >= count:
             break
-        row = source.row(index)
-        try:
-            found = load_clips(source, row, spec, np.random.default_rng([seed, index]), need_caption=False)
-        except SkipRow as skip:
-            skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
+        _, found = read(index)
+        if isinstance(found, SkipRow):
+            skipped[found.reason] = skipped.get(found.reason, 0) + 1
             continue
         clips += [c.frames for c in found if not c.is_image and len(c.frames) == spec.num_frames]
     clips = clips[:count]
