@@ -47,6 +47,7 @@ def build_optimizer(model: torch.nn.Module, cfg: LMTrainConfig) -> torch.optim.A
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [group for group in groups if group["params"]]  # LoRA trains matrices only; ZeRO drops empty groups
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     kind = AdamW if cfg.zero_stage == 0 else torch.optim.AdamW
     return kind(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)

@@ -8,6 +8,8 @@ Every ``RUN/step-000123/`` is a complete export, loadable on its own (copied any
     config.json              Hugging Face model config, written from reelm.json's LMConfig and the
                              layout's vocabulary, and checked against them on load
     model.safetensors        weights: AutoModelForCausalLM.from_pretrained(folder)
+                             (a LoRA run writes adapter_config.json + adapter_model.safetensors
+                             instead, its base folder named in reelm.json; see reelm.lm.lora)
     generation_config.json
     tokenizer.json           text + special tokens: PreTrainedTokenizerFast.from_pretrained(folder)
     tokenizer_config.json
@@ -69,6 +71,7 @@ from reelm.core.config import from_dict, to_dict
 from reelm.data.token_layout import LayoutError, TokenLayout
 from reelm.core.distributed import any_rank
 from reelm.core.tokenizer_identity import identity_from_meta
+from reelm.lm.lora import attach_adapter, base_folder, is_adapter_folder
 from reelm.lm.model import LMConfig, hf_config, layout_grid, select_attention
 from reelm.core.weights import local_folder
 
@@ -140,11 +143,21 @@ def read_lm_folder(path: str | Path) -> tuple[Path, dict, TokenLayout]:
 def build_lm(folder: Path, meta: dict, layout: TokenLayout, *, device: torch.device | str = "cpu",
              dtype: torch.dtype | None = None, attn_implementation: str | None = None):
     """The Hugging Face model of a folder read by :func:`read_lm_folder`, in eval mode, its config.json checked."""
-    model = load_hf_model(folder, dtype=dtype or "auto",
-                          attn_implementation=attn_implementation or select_attention(device)).to(device)
+    model = load_weights(folder, meta, dtype=dtype or "auto",
+                         attn_implementation=attn_implementation or select_attention(device)).to(device)
     check_hf_config(folder, model.config, from_dict(LMConfig, meta["config"], where=f"{folder}/{META_FILE} config"),
                     layout)
     return model.eval()
+
+
+def load_weights(folder: Path, meta: dict, *, trainable: bool = False, **kwargs):
+    """The model of an LM folder: :func:`load_hf_model` for a full one; for a LoRA adapter folder
+    (:mod:`reelm.lm.lora`) its base folder's model (recursively) with the adapter merged in, or, with
+    ``trainable`` (resuming a LoRA run), the ``peft`` model whose adapter trains on."""
+    if not is_adapter_folder(folder):
+        return load_hf_model(folder, **kwargs)
+    base = base_folder(folder, meta)
+    return attach_adapter(load_weights(base, read_meta(base, KIND), **kwargs), folder, trainable=trainable)
 
 
 def load_hf_model(folder: str | Path, **kwargs):

@@ -2,7 +2,8 @@
 
 A step folder (:mod:`reelm.lm.lm_checkpoint`) is already a complete model, but it also carries
 the training state: DeepSpeed's optimizer partition (about 3x the weights), the data position and
-RNG of every rank. The export keeps the weights, the Hugging Face config, the text tokenizer, the
+RNG of every rank. A LoRA run's step folder holds only the adapter and names its base: the export
+merges the adapter into the base's weights, so it stands alone too. The export keeps the weights, the Hugging Face config, the text tokenizer, the
 token layout, the video tokenizer and the clip spec (all that :func:`reelm.generation.model_folder.
 load_model_folder` and ``AutoModelForCausalLM`` read), writes ``README.md``, a model card saying how
 the model was trained, and makes every file readable by others (0644; safetensors writes 0600). The
@@ -21,11 +22,13 @@ from pathlib import Path
 from reelm import __version__
 from reelm.core.atomic import publish_dir, staging_path, write_text
 from reelm.core.checkpoint_format import FILES_FILE, META_FILE, CheckpointError, read_meta, resolve_checkpoint
-from reelm.lm.lm_checkpoint import KIND, TRAINER_STATE, VIDEO_TOKENIZER_DIR
+from reelm.lm.lm_checkpoint import KIND, TRAINER_STATE, VIDEO_TOKENIZER_DIR, load_weights
+from reelm.lm.lora import ADAPTER_CONFIG, META_KEY as LORA_KEY, is_adapter_folder
 
 CARD_FILE = "README.md"
 TRAINING_STATE_PREFIXES = (TRAINER_STATE, "trainer-rank", "optimizer-rank")
 TRAINING_ONLY_META = ("deepspeed", "world_size", "compiled", "schedule_plans", "skipped")
+ADAPTER_FILES = (ADAPTER_CONFIG, "adapter_model.safetensors")
 
 
 def export_model(source: str | Path, out: str | Path) -> Path:
@@ -40,12 +43,17 @@ def export_model(source: str | Path, out: str | Path) -> Path:
     staged = staging_path(out)
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
+    adapter = is_adapter_folder(folder)
     for path in sorted(folder.iterdir()):
         if path.is_dir():
             shutil.copytree(path, staged / path.name)
-        elif not path.name.startswith(TRAINING_STATE_PREFIXES) and path.name not in (FILES_FILE, META_FILE):
+        elif not path.name.startswith(TRAINING_STATE_PREFIXES) and path.name not in (FILES_FILE, META_FILE) and \
+                not (adapter and path.name in ADAPTER_FILES):
             shutil.copy2(path, staged / path.name)
     exported = {key: value for key, value in meta.items() if key not in TRAINING_ONLY_META}
+    if adapter:  # a LoRA run: the adapter merged into its base's weights, so the export stands alone
+        load_weights(folder, meta, dtype="auto").save_pretrained(staged)
+        exported["merged_lora"] = exported.pop(LORA_KEY)
     exported["exported_from"] = {"folder": str(folder.resolve()), "step": meta.get("step"),
                                  "reelm_version": __version__}
     write_text(staged / META_FILE, json.dumps(exported, indent=2, sort_keys=True) + "\n")
@@ -77,6 +85,9 @@ def model_card(meta: dict) -> str:
         "- task mixture: " + ", ".join(f"{k} {v}" for k, v in mixture.items() if k in ("t2v", "i2v", "v2v", "v2t",
                                                                                      "uncond")),
         *([f"- fine-tuned from: {train['init_from']}"] if train.get("init_from") else []),
+        *([f"- LoRA rank {meta['merged_lora']['rank']} (alpha {meta['merged_lora']['alpha']}) on "
+           f"{', '.join(meta['merged_lora']['target_modules'])}, merged into the weights"]
+          if meta.get("merged_lora") else []),
         *([f"- last train loss: {meta['metrics']['loss']:.4f}"] if (meta.get("metrics") or {}).get("loss") else []),
         "", "## Use", "",
         "```bash", "reelm generate \"a red circle moves to the left\" --model THIS_FOLDER -o sample.mp4", "```", "",

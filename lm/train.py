@@ -41,7 +41,8 @@ from reelm.data.token_layout import IGNORE_INDEX, TokenLayout
 from reelm.core.device import PRECISIONS, saved_precision, train_in_bf16
 from reelm.core.distributed import DistInfo, init_distributed
 from reelm.core.errors import ReelmError
-from reelm.lm.lm_checkpoint import KIND, load_hf_model, load_training_state, remove_stale_staging, save_training_checkpoint
+from reelm.lm.lm_checkpoint import KIND, load_training_state, load_weights, remove_stale_staging, save_training_checkpoint
+from reelm.lm.lora import LoRAConfig, apply_lora, check_lora, lora_record
 from reelm.lm.deepspeed_setup import build_engine
 from reelm.lm.ds_config import config_zero_stage, load_deepspeed_config, resolve_deepspeed_config
 from reelm.lm.flops import flops_per_token, measure_peak_flops
@@ -80,6 +81,7 @@ class LMTrainConfig:
     compile: bool | None = None  # torch.compile each decoder layer; None: see use_compile
     precision: str = "auto"  # auto: bf16 where the device multiplies bf16 natively (GPUs, AMX CPUs), else fp32; bf16; fp32
     init_from: str | None = None  # fine-tune: start from this LM model folder's weights (a new optimizer and schedule)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # with init_from: train low-rank adapters only (peft)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
     def loader(self) -> LoaderConfig:
@@ -141,6 +143,7 @@ def check_config(cfg: LMTrainConfig, lm_cfg: LMConfig) -> None:
     if cfg.compile and cfg.zero_stage == 3:
         raise ConfigError("training config: compile=true is supported with ZeRO stages 0-2; ZeRO-3 gathers each "
                           "layer's parameters in hooks, which needs DeepSpeed's own compile support (not used yet)")
+    check_lora(cfg.lora, init_from=cfg.init_from, zero_stage=cfg.zero_stage)
     if cfg.block_size > lm_cfg.max_position_embeddings:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the model's max_position_embeddings "
                           f"{lm_cfg.max_position_embeddings}")
@@ -220,21 +223,28 @@ class LMTrainer:
         self.loader = PackedLoader(shards.dataset, self.layout, cfg.loader(), indices=self.train_ids,
                                    rank=dist.rank, world_size=dist.world_size)
         attn = select_attention(dist.device)
+        lora = None
         if saved:
-            model = load_hf_model(saved["folder"], dtype=torch.float32, attn_implementation=attn)
+            model = load_weights(saved["folder"], saved, trainable=True, dtype=torch.float32, attn_implementation=attn)
+            lora = saved.get("lora")
         elif cfg.init_from is not None:
-            model = load_hf_model(resolve_checkpoint(cfg.init_from), dtype=torch.float32,
-                                  attn_implementation=attn).to(dist.device)
+            start = resolve_checkpoint(cfg.init_from)
+            model = load_weights(start, read_meta(start, KIND), dtype=torch.float32,
+                                 attn_implementation=attn).to(dist.device)
+            if cfg.lora.enabled:
+                torch.manual_seed(cfg.seed)  # the adapters' initialisation
+                model, lora = apply_lora(model, cfg.lora), lora_record(start, cfg.lora)
         else:
             torch.manual_seed(cfg.seed)
             model = build_model(lm_cfg, self.layout.vocab_size, bos_id=self.layout.bos_id, eos_id=self.layout.eos_id,
                                 pad_id=self.layout.pad_id, device=dist.device, attn_implementation=attn,
                                 grid=layout_grid(self.layout))
+        plain = model.get_base_model() if lora else model  # under LoRA: the Llama inside peft's wrapper
         if cfg.activation_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            plain.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.compiled = use_compile(cfg, dist.device)
         if self.compiled:
-            compile_layers(model)
+            compile_layers(plain)
         self.model_flops = flops_per_token(model, cfg.block_size)
         self.engine, self.scheduler = build_engine(model, cfg, ds_config)
         self.step = 0
@@ -247,6 +257,7 @@ class LMTrainer:
             "compiled": self.compiled,
             "deepspeed": ds_config,
             "clip": shards.info.get("clip"),
+            **({"lora": lora} if lora else {}),
             "data": {"source": shards.info.get("source"), "clips": len(shards.dataset),
                      **({"world": shards.info["world"]} if "world" in shards.info else {})},
         }

@@ -491,3 +491,84 @@ def test_training_again_after_leaving_the_process_group_works(shards, tmp_path):
     shutdown_distributed()
     assert first.step == second.step == 2
     assert all(torch.equal(weights(first.checkpoint)[k], v) for k, v in weights(second.checkpoint).items())
+
+
+def test_lora_trains_an_adapter_that_saves_loads_resumes_and_exports_merged(shards, straight, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from reelm.lm.lm_checkpoint import build_lm, read_lm_folder
+    from reelm.lm.model_export import export_model
+
+    out, _ = straight
+    base = out / "step-000010"
+    lora = ["lora.rank=4", "lr=1e-2", "checkpoint_every=2", "val_every=0", "compile=false"]
+
+    def lora_run(folder, steps, **kwargs):
+        torch._dynamo.reset()
+        _, config = tiny_configs(steps, *lora)
+        return train(shards, folder, config=dataclasses.replace(config, init_from=str(out)), peak_flops=1e11,
+                     progress=False, **kwargs)
+
+    tuned = lora_run(tmp_path / "lora", 4)
+    names = {p.name for p in tuned.checkpoint.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "token_layout.json", "video_tokenizer"} <= names
+    assert "model.safetensors" not in names  # the adapter only: the base stays where it is
+    adapter = load_file(str(tuned.checkpoint / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in name for name in adapter)
+    assert sum(t.numel() for t in adapter.values()) < 0.1 * sum(t.numel() for t in weights(base).values())
+    meta = read_meta(tuned.checkpoint, "lm")
+    assert meta["lora"]["base"] == str(base.resolve()) and meta["lora"]["rank"] == 4
+
+    # Loaded for inference: the base with the adapter merged, a plain model that computes what training's did.
+    folder, meta, layout = read_lm_folder(tmp_path / "lora")
+    merged = build_lm(folder, meta, layout)
+    assert type(merged).__name__.endswith("ForCausalLM") and not hasattr(merged, "peft_config")
+    ids = torch.randint(0, layout.vocab_size, (2, 32))
+    with torch.no_grad():
+        trained = tuned.model.eval()(input_ids=ids).logits
+        torch.testing.assert_close(merged(input_ids=ids).logits, trained, rtol=1e-4, atol=1e-4)
+        plain = build_lm(*read_lm_folder(base))(input_ids=ids).logits
+    assert (plain - trained).abs().max() > 1e-3  # the adapter moved the model
+    merged_weights, base_weights = merged.state_dict(), weights(base)
+    changed = {n for n, t in base_weights.items() if not torch.equal(merged_weights[n], t)}
+    assert changed and all(n.rsplit(".", 2)[-2] in ("q_proj", "k_proj", "v_proj", "o_proj") for n in changed)
+
+    # Resumed from its step-2 adapter, a LoRA run gives the adapter of an uninterrupted one.
+    lora_run(tmp_path / "split", 4, stop_at=2)
+    resumed = lora_run(tmp_path / "split", 4, resume=True)
+    for name, tensor in load_file(str(resumed.checkpoint / "adapter_model.safetensors")).items():
+        torch.testing.assert_close(tensor, adapter[name], rtol=0, atol=0, msg=name)
+
+    # The export merges it: a full model folder that stands alone, without the base.
+    exported = export_model(tmp_path / "lora", tmp_path / "exported")
+    assert (exported / "model.safetensors").is_file() and not (exported / "adapter_config.json").exists()
+    assert read_meta(exported, "lm")["merged_lora"]["rank"] == 4 and "LoRA rank 4" in (exported / "README.md").read_text()
+    with torch.no_grad():
+        again = AutoModelForCausalLM.from_pretrained(exported)(input_ids=ids).logits
+    torch.testing.assert_close(again, trained, rtol=1e-4, atol=1e-4)
+
+
+def test_lora_refuses_settings_it_cannot_train(shards, straight, tmp_path, capsys):
+    from reelm.cli import main
+
+    out, _ = straight
+    model, config = tiny_configs(1, "lora.rank=4")
+    with pytest.raises(ReelmError, match="lora.rank > 0 adapts an existing model: give --init-from"):
+        train(shards, tmp_path / "a", model=model, config=config, peak_flops=1e11, progress=False)
+    assert main(["lm", "train", "--preset", "tiny", "--data", str(shards), "--out", str(tmp_path / "cli"),
+                 "--lora", "2", "--steps", "1"]) != 0
+    assert "lora.rank > 0 adapts an existing model" in capsys.readouterr().err
+    _, config = tiny_configs(1, "lora.rank=4", "lora.target_modules=[\"nope_proj\"]", "compile=false")
+    with pytest.raises(ReelmError, match="lora.target_modules"):
+        train(shards, tmp_path / "b", config=dataclasses.replace(config, init_from=str(out)), peak_flops=1e11,
+              progress=False)
+    moved = tmp_path / "moved"
+    _, config = tiny_configs(1, "lora.rank=2", "val_every=0", "compile=false")
+    shutil.copytree(out, moved)
+    tuned = train(shards, tmp_path / "c", config=dataclasses.replace(config, init_from=str(moved)), peak_flops=1e11,
+                  progress=False)
+    shutil.rmtree(moved)
+    from reelm.lm.lm_checkpoint import build_lm, read_lm_folder
+
+    with pytest.raises(CheckpointError, match="LoRA adapter whose base model .*moved.* is not there"):
+        build_lm(*read_lm_folder(tuned.checkpoint))

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     parser.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this LM model folder's weights "
                         "and model config (a run or step folder, e.g. the demo's), with a new optimizer and schedule; "
                         "the shards must share its token layout")
+    parser.add_argument("--lora", type=int, metavar="RANK", help="with --init-from: train LoRA adapters of this rank "
+                        "(peft) on the attention projections, the model frozen (same as --set lora.rank=RANK; "
+                        "lora.alpha, lora.target_modules too); checkpoints hold the adapter and name the base")
     parser.add_argument("--deepspeed-config", metavar="zeroN|PATH",
                         help=f"one of {', '.join(SHIPPED_CONFIGS)} (shipped; default zero<zero_stage>, "
                         "i.e. zero2) or a DeepSpeed JSON file whose \"auto\" values reelm fills in")
@@ -61,7 +64,8 @@ def train_main(args: argparse.Namespace) -> int:
     from reelm.lm.model import preset
     from reelm.lm.train import LMTrainConfig, init_model_config, saved_configs, train
 
-    overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
+    overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else []) + \
+        ([f"lora.rank={args.lora}"] if args.lora is not None else [])
     saved = saved_configs(args.out) if args.resume and list_checkpoints(args.out) else None
     if saved is None and args.init_from is not None:
         saved = (init_model_config(args.init_from), LMTrainConfig())
