@@ -92,6 +92,105 @@ def test_a_sampled_video_depends_on_its_seed_prompt_and_number_not_on_its_batch(
     assert read(tmp_path / "many-001-00.mp4").shape == together.videos[0].shape
 
 
+def test_any_sample_of_a_prompt_can_be_made_alone_by_its_number(pipe, clip_file):
+    prompts = ["a red circle moves up", "a blue circle"]
+    together = pipe.text_to_video(prompts, seed=0, num_samples=3, num_frames=15)  # two windows
+    alone = pipe.text_to_video([prompts[1], prompts[0]], seed=0, sample_numbers=[2, 1], num_frames=15)
+    np.testing.assert_array_equal(alone.codes[0], together.codes[5])
+    np.testing.assert_array_equal(alone.codes[1], together.codes[1])
+    assert alone.info["sample_numbers"] == [2, 1] and alone.info["sample_seeds"] == [together.info["sample_seeds"][i]
+                                                                                       for i in (5, 1)]
+    first = read_video(clip_file, num_frames=1)[0]
+    both = pipe.image_to_video(first, "a red circle", seed=0, num_samples=2)
+    second = pipe.image_to_video(first, "a red circle", seed=0, sample_numbers=[1])
+    np.testing.assert_array_equal(second.codes[0], both.codes[1])
+    with pytest.raises(Exception, match="sample_numbers with num_samples=2"):
+        pipe.text_to_video(prompts, num_samples=2, sample_numbers=[0, 1])
+    with pytest.raises(Exception, match="3 numbers for 2 prompts"):
+        pipe.text_to_video(prompts, sample_numbers=[0, 1, 2])
+
+
+def _generate_args(pipe, prompts_file, out, *extra):
+    return ["generate", "--prompts", str(prompts_file), "--model", str(pipe.model.path), "-o", str(out), "--seed", "0",
+            "--no-progress", *extra]
+
+
+def test_a_killed_prompts_run_resumes_with_skip_existing_and_gives_the_same_videos(pipe, tmp_path, monkeypatch,
+                                                                                   capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moves up\na blue circle\na green square moves to the left\n")
+    assert main(_generate_args(pipe, prompts, tmp_path / "whole" / "v.mp4", "--num-samples", "2")) == 0
+    calls = []
+    real = VideoPipeline.text_to_video
+
+    def killed_after_two_batches(self, *args, **kwargs):
+        calls.append(kwargs["sample_numbers"])
+        if len(calls) > 2:
+            raise KeyboardInterrupt  # the job is killed during its third batch
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(VideoPipeline, "text_to_video", killed_after_two_batches)
+    killed = tmp_path / "killed" / "v.mp4"
+    assert main(_generate_args(pipe, prompts, killed, "--num-samples", "2", "--batch-size", "1")) == 130
+    written = sorted(p.name for p in killed.parent.glob("*.json"))
+    assert written == ["v-000-00.json", "v-000-01.json", "v-001-00.json", "v-001-01.json"]  # each batch as it ended
+    before = {p: p.stat().st_mtime_ns for p in killed.parent.iterdir()}
+    monkeypatch.setattr(VideoPipeline, "text_to_video", real)
+    capsys.readouterr()
+    assert main(_generate_args(pipe, prompts, killed, "--num-samples", "2", "--batch-size", "1",
+                               "--skip-existing")) == 0
+    assert "4 of 6 video(s) already written, skipped" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # what was written is not touched
+    for name in (f"v-{p:03d}-{s:02d}" for p in range(3) for s in range(2)):
+        a, b = (json.loads((d / f"{name}.json").read_text()) for d in (killed.parent, tmp_path / "whole"))
+        assert a["frames_sha256"] == b["frames_sha256"]  # the same frames, whichever run made them
+        assert a["sample_seed"] == b["sample_seed"] and a["sample"] == b["sample"]
+    assert main(_generate_args(pipe, prompts, killed, "--num-samples", "2", "--skip-existing")) == 0
+    assert "nothing left to generate" in capsys.readouterr().out
+
+
+def test_vbench_naming_writes_prompt_named_videos_into_a_folder(pipe, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moves up\na blue circle\n")
+    out = tmp_path / "vbench"
+    assert main(_generate_args(pipe, prompts, out, "--num-samples", "2", "--naming", "vbench")) == 0
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["a blue circle-0.mp4", "a blue circle-1.mp4",
+                                                         "a red circle moves up-0.mp4", "a red circle moves up-1.mp4"]
+    assert sorted(p.name for p in out.iterdir() if not p.suffix) == ["reelm"]  # nothing else among the videos
+    sidecar = json.loads((out / "reelm" / "a blue circle-1.json").read_text())
+    assert sidecar["prompt"] == "a blue circle" and sidecar["sample"] == 1
+    prompts.write_text("a blue circle\na blue circle\n")
+    assert main(_generate_args(pipe, prompts, tmp_path / "dup", "--naming", "vbench")) == 2
+    assert "repeats prompt 1" in capsys.readouterr().err
+    assert main(_generate_args(pipe, prompts, tmp_path / "v.mp4", "--naming", "vbench")) == 2
+    assert "-o is the folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_prompts_split_across_torchrun_processes_give_the_one_process_videos(pipe, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moves up\na blue circle\na green square moves to the left\n")
+    assert main(_generate_args(pipe, prompts, tmp_path / "one" / "v.gif", "--num-samples", "2")) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    torchrun, reelm = (str(Path(sys.executable).parent / name) for name in ("torchrun", "reelm"))
+    done = subprocess.run([torchrun, "--nproc_per_node", "2", reelm,
+                           *_generate_args(pipe, prompts, tmp_path / "two" / "v.gif", "--num-samples", "2")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 1 of 2" in done.stdout and "rank 0 of 2" in done.stdout
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.gif"))
+    assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "two").glob("*.gif"))
+    for name in names:
+        np.testing.assert_array_equal(read_video(tmp_path / "one" / name), read_video(tmp_path / "two" / name))
+
+
 def test_longer_videos_slide_window_by_window_to_the_requested_length(pipe):
     out = pipe("a red circle moves to the left", num_frames=27, seed=0, num_samples=2)  # 3x the training length
     assert [v.shape for v in out.videos] == [(27, 32, 32, 3)] * 2

@@ -14,7 +14,9 @@ def register(subparsers) -> None:
         "generate", help="Generate videos from a prompt, a first frame (--image) or a clip (--video).",
         description="Generate videos with a trained model folder: text-to-video from PROMPT (or --prompts FILE), "
         "image-to-video with --image, continuation with --video. Writes each video (.mp4 or .gif), a contact-sheet "
-        "PNG and a JSON sidecar (prompt, seed, settings, model identity, token counts, timings) beside it.")
+        "PNG and a JSON sidecar (prompt, seed, settings, model identity, token counts, timings) beside it. "
+        "Under 'torchrun --nproc_per_node N $(command -v reelm) generate ...' the videos are split across the N "
+        "processes; each sample's seed comes from (--seed, prompt, sample number), so the split changes no video.")
     p.add_argument("prompt", nargs="?", help="the text prompt (optional with --image or --video)")
     _model_flags(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="video to write (.mp4 or .gif); several "
@@ -31,7 +33,13 @@ def register(subparsers) -> None:
                    help="classifier-free guidance scale; 1 = none (default: the pipeline's, see README)")
     p.add_argument("--negative-prompt", metavar="TEXT", help="guidance's other branch: steer away from TEXT "
                    "(default: the empty prompt)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per batch (default: 8)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per batch (default: 8); each "
+                   "batch's videos are written as soon as it finishes")
+    p.add_argument("--skip-existing", action="store_true", help="leave out the videos an earlier run wrote whole "
+                   "(its sidecar, written last, is there): a killed --prompts run resumes where it stopped")
+    p.add_argument("--naming", choices=("numbered", "vbench"), default="numbered",
+                   help="numbered (default): OUT-P-S.mp4 for several videos; vbench: -o is a folder and each video "
+                   "is '{prompt}-{S}.mp4', as VBench reads them (sheets and sidecars in OUT/reelm/)")
     add_sampling_flags(p, default="sampling (temperature 1)")
     p.set_defaults(func=generate_main)
 
@@ -85,12 +93,19 @@ def _bar(enabled: bool, total: int | None, what: str):
 def generate_main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from reelm.core.distributed import init_distributed, shutdown_distributed
     from reelm.core.errors import ReelmError
     from reelm.data.video_write import check_video_path
-    from reelm.generation.outputs import read_prompts, sample_paths, write_sample
-    from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
+    from reelm.core.atomic import output_folder
+    from reelm.generation.outputs import VBENCH_SIDE_FOLDER, plan_samples, read_prompts
 
-    output = check_video_path(args.output)
+    if args.naming == "vbench":
+        output = Path(args.output)
+        if output.suffix.lower() in (".mp4", ".gif"):
+            raise ReelmError(f"-o {args.output}: with --naming vbench, -o is the folder the videos go to")
+        output_folder(output / VBENCH_SIDE_FOLDER / "sidecar.json")  # the folder and its side folder
+    else:
+        output = check_video_path(args.output)
     if args.image and args.video:
         raise ReelmError("give --image (image-to-video) or --video (continuation), not both")
     if args.prompt is not None and args.prompts:
@@ -104,36 +119,64 @@ def generate_main(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ReelmError(f"--{name.replace('_', '-')} {value}: must be at least 1")
-    pipe = _pipeline(args)
-    settings = dict(num_frames=args.frames, num_samples=args.num_samples, seed=args.seed,
-                    guidance_scale=DEFAULT_GUIDANCE if args.guidance_scale is None else args.guidance_scale,
-                    sampling=sampling_from(args, DEFAULT_SAMPLING), batch_size=args.batch_size,
-                    negative_prompt=args.negative_prompt)
-    frames = args.frames or pipe.model.clip.num_frames
-    latents = pipe.tokenizer.latent_frames(frames)
-    expected = len(prompts) * args.num_samples * latents * pipe.layout.codes_per_frame
-    with _bar(args.progress, expected, "generate") as bar:
-        settings["progress"] = bar.update
-        if args.image:
-            out = pipe.image_to_video(args.image, prompts[0], **settings)
-        elif args.video:
-            out = pipe.continue_video(args.video, prompts[0], context_frames=args.context_frames, **settings)
-        else:
-            out = pipe.text_to_video(prompts, **settings)
-    fps = args.fps or pipe.model.clip.fps
-    info = {key: value for key, value in out.info.items() if key not in ("engine", "sample_seeds")}
-    conditioned = {"image": args.image, "video": args.video, "context_frames": args.context_frames}
-    paths = sample_paths(Path(output), len(prompts), args.num_samples)
-    for index, (path, video, prompt) in enumerate(zip(paths, out.videos, out.prompts)):
-        sidecar = {"prompt": prompt, "sample": index % args.num_samples, **conditioned, **info,
-                   "sample_seed": out.info["sample_seeds"][index],
-                   "tokens_this_sample": int(len(out.codes[index].reshape(-1)))}
-        written = write_sample(path, video, fps, sidecar, label=prompt)
-        print(f"reelm generate: {written['video']} ({len(video)} frames {video.shape[1]}x{video.shape[2]}), "
-              f"{written['contact_sheet'].name}, {written['sidecar'].name}")
-    seconds = out.info["timings"]["total_s"]
-    print(f"reelm generate: {len(out.videos)} video(s), {out.info['tokens']['generated']} tokens in {seconds:.1f} s")
+    planned = plan_samples(output, prompts, args.num_samples, args.naming)
+    todo = [files for files in planned if not (args.skip_existing and files.complete())]
+    dist = init_distributed(args.device)
+    try:
+        mine = todo[dist.rank::dist.world_size]  # prompts split across the processes of torchrun / deepspeed
+        who = f" (rank {dist.rank} of {dist.world_size})" if dist.world_size > 1 else ""
+        if len(todo) < len(planned) and dist.is_main:
+            print(f"reelm generate: {len(planned) - len(todo)} of {len(planned)} video(s) already written, skipped "
+                  "(--skip-existing)")
+        if mine:
+            _generate_samples(args, mine, who)
+        elif not todo and dist.is_main:
+            print("reelm generate: nothing left to generate")
+    finally:
+        shutdown_distributed()
     return 0
+
+
+def _generate_samples(args: argparse.Namespace, samples: list, who: str) -> None:
+    """Generate ``samples`` (their prompts and sample numbers) batch by batch, writing each batch's videos at once."""
+    import time
+
+    from reelm.generation.outputs import write_sample
+    from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
+
+    pipe = _pipeline(args)
+    settings = dict(num_frames=args.frames, seed=args.seed,
+                    guidance_scale=DEFAULT_GUIDANCE if args.guidance_scale is None else args.guidance_scale,
+                    sampling=sampling_from(args, DEFAULT_SAMPLING), negative_prompt=args.negative_prompt)
+    fps = args.fps or pipe.model.clip.fps
+    latents = pipe.tokenizer.latent_frames(args.frames or pipe.model.clip.num_frames)
+    per_batch = args.batch_size * args.num_samples  # rows of one engine call, as --batch-size prompts x samples
+    conditioned = {"image": args.image, "video": args.video, "context_frames": args.context_frames}
+    began, tokens = time.perf_counter(), 0
+    with _bar(args.progress, len(samples) * latents * pipe.layout.codes_per_frame, "generate") as bar:
+        for start in range(0, len(samples), per_batch):
+            batch = samples[start:start + per_batch]
+            numbers = [files.sample for files in batch]
+            call = dict(settings, batch_size=len(batch), sample_numbers=numbers, progress=bar.update)
+            if args.image:
+                out = pipe.image_to_video(args.image, batch[0].prompt, **call)
+            elif args.video:
+                out = pipe.continue_video(args.video, batch[0].prompt, context_frames=args.context_frames, **call)
+            else:
+                out = pipe.text_to_video([files.prompt for files in batch], **call)
+            info = {key: value for key, value in out.info.items()
+                    if key not in ("engine", "sample_seeds", "sample_numbers", "num_samples", "batch_size")}
+            tokens += out.info["tokens"]["generated"]
+            for index, (files, video) in enumerate(zip(batch, out.videos)):
+                sidecar = {"prompt": files.prompt, "sample": files.sample, **conditioned, **info,
+                           "num_samples": args.num_samples, "batch_size": args.batch_size,
+                           "sample_seed": out.info["sample_seeds"][index],
+                           "tokens_this_sample": int(len(out.codes[index].reshape(-1)))}
+                write_sample(files, video, fps, sidecar, label=files.prompt)
+                bar.write(f"reelm generate{who}: {files.video} ({len(video)} frames {video.shape[1]}x"
+                          f"{video.shape[2]}), {files.sheet.name}, {files.sidecar.name}")
+    seconds = time.perf_counter() - began
+    print(f"reelm generate{who}: {len(samples)} video(s), {tokens} tokens in {seconds:.1f} s")
 
 
 def caption_main(args: argparse.Namespace) -> int:

@@ -179,13 +179,23 @@ class VideoPipeline:
                   num_frames: int | None = None, num_samples: int = 1, seed: int | None = 0,
                   guidance_scale: float = DEFAULT_GUIDANCE, sampling: Sampling | None = None,
                   batch_size: int = DEFAULT_BATCH, negative_prompt: str | Sequence[str] | None = None,
+                  sample_numbers: Sequence[int] | None = None,
                   progress: Callable[[int], None] | None = None) -> VideoPipelineOutput:
         """``negative_prompt``: the text of guidance's other branch (one for all prompts, or one per prompt);
-        ``None``: the empty text the model was trained to drop captions to."""
+        ``None``: the empty text the model was trained to drop captions to.
+
+        ``sample_numbers`` (with ``num_samples=1``): which sample of its prompt each output is, one number per
+        prompt (a single prompt, image or clip is repeated for each number); sample ``n`` of a prompt is the
+        same video whether it is made with ``num_samples > n`` or alone, so a batch job can make any
+        (prompt, sample) on its own, e.g. the ones a killed run did not finish."""
         sampling = sampling or DEFAULT_SAMPLING
-        negatives = _negatives(negative_prompt, len(prompts))
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise PipelineInputError(f"num_samples {num_samples!r}: expected a positive integer")
+        if sample_numbers is not None:
+            prompts, conditions, numbers = _numbered(prompts, conditions, sample_numbers, num_samples)
+        else:
+            numbers = [n for _ in prompts for n in range(num_samples)]
+        negatives = _negatives(negative_prompt, len(prompts))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise PipelineInputError(f"batch_size {batch_size!r}: expected a positive integer")
         for prompt in prompts:
@@ -203,7 +213,8 @@ class VideoPipeline:
         began = time.perf_counter()
         samples, stats = self._window(task, prompts, conditions, negatives, first_new, num_samples=num_samples,
                                       seed=seed, window=0, guidance_scale=guidance_scale, sampling=sampling,
-                                      batch_size=batch_size, progress=progress)
+                                      batch_size=batch_size, progress=progress,
+                                      sample_numbers=numbers if sample_numbers is not None else None)
         grids = [codes if conditions[i] is None else np.concatenate([conditions[i], codes]) for i, codes, _ in samples]
         sequences = [sequence for _, _, sequence in samples]
         timings["generate_s"] += time.perf_counter() - began
@@ -215,14 +226,15 @@ class VideoPipeline:
         while len(grids[0]) < total:
             videos, grids, more = self._slide(videos, grids, sample_prompts, total, seed, windows, guidance_scale,
                                               sampling, batch_size, progress, timings,
-                                              [n for n in negatives for _ in range(num_samples)], num_samples)
+                                              [n for n in negatives for _ in range(num_samples)], numbers)
             stats += more
             windows += 1
         videos = [v[:num_frames] for v in videos]
         info = {
             "task": task.value, "num_frames": num_frames, "latent_frames": total, "windows": windows,
             "trained_latent_frames": window, "num_samples": num_samples, "seed": seed,
-            "sample_seeds": [sample_seed(seed, task, p, i % num_samples) for i, p in enumerate(sample_prompts)],
+            "sample_numbers": numbers,
+            "sample_seeds": [sample_seed(seed, task, p, n) for p, n in zip(sample_prompts, numbers)],
             "guidance_scale": guidance_scale, "negative_prompt": negative_prompt,
             "sampling": sampling.to_dict(), "batch_size": batch_size,
             "fps": self.model.clip.fps, "model": self.model.identity(),
@@ -233,7 +245,7 @@ class VideoPipeline:
         return VideoPipelineOutput(videos, grids, sequences, sample_prompts, info)
 
     def _slide(self, videos, grids, prompts, total, seed, window_index, guidance_scale, sampling, batch_size,
-               progress, timings, negatives, samples_per_prompt):
+               progress, timings, negatives, sample_numbers):
         """One more window for every sample: re-encode the end as context, generate what follows, keep the new frames."""
         window, ft = self.model.latent_frames, self.tokenizer.temporal_downsample
         k = continuation_context(window)
@@ -245,7 +257,7 @@ class VideoPipeline:
         samples, stats = self._window(Task.V2V, prompts, contexts, negatives, new, num_samples=1, seed=seed,
                                       window=window_index, guidance_scale=guidance_scale, sampling=sampling,
                                       batch_size=batch_size, progress=progress,
-                                      sample_numbers=[i % samples_per_prompt for i in range(len(videos))])
+                                      sample_numbers=sample_numbers)
         window_codes = [np.concatenate([contexts[i], codes]) for i, codes, _ in samples]
         timings["generate_s"] += time.perf_counter() - began
         began = time.perf_counter()
@@ -341,6 +353,21 @@ class VideoPipeline:
         if not tail:
             raise PipelineInputError(f"{path}: no frames to use as the {what}")
         return np.stack(tail)
+
+
+def _numbered(prompts: list, conditions: list, sample_numbers, num_samples: int) -> tuple[list, list, list[int]]:
+    """Prompts and conditions, one per requested sample number (a single one repeated), and the numbers."""
+    numbers = list(sample_numbers)
+    if num_samples != 1:
+        raise PipelineInputError(f"sample_numbers with num_samples={num_samples}: give one or the other")
+    if not numbers or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in numbers):
+        raise PipelineInputError(f"sample_numbers {sample_numbers!r}: expected non-negative integers")
+    if len(prompts) == 1:
+        prompts, conditions = prompts * len(numbers), conditions * len(numbers)
+    if len(numbers) != len(prompts):
+        raise PipelineInputError(f"sample_numbers: {len(numbers)} numbers for {len(prompts)} prompts; give one per "
+                                 "prompt")
+    return prompts, conditions, [int(n) for n in numbers]
 
 
 def _negatives(negative_prompt, count: int) -> list[str | None]:
