@@ -10,11 +10,18 @@ separate batches. Unusable rows are recorded in a :class:`SkipLog`, once each.
 The state is ``(epoch, cursor)`` plus the rows whose clips wait in a partly filled batch;
 they are re-read on resume, which gives the same clips, so a resumed run sees exactly the
 batches an uninterrupted one would.
+
+With ``workers > 0``, rows are decoded (and cut, resized, cropped) ahead of the training step by
+that many ``torch.utils.data.DataLoader`` worker processes, in the stream's own order, a few rows
+each ahead: the same clips in the same batches as ``workers=0``, which decodes in the training
+process between steps. The state is unchanged (the position of the rows consumed, not of the
+rows read ahead), so a run may resume with another worker count.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,13 +32,51 @@ from reelm.data.video_read import frames_to_tensor
 from reelm.core.errors import ReelmError
 
 
+PREFETCH_ROWS = 4  # rows each DataLoader worker keeps read ahead
+
+
+class _Keys(torch.utils.data.Sampler):
+    """The DataLoader's sampler: the stream's row keys from its position on (endless)."""
+
+    def __init__(self, keys: Callable[[], Iterator[tuple[int, int]]]):
+        self.keys = keys
+
+    def __iter__(self):
+        return self.keys()
+
+
+class RowClips(torch.utils.data.Dataset):
+    """``dataset[(epoch, row)] -> ((epoch, row), clips | SkipRow)``: one row's clips, decoded and cut with the
+    generator of ``(seed, epoch, row)``, in whichever process asks (a DataLoader worker or this one)."""
+
+    def __init__(self, source: Source, spec: ClipSpec, seed: int):
+        self.source, self.spec, self.seed = source, spec, seed
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[tuple[int, int], list[Clip] | SkipRow]:
+        epoch, row_index = key
+        row = self.source.row(int(row_index))
+        rng = np.random.default_rng([self.seed, epoch, int(row_index)])
+        try:
+            return key, load_clips(self.source, row, self.spec, rng, need_caption=False)  # pixels are all it needs
+        except SkipRow as skip:
+            return key, skip
+
+
+def _as_is(item):
+    return item
+
+
 class ClipStream:
     def __init__(self, source: Source, spec: ClipSpec, batch_size: int, *, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, skip_log: SkipLog | None = None):
+                 rank: int = 0, world_size: int = 1, skip_log: SkipLog | None = None, workers: int = 0):
         if len(source) < world_size:
             raise ReelmError(f"{source.name}: {len(source)} rows cannot feed {world_size} ranks")
+        if workers < 0:
+            raise ReelmError(f"data workers {workers}: must be 0 (decode in the training process) or more")
         self.source, self.spec, self.batch_size = source, spec, batch_size
-        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.seed, self.rank, self.world_size, self.workers = seed, rank, world_size, workers
+        self.rows = RowClips(source, spec, seed)
+        self._ahead = None  # rows read ahead, in order, by DataLoader workers (workers > 0)
         self.skip_log = skip_log or SkipLog(None)
         self.shuffle = not isinstance(source, SyntheticSource)
         self.epoch, self.cursor = 0, 0
@@ -51,6 +96,7 @@ class ClipStream:
             raise ReelmError(f"clip stream state is for rank {state['rank']} of {state['world_size']}, "
                              f"this is rank {self.rank} of {self.world_size}")
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+        self._ahead = None  # what was read ahead is for another position: start again from this one
         self._waiting.clear()
         for epoch, row, k in state["pending"]:
             clip = self._clips(epoch, row)[k]
@@ -58,18 +104,45 @@ class ClipStream:
 
     def _rank_order(self) -> np.ndarray | range:
         if self._order_epoch != self.epoch:
-            n = len(self.source)
-            if self.shuffle:
-                self._order = np.random.default_rng([self.seed, self.epoch]).permutation(n)[self.rank :: self.world_size]
-            else:  # a lazy range: the synthetic world is effectively endless
-                self._order = range(self.rank, n, self.world_size)
-            self._order_epoch = self.epoch
+            self._order, self._order_epoch = self._order_for(self.epoch), self.epoch
         return self._order
 
+    def _order_for(self, epoch: int) -> np.ndarray | range:
+        n = len(self.source)
+        if self.shuffle:
+            return np.random.default_rng([self.seed, epoch]).permutation(n)[self.rank :: self.world_size]
+        return range(self.rank, n, self.world_size)  # a lazy range: the synthetic world is effectively endless
+
     def _clips(self, epoch: int, row_index: int) -> list[Clip]:
-        row = self.source.row(int(row_index))
-        rng = np.random.default_rng([self.seed, epoch, int(row_index)])
-        return load_clips(self.source, row, self.spec, rng, need_caption=False)  # pixels are all a tokenizer needs
+        _, clips = self.rows[(epoch, row_index)]
+        if isinstance(clips, SkipRow):
+            raise clips
+        return clips
+
+    def _keys(self, epoch: int, cursor: int) -> Iterator[tuple[int, int]]:
+        """``(epoch, row)`` of every row this rank reads from position ``cursor`` of ``epoch`` on, epoch after epoch."""
+        while True:
+            order = self._order_for(epoch)
+            for position in range(cursor, len(order)):
+                yield epoch, int(order[position])
+            epoch, cursor = epoch + 1, 0
+
+    def _read(self, epoch: int, position: int, row_index: int) -> list[Clip]:
+        """The clips of the row at ``position`` of ``epoch``: read here, or taken from the workers' read-ahead."""
+        if self.workers == 0:
+            return self._clips(epoch, row_index)
+        if self._ahead is None:
+            keys = _Keys(lambda: self._keys(epoch, position))
+            loader = torch.utils.data.DataLoader(self.rows, sampler=keys, batch_size=None,
+                                                 num_workers=self.workers, collate_fn=_as_is,
+                                                 prefetch_factor=PREFETCH_ROWS)
+            self._ahead = iter(loader)
+        key, clips = next(self._ahead)
+        if tuple(key) != (epoch, row_index):  # the read-ahead follows the same order: a mismatch is a bug
+            raise ReelmError(f"clip stream: read ahead row {key}, expected {(epoch, row_index)}")
+        if isinstance(clips, SkipRow):
+            raise clips
+        return clips
 
     def next_batch(self) -> torch.Tensor:
         """``(B, 3, T, H, W)`` in [-1, 1]."""
@@ -85,7 +158,7 @@ class ClipStream:
             row_index = int(order[self.cursor])
             self.cursor += 1
             try:
-                clips = self._clips(self.epoch, row_index)
+                clips = self._read(self.epoch, self.cursor - 1, row_index)
                 self._failures_in_a_row = 0
             except SkipRow as skip:
                 if row_index not in self._recorded:  # once per row, not once per epoch

@@ -60,3 +60,20 @@ def test_comparison_is_consistent():
     figures = bench_tokenizer.compare(ours, peer)
     assert figures["train_speedup"] == 4.0 and figures["encode_speedup"] == 2.5 and figures["target_met"]
     assert not bench_tokenizer.compare(ours, {**peer, "quality": {"psnr": 26.0, "ssim": 0.9}})["target_met"]
+
+
+def test_the_data_benchmark_times_every_side_on_a_folder_of_videos(tmp_path, capsys):
+    from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
+    from reelm.data.video_write import write_mp4
+
+    bench = load_bench_script("bench_tokenizer_data")
+    world = SyntheticWorld(WorldConfig(height=40, width=48, num_frames=12, seed=2))
+    for i in range(3):
+        write_mp4(tmp_path / f"v{i}.mp4", world.clip(i).frames, fps=8)
+    assert bench.main(["--data", str(tmp_path), "--size", "32", "--num-frames", "5", "--batch-size", "2",
+                       "--blocks", "1", "--block-steps", "3", "--skip", "1", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["seconds_per_step"]) == {"decoded", "workers", "in_process"}
+    assert all(v > 0 for v in result["seconds_per_step"].values()) and result["steps_timed_per_side"] == 2
+    assert set(result["ratio_vs_decoded"]) == {"workers", "in_process"} and result["videos"] == 3
+    assert bench.main(["--data", str(tmp_path / "missing")]) == 2

@@ -196,3 +196,54 @@ def test_the_synthetic_worlds_options_reach_tokenizer_training(tmp_path):
         attributes = stream.source.row(index).attributes
         assert len(attributes["objects"]) == 1 and attributes["background"]["kind"] == "plain"
         assert attributes["split"] == "val" and attributes["height"] == 32
+
+
+def _clip_folder(folder, count=5):
+    folder.mkdir()
+    world = SyntheticWorld(WorldConfig(height=40, width=48, num_frames=14, seed=5))
+    for i in range(count):
+        write_mp4(folder / f"video{i}.mp4", world.clip(i).frames, fps=8)
+    (folder / "broken.mp4").write_bytes(b"not a video")  # skipped and recorded, once, however it is read
+    return folder
+
+
+def _stream(folder, workers, log=None):
+    from reelm.data.clip_sampling import ClipSpec, SkipLog
+    from reelm.data.clip_stream import ClipStream
+    from reelm.data.sources import open_source
+
+    spec = ClipSpec(num_frames=5, size=32, fps=8.0, temporal_crop="random", clips_per_video=2)
+    return ClipStream(open_source(str(folder)), spec, 3, seed=1, workers=workers, skip_log=SkipLog(log))
+
+
+def test_dataloader_workers_decode_the_same_batches_in_the_same_order_and_resume(tmp_path):
+    folder = _clip_folder(tmp_path / "clips")
+    here = _stream(folder, 0, tmp_path / "here.jsonl")
+    ahead = _stream(folder, 2, tmp_path / "ahead.jsonl")
+    for _ in range(9):  # three epochs of 5 usable rows x 2 clips, in batches of 3
+        torch.testing.assert_close(ahead.next_batch(), here.next_batch(), rtol=0, atol=0)
+    assert ahead.epoch >= 2
+    for log in ("here.jsonl", "ahead.jsonl"):
+        assert [str(json.loads(line)["video"]).endswith("broken.mp4") for line in (tmp_path / log).read_text().splitlines()] \
+            == [True]
+    state = ahead.state_dict()  # the position of the rows consumed, not of those read ahead
+    assert state == here.state_dict()
+    resumed = _stream(folder, 1)
+    resumed.load_state_dict(state)
+    for _ in range(4):
+        torch.testing.assert_close(resumed.next_batch(), here.next_batch(), rtol=0, atol=0)
+
+
+def test_tokenizer_training_with_data_workers_gives_the_weights_of_decoding_between_steps(tmp_path):
+    folder = _clip_folder(tmp_path / "clips", count=3)
+    runs = {}
+    for workers in (0, 1):
+        run = tmp_path / f"w{workers}"
+        assert main(["tokenizer", "train", "--preset", "tiny", "--steps", "2", "--out", str(run), "--no-progress",
+                     "--data", str(folder), "--size", "32", "--num-frames", "5", "--batch-size", "2",
+                     "--data-workers", str(workers)]) == 0
+        runs[workers] = _raw(run)
+    for key in runs[0]:
+        torch.testing.assert_close(runs[1][key], runs[0][key], rtol=0, atol=0, msg=key)
+    assert main(["tokenizer", "train", "--preset", "tiny", "--steps", "1", "--out", str(tmp_path / "bad"),
+                 "--data-workers", "-1"]) == 2

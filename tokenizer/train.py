@@ -56,7 +56,8 @@ TRAIN_CONFIG_FILE = "train_config.json"
 LEGACY_ROOT_KEY = "allow_outside_root"  # before 0.3: its opposite, confine_to_root, with the other default
 SYNTHETIC_CLIPS = 10**9  # the synthetic world is endless; this only bounds the index
 # What a resumed run may change without losing exactness: what is logged and kept, never what is computed.
-SAFE_TO_CHANGE = frozenset({"log_every", "checkpoint_every", "keep_last", "max_nonfinite_steps"})
+SAFE_TO_CHANGE = frozenset({"log_every", "checkpoint_every", "keep_last", "max_nonfinite_steps",
+                            "data_workers"})  # workers read the same clips in the same order
 
 
 @dataclass(kw_only=True)
@@ -78,6 +79,7 @@ class TokenizerTrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast where the device multiplies bf16 natively, else fp32; bf16; fp32
     data: str = "synthetic"  # "synthetic", a folder, or a manifest
+    data_workers: int = 0  # DataLoader worker processes decoding clips ahead of the step (0: between steps, here)
     init_from: str | None = None  # fine-tune: start from this tokenizer's weights (a new optimizer and schedule)
     source: SourceOptions = field(default_factory=SourceOptions)  # columns, confining paths to the root
     clip: ClipSpec = field(default_factory=lambda: ClipSpec(num_frames=17, size=64, fps=8.0, temporal_crop="random"))
@@ -100,6 +102,9 @@ def check_config(cfg: TokenizerTrainConfig) -> None:
                           f"{cfg.clip.num_frames} and {cfg.clip.size}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"tokenizer training config: precision={cfg.precision!r}: choose from {', '.join(PRECISIONS)}")
+    if cfg.data_workers < 0:
+        raise ConfigError(f"tokenizer training config: data_workers={cfg.data_workers}: must be 0 (decode in the "
+                          "training process) or more")
 
 
 def batch_psnr(video: torch.Tensor, recon: torch.Tensor) -> float:
@@ -139,7 +144,8 @@ class TokenizerTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.skips = SkipLog(self.out / f"errors-rank{self.rank}.jsonl")
         self.stream = ClipStream(source, cfg.clip, cfg.batch_size, seed=cfg.seed,
-                                 rank=self.rank, world_size=self.world_size, skip_log=self.skips)
+                                 rank=self.rank, world_size=self.world_size, skip_log=self.skips,
+                                 workers=cfg.data_workers)
         self.log = MetricsLog(self.out, enabled=self.rank == 0)
         self.schedule_plans = [{"from_step": 0, "steps": cfg.steps}]
         self.step = 0

@@ -32,6 +32,8 @@ def register(subparsers) -> None:
                    "config (a run or checkpoint folder, e.g. a model folder's video_tokenizer/), with a new optimizer "
                    "and schedule; its training settings are the base for --set")
     p.add_argument("--batch-size", type=int, help="clips per step (default 4)")
+    p.add_argument("--data-workers", type=int, metavar="N", help="processes decoding clips ahead of the training "
+                   "step (default 0: decoded between steps; same clips either way; --set data_workers=N)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
     p.add_argument("--size", type=int, help="clip side in pixels (default: 64; same as --set clip.size=N)")
     p.add_argument("--num-frames", type=int, help="frames per clip, 1 + 4k (default: 17; --set clip.num_frames=N)")
@@ -88,7 +90,8 @@ def train_main(args: argparse.Namespace) -> int:
     from reelm.tokenizer.train import init_configs, saved_configs, train, training_preset
 
     overrides = list(args.overrides)
-    for flag, key in (("steps", "steps"), ("batch_size", "batch_size"), ("checkpoint_every", "checkpoint_every")):
+    for flag, key in (("steps", "steps"), ("batch_size", "batch_size"), ("checkpoint_every", "checkpoint_every"),
+                      ("data_workers", "data_workers")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     for flag in ("size", "num_frames", "fps"):
