@@ -155,7 +155,10 @@ def test_every_reason_for_not_running_a_line_still_matches_a_readme_line():
 
 @pytest.mark.slow
 def test_readme_blocks_run_in_order_at_tiny_settings(tmp_path, monkeypatch, single_thread_isolated):
+    import torch
+
     monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setattr(torch._dynamo.config, "disable", True)  # compiled layers run eagerly: seconds, not minutes
     ran: list[str] = []
     sandboxes: dict[str, Path] = {}
     for section, language, code in readme_blocks():

@@ -52,3 +52,30 @@ def test_resize_and_crop_to_128(clip):
     top, left = (full.shape[0] - side) // 2, (full.shape[1] - side) // 2
     center = full[top : top + side, left : left + side]  # (side, side, 3)
     assert np.abs(frames[0].mean(axis=(0, 1)) - center.mean(axis=(0, 1))).max() < 2  # same picture, smaller
+
+
+@pytest.mark.slow
+def test_the_real_clips_walkthrough_runs_every_stage_and_says_what_each_score_is_against(real_media, tmp_path,
+                                                                                        capsys,
+                                                                                        single_thread_isolated):
+    import json
+
+    from conftest import load_bench_script
+
+    walkthrough = load_bench_script("real_clips_walkthrough")
+    assert walkthrough.main(["--media", str(real_media), "--work", str(tmp_path / "walk"), "--tokenizer-steps", "2",
+                             "--lm-steps", "2", "--finetune-steps", "2", "--clips-per-video", "2",
+                             "--lm-set", "compile=false"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    stages = record["stages"]
+    assert list(stages) == ["tokenizer_train", "tokenizer_eval_heldout", "data_tokenize", "lm_pretrain", "lm_finetune",
+                            "lm_lora", "export", "export_lora_merged", "generate", "generate_again_one_by_one",
+                            "eval_generate"]
+    held = stages["tokenizer_eval_heldout"]["result"]
+    assert held["clips"] == 8 and held["psnr"]["mean"] > 0
+    assert stages["data_tokenize"]["result"]["clips"] >= 8 and stages["lm_lora"]["result"]["lora"] == 8
+    assert stages["lm_lora"]["result"]["checkpoint_mb"] < stages["lm_finetune"]["result"]["checkpoint_mb"]
+    assert all(stages["generate"]["result"]["same_frames_when_made_again"])
+    fvd = stages["eval_generate"]["result"]["distribution"]["fvd"]
+    assert fvd["computed"] is False and "no weights" in fvd["reason"]  # never silently against the synthetic world
+    assert json.loads((tmp_path / "walk" / "train.jsonl").read_text().splitlines()[0])["video"].startswith("/")
