@@ -52,7 +52,7 @@ def check_lora(cfg: LoRAConfig, *, init_from: str | None, zero_stage: int) -> No
         raise ConfigError("LoRA with ZeRO-3 is not supported: its adapter is saved whole on rank 0; use ZeRO 0-2 "
                           "(the frozen base weights are small next to their optimizer state, which LoRA drops)")
     if not cfg.target_modules:
-        raise ConfigError("lora.target_modules is empty: name the projections to adapt (e.g. q_proj,v_proj)")
+        raise ConfigError("lora.target_modules is empty: name the projections to adapt (e.g. [\"q_proj\", \"v_proj\"])")
 
 
 def apply_lora(model: torch.nn.Module, cfg: LoRAConfig) -> torch.nn.Module:
