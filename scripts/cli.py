@@ -3,8 +3,12 @@
 Each group lives in ``reelm.commands.<group>`` and exposes ``register(subparsers)``;
 every subcommand parses its flags and calls the library. Heavy imports (torch, av)
 happen inside the subcommand, so ``reelm --help`` stays instant. A :class:`ReelmError` is
-printed as one ``reelm: error: ...`` line (exit code 2); so is running out of memory, with
-what to try for that command (:data:`OOM_HINTS`).
+printed as one ``reelm: error: ...`` line; so is running out of memory, with what to try for
+that command (:data:`OOM_HINTS`).
+
+Exit codes: ``0`` done; ``2`` a usage error (the command line does not parse: argparse's own
+code); ``1`` a run that failed on its input or its environment (a :class:`ReelmError`, out of
+memory); ``130`` interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import sys
 from reelm import __version__
 from reelm.core.errors import ReelmError
 
-GROUPS = ("data", "tokenizer", "text_tokenizer", "lm", "generate", "eval", "demo")  # modules of reelm.commands
+EXIT_FAILED = 1  # a run that failed on its input or environment (argparse exits 2 for usage errors)
+GROUPS = ("data", "tokenizer", "text_tokenizer", "lm", "generate", "eval", "demo", "env")  # modules of reelm.commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ReelmError as exc:
         print(f"reelm: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("reelm: interrupted", file=sys.stderr)
         return 130
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         detail = " ".join(str(exc).split())[:160]
         print(f"reelm: error: out of {where} memory in 'reelm {command}'" + (f" ({detail})" if detail else "")
               + f"; {hint}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
 
 
 def _out_of_memory(exc: BaseException) -> str | None:

@@ -92,7 +92,7 @@ def bounded(seconds: float):
 
 
 def run_cli(argv: list[str], *, out_dir: Path | None = None) -> Outcome:
-    """``reelm ARGV`` in this process: used (exit 0), refused (exit 2, its error line), or crashed."""
+    """``reelm ARGV`` in this process: used (exit 0), refused (exit 1, its error line), or crashed."""
     from reelm.cli import main
     from reelm.tokenizer import video_codec
 
@@ -111,7 +111,7 @@ def run_cli(argv: list[str], *, out_dir: Path | None = None) -> Outcome:
     said = [line for line in out.getvalue().splitlines() if line.strip()]
     if code == 0:
         return Outcome("used", said[-1] if said else "", seconds)
-    if code == 2:
+    if code == 1:
         leftovers = sorted(p.name for p in out_dir.iterdir()) if out_dir is not None and out_dir.is_dir() else []
         return Outcome("refused", errors[-1] if errors else err.getvalue().strip()[-300:], seconds, len(errors),
                        leftovers)

@@ -90,4 +90,4 @@ def test_demo_runs_every_stage_resumes_after_kills_and_reuses_finished_stages(tm
     again = _demo(out)
     assert again.returncode == 0 and again.stdout.count("done before") == len(STAGES)
     other = _demo(out, "--set", "eval_samples=3")
-    assert other.returncode == 2 and "other settings" in other.stderr and "\n" not in other.stderr.strip()
+    assert other.returncode == 1 and "other settings" in other.stderr and "\n" not in other.stderr.strip()

@@ -161,5 +161,5 @@ def test_cli_errors_print_one_line(tmp_path, capsys, setup, flags, message):
         source.write_text(setup)
     code = main(["text-tokenizer", "train", "--captions", str(source), "--out", str(tmp_path / "o"), *flags])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     assert err.startswith("reelm: error: ") and message in err and err.count("\n") == 1

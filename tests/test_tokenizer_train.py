@@ -105,16 +105,16 @@ def test_encode_decode_reconstruct_commands(trained_run, clip_video, tmp_path, c
 def test_codes_file_errors_are_one_line(trained_run, tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    assert main(["tokenizer", "decode", str(bad), "--tokenizer", str(trained_run), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert main(["tokenizer", "decode", str(bad), "--tokenizer", str(trained_run), "-o", str(tmp_path / "x.mp4")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("reelm: error:") and "bad.npz" in err and "\n" not in err
     # Codes from a tokenizer with another codebook are refused before decoding.
     foreign = tmp_path / "foreign.npz"
     save_codes(foreign, np.zeros((2, 4, 4), dtype=np.int32), {"tokenizer": {"codebook_size": 7}})
-    assert main(["tokenizer", "decode", str(foreign), "--tokenizer", str(trained_run), "-o", str(tmp_path / "y.mp4")]) == 2
+    assert main(["tokenizer", "decode", str(foreign), "--tokenizer", str(trained_run), "-o", str(tmp_path / "y.mp4")]) == 1
     assert "codebook" in capsys.readouterr().err
     missing = tmp_path / "nothing.mp4"
-    assert main(["tokenizer", "encode", str(missing), "--tokenizer", str(trained_run), "-o", str(tmp_path / "z.npz")]) == 2
+    assert main(["tokenizer", "encode", str(missing), "--tokenizer", str(trained_run), "-o", str(tmp_path / "z.npz")]) == 1
     assert "nothing.mp4" in capsys.readouterr().err
 
 
@@ -140,7 +140,7 @@ def test_resume_refuses_changed_settings_and_continues_a_finished_run(tmp_path, 
                  *[a for s in SMALL_CLIPS for a in ("--set", s)]]) == 0
     # Every difference that would break exactness is listed; the checkpoint is left as it was.
     assert main(["tokenizer", "train", "--resume", "--out", str(run), "--steps", "2", "--set", "lr=3e-3",
-                 "--set", "model.res_blocks=2"]) == 2
+                 "--set", "model.res_blocks=2"]) == 1
     err = capsys.readouterr().err.strip()
     assert "lr=0.003 (was 0.001)" in err and "model.res_blocks=2 (was 1)" in err and "\n" not in err
     assert [s for s, _ in list_checkpoints(run)] == [2]
@@ -163,7 +163,7 @@ def test_set_values_are_checked_against_their_types(tmp_path, capsys):
                           ("model.quantizer.nope=1", "unknown key 'nope'"),
                           ("clip=3", "'clip' is a section")):
         assert main(["tokenizer", "train", "--preset", "tiny", "--steps", "2", "--out", str(tmp_path / "x"),
-                     "--set", bad]) == 2
+                     "--set", bad]) == 1
         err = capsys.readouterr().err.strip()
         assert expected in err and err.startswith("reelm: error:") and "\n" not in err, (bad, err)
     assert not (tmp_path / "x").exists()
@@ -246,4 +246,4 @@ def test_tokenizer_training_with_data_workers_gives_the_weights_of_decoding_betw
     for key in runs[0]:
         torch.testing.assert_close(runs[1][key], runs[0][key], rtol=0, atol=0, msg=key)
     assert main(["tokenizer", "train", "--preset", "tiny", "--steps", "1", "--out", str(tmp_path / "bad"),
-                 "--data-workers", "-1"]) == 2
+                 "--data-workers", "-1"]) == 1
