@@ -16,6 +16,14 @@ def add_set_flag(parser: argparse.ArgumentParser, examples: str) -> None:
                         f"training (e.g. {examples}); repeatable")
 
 
+def add_config_flags(parser: argparse.ArgumentParser, layout: str) -> None:
+    """``--config FILE`` (YAML or JSON, under ``--set``) and ``--print-config`` (the resolved config, then exit)."""
+    parser.add_argument("--config", metavar="FILE", help=f"settings from a YAML or JSON file ({layout}); flags and "
+                        "--set win over it")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML (what --config reads) and exit")
+
+
 def add_device_flag(parser: argparse.ArgumentParser) -> None:
     """``--device auto|cpu|cuda|cuda:N`` (resolved by :func:`reelm.core.device.resolve_device`)."""
     parser.add_argument("--device", default="auto", metavar="DEVICE",

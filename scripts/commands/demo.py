@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_progress_flag
+from reelm.commands import add_config_flags, add_progress_flag
 
 
 def register(subparsers) -> None:
@@ -14,23 +14,36 @@ def register(subparsers) -> None:
         "and pre-tokenize, pretrain the LM with DeepSpeed, generate and score samples, and write DIR/report.html. "
         "Re-running the same command reuses finished stages and resumes an interrupted one.")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="run folder (default: runs/demo)")
-    p.add_argument("--budget-minutes", type=float, default=15.0, metavar="M",
-                   help="scale the training steps to this many minutes (default: 15, measured on 2 CPU cores)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the world, the models and the samples (default: 0)")
+    p.add_argument("--budget-minutes", type=float, metavar="M",
+                   help="scale the training steps to this many minutes (default: 15, measured on 2 CPU cores; "
+                   "same as --set budget_minutes=M)")
+    p.add_argument("--seed", type=int, help="seed of the world, the models and the samples (default: 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="change a demo setting (reelm.demo.demo_config.DemoConfig: clip.size=32, lm_train.steps=400, eval_prompts=8, "
                    "world.max_objects=2, ...); applied before the budget scaling; repeatable")
+    add_config_flags(p, "the keys of DemoConfig, e.g. lm_train: {steps: 400}")
     add_progress_flag(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from reelm.core.config import apply_overrides
+    from reelm.core.config import apply_overrides, dump_config, merge_settings, read_config_file, to_dict
     from reelm.demo import DemoConfig, run_demo
     from reelm.core.errors import ReelmError
 
-    if not args.budget_minutes > 0:
-        raise ReelmError(f"--budget-minutes {args.budget_minutes}: must be positive")
-    cfg = apply_overrides(DemoConfig(), [f"seed={args.seed}", *args.overrides]).scaled(args.budget_minutes)
-    run_demo(args.out, cfg, progress=args.progress)
+    cfg = DemoConfig()
+    if args.config is not None:
+        cfg = merge_settings(cfg, read_config_file(args.config), where=f"{args.config}: demo")
+    flags = [f"{key}={value}" for key, value in (("seed", args.seed), ("budget_minutes", args.budget_minutes))
+             if value is not None]
+    cfg = apply_overrides(cfg, [*flags, *args.overrides])
+    if not cfg.budget_minutes > 0:
+        raise ReelmError(f"budget_minutes {cfg.budget_minutes:g}: must be positive")
+    if args.print_config:
+        scaled = cfg.scaled(cfg.budget_minutes)
+        print(f"# budget_minutes={cfg.budget_minutes:g} trains tokenizer_train.steps={scaled.tokenizer_train.steps}, "
+              f"lm_train.steps={scaled.lm_train.steps} on train_clips={scaled.train_clips}")
+        print(dump_config(to_dict(cfg)), end="")
+        return 0
+    run_demo(args.out, cfg.scaled(cfg.budget_minutes), progress=args.progress)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_device_flag, add_group, add_progress_flag, add_set_flag
+from reelm.commands import add_config_flags, add_device_flag, add_group, add_progress_flag, add_set_flag
 from reelm.lm.ds_config import SHIPPED_CONFIGS
 
 
@@ -38,6 +38,7 @@ def register(subparsers) -> None:
                         help=f"one of {', '.join(SHIPPED_CONFIGS)} (shipped; default zero<zero_stage>, "
                         "i.e. zero2) or a DeepSpeed JSON file whose \"auto\" values reelm fills in")
     add_set_flag(parser, "lr=1e-3, micro_batch_size=4, mixture.t2v=1, model.num_layers=2")
+    add_config_flags(parser, "sections preset, model, train")
     parser.add_argument("--peak-flops", type=float, metavar="FLOPS",
                         help="one device's peak FLOP/s for MFU (default: measured at start with large matmuls)")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to RUN/tensorboard")
@@ -58,7 +59,7 @@ def register(subparsers) -> None:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from reelm.commands.run_configs import run_configs
+    from reelm.commands.run_configs import print_run_configs, run_configs
     from reelm.core.checkpoint_format import list_checkpoints
     from reelm.core.distributed import shutdown_distributed
     from reelm.lm.model import preset
@@ -71,7 +72,11 @@ def train_main(args: argparse.Namespace) -> int:
         saved = (init_model_config(args.init_from), LMTrainConfig())
         overrides.append(f"init_from={args.init_from}")
     model_cfg, train_cfg = run_configs(args.preset, overrides, saved=saved, choices="tiny, small, base or large",
+                                       config_file=args.config,
                                        presets=lambda name: (preset(name), LMTrainConfig()))
+    if args.print_config:
+        print_run_configs(args.preset, args.config, model_cfg, train_cfg)
+        return 0
     try:
         result = train(args.data, args.out, model=model_cfg, config=train_cfg,
                        deepspeed_config=args.deepspeed_config, resume=args.resume, peak_flops=args.peak_flops,

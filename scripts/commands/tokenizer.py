@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 from reelm.commands import (
+    add_config_flags,
     add_device_flag,
     add_group,
     add_progress_flag,
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="end this invocation after STEP with a checkpoint; --resume continues")
     add_set_flag(p, "model.quantizer.kind=fsq, lr=3e-4, clip.size=128, loss.recon_weight=2")
+    add_config_flags(p, "sections preset, model, train")
     add_source_flags(p)
     add_device_flag(p)
     add_progress_flag(p)
@@ -83,7 +85,7 @@ def _common(p: argparse.ArgumentParser, what: str, output_help: str) -> None:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from reelm.commands.run_configs import run_configs
+    from reelm.commands.run_configs import print_run_configs, run_configs
     from reelm.core.config import resolve_preset
     from reelm.core.checkpoint_format import list_checkpoints
     from reelm.tokenizer.model import PRESETS
@@ -105,9 +107,13 @@ def train_main(args: argparse.Namespace) -> int:
         saved = init_configs(args.init_from)
         overrides.append(f"init_from={args.init_from}")
     model_cfg, train_cfg = run_configs(args.preset, overrides, saved=saved, choices="tiny, small or base",
+                                       config_file=args.config,
                                        presets=lambda name: (resolve_preset(PRESETS, name, "tokenizer"),
                                                              training_preset(name)))
     train_cfg = dataclasses.replace(train_cfg, world=world_options(args, base=train_cfg.world))
+    if args.print_config:
+        print_run_configs(args.preset, args.config, model_cfg, train_cfg)
+        return 0
     result = train(args.out, model=model_cfg, config=train_cfg, resume=args.resume, progress=args.progress,
                    device=args.device, stop_at=args.stop_at)
     if result.checkpoint is not None:

@@ -11,6 +11,11 @@ string that fails later. Keys missing from saved JSON take the field's default, 
 config written before a field was added still loads; a key the code does not know is an
 error, so a checkpoint never loads with a silently different configuration.
 
+A config file (``--config FILE``, YAML or JSON: :func:`read_config_file`) holds the same
+nested keys as the saved JSON; :func:`merge_settings` lays it over a preset with the same
+checks, and ``--set`` goes on top of both. YAML is read with PyYAML's ``safe_load`` and then
+typed by the dataclass annotations here, exactly as JSON is.
+
 Follows: torchtitan's per-component config dataclasses and preset functions.
 """
 
@@ -175,6 +180,67 @@ def load_json(path: str | Path) -> Any:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc}); fix the file or write it again") from None
+
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The settings in a YAML or JSON file (a mapping at the top), or a one-line :class:`ConfigError` naming it."""
+    path = Path(path)
+    if path.suffix.lower() not in CONFIG_SUFFIXES:
+        raise ConfigError(f"{path}: a config file must end in .yaml, .yml or .json")
+    if path.suffix.lower() == ".json":
+        data = load_json(path)
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder, expected a YAML file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', None) or exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top, got {_show(data)}")
+    return data
+
+
+def merge_settings(cfg: T, settings: Mapping[str, Any], *, where: str) -> T:
+    """``cfg`` with the nested ``settings`` laid over it (a config file's section), every value checked."""
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {_show(settings)}")
+    return from_dict(type(cfg), _deep_merge(to_dict(cfg), settings), where=where)
+
+
+def _deep_merge(base: dict, settings: Mapping[str, Any]) -> dict:
+    merged = dict(base)
+    for key, value in settings.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dump_config(payload: Mapping[str, Any]) -> str:
+    """The YAML text of a resolved config (``--print-config``): what ``--config`` reads back."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):  # sections in block style, lists of values on one line
+        pass
+
+    Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data,
+                                                                                 flow_style=True))
+    return yaml.dump(_to_jsonable(dict(payload)), Dumper=Dumper, sort_keys=False, default_flow_style=False)
 
 
 def apply_overrides(cfg: T, overrides: list[str] | None, *, prefix: str = "") -> T:
