@@ -160,9 +160,9 @@ def test_vbench_naming_writes_prompt_named_videos_into_a_folder(pipe, tmp_path, 
     sidecar = json.loads((out / "reelm" / "a blue circle-1.json").read_text())
     assert sidecar["prompt"] == "a blue circle" and sidecar["sample"] == 1
     prompts.write_text("a blue circle\na blue circle\n")
-    assert main(_generate_args(pipe, prompts, tmp_path / "dup", "--naming", "vbench")) == 2
+    assert main(_generate_args(pipe, prompts, tmp_path / "dup", "--naming", "vbench")) == 1
     assert "repeats prompt 1" in capsys.readouterr().err
-    assert main(_generate_args(pipe, prompts, tmp_path / "v.mp4", "--naming", "vbench")) == 2
+    assert main(_generate_args(pipe, prompts, tmp_path / "v.mp4", "--naming", "vbench")) == 1
     assert "-o is the folder" in capsys.readouterr().err
 
 
@@ -282,7 +282,7 @@ def test_generate_command_refuses_bad_arguments_in_one_line(folder, tmp_path, ca
     (tmp_path / "empty.txt").write_text("\n\n")
     (tmp_path / "latin1.txt").write_bytes("un cercle rouge, été".encode("latin-1"))
     prompt = [] if "--prompts" in args else ["a red circle"]
-    assert main(["generate", *prompt, "--model", str(folder), "--no-progress", *args]) == 2
+    assert main(["generate", *prompt, "--model", str(folder), "--no-progress", *args]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("reelm: error:") and message in err and "\n" not in err
 
@@ -308,7 +308,8 @@ def test_the_readme_pipeline_example_runs_as_written(folder, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
-    assert scope["out"].videos[0].shape == (9, 32, 32, 3)
+    assert scope["out"].videos[0].shape == (9, 32, 32, 3) and scope["out"].frames.shape == (2, 9, 32, 32, 3)
+    assert (tmp_path / "red_circle.mp4").stat().st_size > 0
 
 
 def test_a_hub_style_name_is_a_local_error_and_never_downloads(tmp_path, monkeypatch):

@@ -5,14 +5,17 @@ engine (token ids), so it sits above both.
 - ``model_folder``: open a model folder (LM, token layout, video tokenizer, clip spec), checked together
 - ``pipeline``: ``VideoPipeline`` (``from_pretrained``, ``__call__``, ``caption``)
 - ``outputs``: writing samples (MP4 / GIF, contact sheet, JSON sidecar) and reading prompt files
+- ``video_export``: ``export_to_video``, diffusers' signature
 
 Example::
 
     from reelm.generation import VideoPipeline
     pipe = VideoPipeline.from_pretrained("runs/lm")   # a local folder: never downloaded
-    out = pipe("a red circle moves to the left", seed=0)   # out.videos[0]: (T, H, W, 3) uint8
+    out = pipe("a red circle moves to the left", generator=torch.Generator().manual_seed(0))
+    export_to_video(out.frames[0], "circle.mp4", fps=8)   # out.frames: (B, T, H, W, 3) in [0, 1]
 """
 
 from reelm.generation.pipeline import CaptionOutput, VideoPipeline, VideoPipelineOutput
+from reelm.generation.video_export import export_to_video
 
-__all__ = ["CaptionOutput", "VideoPipeline", "VideoPipelineOutput"]
+__all__ = ["CaptionOutput", "VideoPipeline", "VideoPipelineOutput", "export_to_video"]

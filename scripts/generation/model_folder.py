@@ -20,6 +20,7 @@ import torch
 
 from reelm.core.checkpoint_format import CheckpointError, resolve_checkpoint
 from reelm.core.config import from_dict
+from reelm.core.errors import ReelmError
 from reelm.data.clip_sampling import ClipSpec
 from reelm.data.token_layout import TokenLayout
 from reelm.core.device import compute_dtype, resolve_device
@@ -56,8 +57,10 @@ class ModelFolder:
 
 
 def load_model_folder(path: str | Path, *, video_tokenizer: str | Path | None = None, device: str = "auto",
-                      clip: ClipSpec | None = None) -> ModelFolder:
+                      clip: ClipSpec | None = None, dtype: torch.dtype | str | None = None) -> ModelFolder:
     """Open the model folder ``path`` for generation; see the module docstring.
+
+    ``dtype``: the LM's weights (a ``torch.dtype`` or its name; None or ``"auto"``: :func:`compute_dtype`).
 
     ``clip`` is needed only for folders made before reelm 0.2, which do not record their clip spec.
     """
@@ -75,9 +78,24 @@ def load_model_folder(path: str | Path, *, video_tokenizer: str | Path | None = 
         raise CheckpointError(f"{folder}: the video tokenizer makes a {grid[0]}x{grid[1]} latent grid at "
                               f"{clip.size}x{clip.size}, the model was trained on {layout.latent_hw[0]}x"
                               f"{layout.latent_hw[1]}")
-    lm = build_lm(folder, meta, layout, device=chosen, dtype=compute_dtype(chosen))
+    if dtype is None or dtype == "auto":
+        dtype = compute_dtype(chosen)
+    else:
+        dtype = lm_dtype(dtype)
+    lm = build_lm(folder, meta, layout, device=chosen, dtype=dtype)
     return ModelFolder(path=folder, lm=lm, layout=layout, video_tokenizer=tokenizer, clip=clip, meta=meta,
                        device=chosen)
+
+
+def lm_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``torch_dtype`` as a ``torch.dtype``: a dtype, or its name (``"bfloat16"``, ``"torch.float16"``)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    chosen = getattr(torch, name, None) if name in ("float32", "float16", "bfloat16", "float", "half") else None
+    if chosen is None:
+        raise ReelmError(f"torch_dtype {dtype!r}: expected torch.float32, torch.bfloat16 or torch.float16")
+    return chosen
 
 
 def _clip_spec(folder: Path, meta: dict, given: ClipSpec | None) -> ClipSpec:

@@ -4,7 +4,13 @@ Three lines, in the shape Hugging Face ``diffusers`` users know::
 
     from reelm.generation import VideoPipeline
     pipe = VideoPipeline.from_pretrained("runs/lm")                  # a local run or step folder (never the Hub)
-    out = pipe("a red circle moves to the left", seed=0)             # out.videos[0]: (T, H, W, 3) uint8
+    out = pipe("a red circle moves to the left", generator=torch.Generator().manual_seed(0))
+    export_to_video(out.frames[0], "circle.mp4", fps=8)            # out.frames: (B, T, H, W, 3) floats in [0, 1]
+
+The call takes diffusers' names — ``negative_prompt``, ``generator`` (one, or one per video),
+``num_videos_per_prompt``, ``num_frames``, ``guidance_scale``, ``output_type`` (``"np"``,
+``"pil"``, ``"pt"``) — and returns ``.frames`` in that type (``.videos`` keeps the uint8 arrays);
+``from_pretrained(..., torch_dtype=torch.bfloat16)`` and ``pipe.to("cuda")`` as there.
 
 One :class:`VideoPipeline` does the four jobs of one pretrained model:
 
@@ -31,6 +37,7 @@ tokenizer; VideoPoet's task prompts and its continuation of long videos window b
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +51,7 @@ from reelm.data.video_read import fit_frames, frames_to_tensor, iter_frames, rea
 from reelm.core.device import torch_threads
 from reelm.core.seeds import derive_seed, text_key
 from reelm.core.errors import ReelmError
-from reelm.generation.model_folder import ModelFolder, load_model_folder
+from reelm.generation.model_folder import ModelFolder, lm_dtype, load_model_folder
 from reelm.lm.engine import GenerationEngine, Progress, Request
 from reelm.lm.sampling import Sampling
 
@@ -66,15 +73,25 @@ class PipelineInputError(ReelmError):
     """A prompt, image, clip or setting the pipeline cannot use."""
 
 
+OUTPUT_TYPES = ("np", "pil", "pt")  # diffusers' names for what .frames holds
+
+
 @dataclass(frozen=True, eq=False)
 class VideoPipelineOutput:
-    """Generated videos, sample after sample (each prompt's ``num_samples`` together), with their tokens."""
+    """Generated videos, sample after sample (each prompt's ``num_samples`` together), with their tokens.
+
+    ``frames`` is the videos in the call's ``output_type``, as diffusers returns them: ``"np"`` a
+    ``(B, T, H, W, 3)`` float32 array in [0, 1], ``"pil"`` a list of lists of ``PIL.Image``,
+    ``"pt"`` a ``(B, T, 3, H, W)`` float32 tensor in [0, 1]. ``videos`` holds the same frames as
+    ``(T, H, W, 3)`` uint8 arrays whatever the type.
+    """
 
     videos: list[np.ndarray]  # (T, H, W, 3) uint8 each
     codes: list[np.ndarray]  # (t, h, w) latent code grid of each video
     sequences: list[np.ndarray]  # token ids of each sample's first window: prompt + generated block
     prompts: list[str | None]  # the prompt of each sample
     info: dict = field(default_factory=dict)  # settings, model identity, token counts, timings
+    frames: object = None  # the videos as output_type says (see above)
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +106,7 @@ class VideoPipeline:
 
     def __init__(self, model: ModelFolder, *, step: str = "auto", threads: int | None = CPU_DECODE_THREADS):
         self.model = model
+        self._step, self._threads = step, threads
         self.threads = threads if model.device.type == "cpu" else None
         self.layout = model.layout
         self.tokenizer = model.video_tokenizer
@@ -96,14 +114,49 @@ class VideoPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, video_tokenizer: str | Path | None = None, device: str = "auto",
-                        clip=None, step: str = "auto") -> VideoPipeline:
-        """Open a run folder (its latest checkpoint) or a ``step-NNNNNN`` folder; see :func:`load_model_folder`."""
-        return cls(load_model_folder(path, video_tokenizer=video_tokenizer, device=device, clip=clip), step=step)
+                        clip=None, step: str = "auto", torch_dtype: torch.dtype | str | None = None) -> VideoPipeline:
+        """Open a run folder (its latest checkpoint) or a ``step-NNNNNN`` folder; see :func:`load_model_folder`.
+
+        ``torch_dtype`` (``torch.bfloat16``, ``"float32"``, ...; None or ``"auto"``: bf16 on GPUs that
+        support it, fp32 elsewhere) is the LM's; the video tokenizer stays in fp32."""
+        return cls(load_model_folder(path, video_tokenizer=video_tokenizer, device=device, clip=clip,
+                                     dtype=torch_dtype), step=step)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The LM's dtype."""
+        return next(self.model.lm.parameters()).dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> VideoPipeline:
+        """Move the LM and the video tokenizer to ``device`` (and the LM to ``dtype``), as diffusers' ``.to``; returns self."""
+        from reelm.core.device import resolve_device
+
+        chosen = resolve_device(device) if device is not None else self.model.device
+        self.model.lm.to(device=chosen, dtype=lm_dtype(dtype) if dtype is not None else None)
+        self.model.video_tokenizer.to(chosen)
+        self.model = dataclasses.replace(self.model, device=chosen)
+        self.threads = self._threads if chosen.type == "cpu" else None
+        self.engine = GenerationEngine(self.model.lm, self.layout, step=self._step)  # its masks live on the device
+        return self
 
     # --- the four jobs -----------------------------------------------------------------------
 
-    def __call__(self, prompt: str | Sequence[str] | None = None, *, image=None, video=None, **kwargs):
-        """Text-to-video, or image-to-video with ``image``, or continuation with ``video``."""
+    def __call__(self, prompt: str | Sequence[str] | None = None, *, image=None, video=None,
+                 num_videos_per_prompt: int | None = None, **kwargs):
+        """Text-to-video, or image-to-video with ``image``, or continuation with ``video``.
+
+        Keywords: ``num_frames``, ``guidance_scale``, ``negative_prompt``, ``generator`` (a
+        ``torch.Generator``, or a list with one per video; it wins over ``seed``), ``seed`` (an int:
+        reelm's own per-sample seeding), ``num_videos_per_prompt`` (= ``num_samples``),
+        ``output_type`` (``"np"``, ``"pil"``, ``"pt"``), ``sampling``, ``batch_size``, ``progress``."""
+        if num_videos_per_prompt is not None:
+            if kwargs.get("num_samples", num_videos_per_prompt) != num_videos_per_prompt:
+                raise PipelineInputError("num_videos_per_prompt and num_samples say different things: give one")
+            kwargs["num_samples"] = num_videos_per_prompt
         if image is not None and video is not None:
             raise PipelineInputError("give an image (image-to-video) or a video (continuation), not both")
         if image is not None:
@@ -179,7 +232,7 @@ class VideoPipeline:
                   num_frames: int | None = None, num_samples: int = 1, seed: int | None = 0,
                   guidance_scale: float = DEFAULT_GUIDANCE, sampling: Sampling | None = None,
                   batch_size: int = DEFAULT_BATCH, negative_prompt: str | Sequence[str] | None = None,
-                  sample_numbers: Sequence[int] | None = None,
+                  sample_numbers: Sequence[int] | None = None, generator=None, output_type: str = "np",
                   progress: Callable[[int], None] | None = None) -> VideoPipelineOutput:
         """``negative_prompt``: the text of guidance's other branch (one for all prompts, or one per prompt);
         ``None``: the empty text the model was trained to drop captions to.
@@ -196,6 +249,9 @@ class VideoPipeline:
         else:
             numbers = [n for _ in prompts for n in range(num_samples)]
         negatives = _negatives(negative_prompt, len(prompts))
+        if output_type not in OUTPUT_TYPES:
+            raise PipelineInputError(f"output_type {output_type!r}: choose from {', '.join(OUTPUT_TYPES)}")
+        seed, bases = generator_seeds(generator, seed, len(prompts) * num_samples)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise PipelineInputError(f"batch_size {batch_size!r}: expected a positive integer")
         for prompt in prompts:
@@ -214,7 +270,7 @@ class VideoPipeline:
         samples, stats = self._window(task, prompts, conditions, negatives, first_new, num_samples=num_samples,
                                       seed=seed, window=0, guidance_scale=guidance_scale, sampling=sampling,
                                       batch_size=batch_size, progress=progress,
-                                      sample_numbers=numbers if sample_numbers is not None else None)
+                                      sample_numbers=numbers if sample_numbers is not None else None, bases=bases)
         grids = [codes if conditions[i] is None else np.concatenate([conditions[i], codes]) for i, codes, _ in samples]
         sequences = [sequence for _, _, sequence in samples]
         timings["generate_s"] += time.perf_counter() - began
@@ -226,15 +282,17 @@ class VideoPipeline:
         while len(grids[0]) < total:
             videos, grids, more = self._slide(videos, grids, sample_prompts, total, seed, windows, guidance_scale,
                                               sampling, batch_size, progress, timings,
-                                              [n for n in negatives for _ in range(num_samples)], numbers)
+                                              [n for n in negatives for _ in range(num_samples)], numbers, bases)
             stats += more
             windows += 1
         videos = [v[:num_frames] for v in videos]
         info = {
             "task": task.value, "num_frames": num_frames, "latent_frames": total, "windows": windows,
             "trained_latent_frames": window, "num_samples": num_samples, "seed": seed,
-            "sample_numbers": numbers,
-            "sample_seeds": [sample_seed(seed, task, p, n) for p, n in zip(sample_prompts, numbers)],
+            "sample_numbers": numbers, "generator": None if generator is None else
+            ("one per video" if bases is not None else "one for the call"),
+            "sample_seeds": [sample_seed(bases[k] if bases is not None else seed, task, p, 0 if bases else n)
+                             for k, (p, n) in enumerate(zip(sample_prompts, numbers))],
             "guidance_scale": guidance_scale, "negative_prompt": negative_prompt,
             "sampling": sampling.to_dict(), "batch_size": batch_size,
             "fps": self.model.clip.fps, "model": self.model.identity(),
@@ -242,10 +300,11 @@ class VideoPipeline:
                        "per_video": int(total * self.layout.codes_per_frame)},
             "engine": stats, "timings": {**timings, "total_s": time.perf_counter() - began},
         }
-        return VideoPipelineOutput(videos, grids, sequences, sample_prompts, info)
+        return VideoPipelineOutput(videos, grids, sequences, sample_prompts, info,
+                                   frames=frames_as(videos, output_type))
 
     def _slide(self, videos, grids, prompts, total, seed, window_index, guidance_scale, sampling, batch_size,
-               progress, timings, negatives, sample_numbers):
+               progress, timings, negatives, sample_numbers, bases):
         """One more window for every sample: re-encode the end as context, generate what follows, keep the new frames."""
         window, ft = self.model.latent_frames, self.tokenizer.temporal_downsample
         k = continuation_context(window)
@@ -257,7 +316,7 @@ class VideoPipeline:
         samples, stats = self._window(Task.V2V, prompts, contexts, negatives, new, num_samples=1, seed=seed,
                                       window=window_index, guidance_scale=guidance_scale, sampling=sampling,
                                       batch_size=batch_size, progress=progress,
-                                      sample_numbers=sample_numbers)
+                                      sample_numbers=sample_numbers, bases=bases)
         window_codes = [np.concatenate([contexts[i], codes]) for i, codes, _ in samples]
         timings["generate_s"] += time.perf_counter() - began
         began = time.perf_counter()
@@ -269,20 +328,25 @@ class VideoPipeline:
 
     def _window(self, task: Task, prompts, conditions, negatives, frames: int, *, num_samples: int, seed, window: int,
                 guidance_scale: float, sampling: Sampling, batch_size: int, progress,
-                sample_numbers: list[int] | None = None):
+                sample_numbers: list[int] | None = None, bases: list[int] | None = None):
         """``frames`` new latent frames for every prompt (``num_samples`` each), in batches of ``batch_size`` prompts:
         ``(samples, engine stats)``, each sample ``(prompt index, its new codes, its sequence)``, in order.
 
         Each sample draws from a generator of its own, seeded by :func:`sample_seed` from the seed, the
         task, its prompt, its sample number (``sample_numbers[i]`` for prompt ``i`` when its samples were
-        expanded into prompts) and the window, so it does not depend on the rest of its batch."""
+        expanded into prompts) and the window, so it does not depend on the rest of its batch. ``bases``
+        (one seed per sample, drawn from the caller's generators) replace the seed and the sample number."""
         samples, stats = [], []
         for start in range(0, len(prompts), batch_size):
             stop = start + batch_size
             numbers = [[sample_numbers[i]] if sample_numbers else list(range(num_samples))
                        for i in range(start, min(stop, len(prompts)))]
-            seeds = None if seed is None else [sample_seed(seed, task, prompts[start + j], n, window)
-                                                for j, ns in enumerate(numbers) for n in ns]
+            if bases is not None:
+                seeds = [sample_seed(bases[(start + j) * num_samples + m], task, prompts[start + j], 0, window)
+                         for j, ns in enumerate(numbers) for m in range(len(ns))]
+            else:
+                seeds = None if seed is None else [sample_seed(seed, task, prompts[start + j], n, window)
+                                                    for j, ns in enumerate(numbers) for n in ns]
             requests = [self._request(task, prompt, condition, frames, negative)
                         for prompt, condition, negative in zip(prompts[start:stop], conditions[start:stop],
                                                                negatives[start:stop])]
@@ -368,6 +432,38 @@ def _numbered(prompts: list, conditions: list, sample_numbers, num_samples: int)
         raise PipelineInputError(f"sample_numbers: {len(numbers)} numbers for {len(prompts)} prompts; give one per "
                                  "prompt")
     return prompts, conditions, [int(n) for n in numbers]
+
+
+def generator_seeds(generator, seed: int | None, count: int) -> tuple[int | None, list[int] | None]:
+    """``(seed, per-video seeds)`` from diffusers' ``generator``: one generator gives the call's seed, a list (one
+    per video, ``count`` of them) a seed per video; each draw advances its generator, as sampling from it would."""
+    if generator is None:
+        return seed, None
+    if isinstance(generator, torch.Generator):
+        return _draw(generator), None
+    generators = list(generator) if isinstance(generator, (list, tuple)) else None
+    if not generators or not all(isinstance(g, torch.Generator) for g in generators):
+        raise PipelineInputError(f"generator: expected a torch.Generator or a list of them, got {generator!r}")
+    if len(generators) != count:
+        raise PipelineInputError(f"generator: {len(generators)} generators for {count} videos (prompts x "
+                                 "num_videos_per_prompt); give one, or one per video")
+    return seed, [_draw(g) for g in generators]
+
+
+def _draw(generator: torch.Generator) -> int:
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+
+
+def frames_as(videos: list[np.ndarray], output_type: str):
+    """The uint8 ``(T, H, W, 3)`` videos as diffusers' ``output_type`` returns them (see :class:`VideoPipelineOutput`)."""
+    if output_type == "pil":
+        from PIL import Image
+
+        return [[Image.fromarray(frame) for frame in video] for video in videos]
+    stacked = np.stack(videos).astype(np.float32) / 255.0  # (B, T, H, W, 3)
+    if output_type == "pt":
+        return torch.from_numpy(stacked).permute(0, 1, 4, 2, 3).contiguous()  # (B, T, 3, H, W)
+    return stacked
 
 
 def _negatives(negative_prompt, count: int) -> list[str | None]:
