@@ -18,13 +18,12 @@ def _reelm(*argv: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_exit_codes_say_usage_error_run_failure_or_done(tmp_path):
-    usage = _reelm("demo", "--no-such-flag")
+def test_exit_codes_say_usage_error_run_failure_or_done(tmp_path, capsys):
+    usage = _reelm("demo", "--no-such-flag")  # the process's own exit status
     assert usage.returncode == 2 and "unrecognized arguments" in usage.stderr
-    failed = _reelm("demo", "--config", str(tmp_path / "missing.yaml"), "--print-config")
-    assert failed.returncode == 1 and failed.stderr.strip() == f"reelm: error: {tmp_path / 'missing.yaml'}: not found"
-    done = _reelm("demo", "--print-config")
-    assert done.returncode == 0 and done.stdout.startswith("# budget_minutes=15")
+    assert main(["demo", "--config", str(tmp_path / "missing.yaml"), "--print-config"]) == 1
+    assert capsys.readouterr().err.strip() == f"reelm: error: {tmp_path / 'missing.yaml'}: not found"
+    assert main(["demo", "--print-config"]) == 0 and capsys.readouterr().out.startswith("# budget_minutes=15")
 
 
 def test_a_config_file_sits_between_the_preset_and_set_and_print_config_reads_back(tmp_path, capsys):
