@@ -16,14 +16,8 @@ from reelm.generation.pipeline import PipelineInputError
 PROMPTS = ["a red circle moves to the left", "a blue square moves up"]
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("diffusers"))
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    return VideoPipeline.from_pretrained(folder, device="cpu")
+folder = pytest.fixture(scope="module")(lambda tmp_path_factory: make_model_folder(tmp_path_factory.mktemp("dfs")))
+pipe = pytest.fixture(scope="module")(lambda folder: VideoPipeline.from_pretrained(folder, device="cpu"))
 
 
 def _seeded(seed: int) -> torch.Generator:

@@ -170,16 +170,23 @@ def save_json(path: str | Path, payload: Any) -> Path:
 
 def load_json(path: str | Path) -> Any:
     path = Path(path)
+    text = _read_text(path, "JSON")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); fix the file or write it again") from None
+
+
+def _read_text(path: Path, kind: str) -> str:
+    """The UTF-8 text of a settings file, or a one-line :class:`ConfigError` naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, expected a JSON file") from None
+        raise ConfigError(f"{path}: is a folder, expected a {kind} file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}); fix the file or write it again") from None
 
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -195,14 +202,9 @@ def read_config_file(path: str | Path) -> dict:
     else:
         import yaml
 
+        text = _read_text(path, "YAML")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: not found") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path}: is a folder, expected a YAML file") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not UTF-8 text") from None
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
