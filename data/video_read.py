@@ -418,18 +418,23 @@ def _is_link_loop(path: Path) -> bool:
 _log_lock = threading.Lock()
 _log_users = 0
 _saved_log_level: int | None = None
+_saved_skip_repeated = True
 
 
 @contextlib.contextmanager
 def _ffmpeg_errors_on() -> Iterator[None]:
-    """Let FFmpeg report errors (PyAV silences its log by default) so ``av.logging.Capture`` sees them.
+    """Let FFmpeg report errors (PyAV silences its log by default) so ``av.logging.Capture`` sees them, every
+    time: PyAV drops a message that repeats the last one, so a long-lived process reading the same bad file
+    twice would give the second read another reason.
 
-    Reference-counted across threads; the previous level comes back when the last reader ends.
+    Reference-counted across threads; the previous settings come back when the last reader ends.
     """
-    global _log_users, _saved_log_level
+    global _log_users, _saved_log_level, _saved_skip_repeated
     with _log_lock:
         if _log_users == 0:
             _saved_log_level = av.logging.get_level()
+            _saved_skip_repeated = av.logging.get_skip_repeated()
+            av.logging.set_skip_repeated(False)
             if _saved_log_level is None or _saved_log_level < av.logging.ERROR:
                 av.logging.set_level(av.logging.ERROR)
         _log_users += 1
@@ -440,6 +445,7 @@ def _ffmpeg_errors_on() -> Iterator[None]:
             _log_users -= 1
             if _log_users == 0:
                 av.logging.set_level(_saved_log_level)
+                av.logging.set_skip_repeated(_saved_skip_repeated)
 
 
 # --- resize and crop --------------------------------------------------------------------

@@ -399,6 +399,18 @@ def test_ffmpeg_log_level_is_restored(counting_clips):
     assert av.logging.get_level() == before
 
 
+def test_the_same_bad_file_gives_the_same_reason_every_time(tmp_path):
+    """PyAV drops a log line repeating the last one; a long-lived reader (``reelm app``) still gets FFmpeg's reason."""
+    (tmp_path / "clip.mp4").write_text("this is not a video\n")
+    reasons = []
+    for _ in range(3):
+        with pytest.raises(VideoReadError) as info:
+            read_video(tmp_path / "clip.mp4")
+        reasons.append(str(info.value))
+    assert len(set(reasons)) == 1, reasons
+    assert av.logging.get_skip_repeated()  # PyAV's own setting comes back
+
+
 # --- contact sheets --------------------------------------------------------------------------
 
 
