@@ -381,11 +381,11 @@ def _plain(record: dict) -> dict:
 
 
 def _bar(enabled: bool, prompts: list, cfg: GenerationEvalConfig, pipe: VideoPipeline):
-    from tqdm import tqdm
+    from reelm.core.progress import progress_bar
 
     frames = cfg.num_frames or pipe.model.clip.num_frames
     latents = pipe.tokenizer.latent_frames(frames)
     total = (len(prompts) * cfg.num_samples + (cfg.image_to_video + cfg.continuation
                                                if cfg.prompts == "synthetic" else 0)) * latents
-    return tqdm(total=total * pipe.layout.codes_per_frame, unit="tok", unit_scale=True, desc="eval generate",
-                disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total * pipe.layout.codes_per_frame, desc="eval generate", unit="tok", unit_scale=True,
+                        enabled=enabled)

@@ -71,7 +71,7 @@ class _Clip:
 def evaluate_reconstruction(tokenizer: str | Path, data: Any, out: str | Path, cfg: ReconstructConfig, *,
                             device: str = "auto", progress: bool = True) -> dict:
     """Score ``tokenizer``'s reconstructions of the clips of ``data``; writes and returns the summary."""
-    from tqdm import tqdm
+    from reelm.core.progress import progress_bar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def evaluate_reconstruction(tokenizer: str | Path, data: Any, out: str | Path, c
     records, skipped, adherence, kept = [], [], [], []
     frame_psnr: list[list[float]] = []
     began = time.perf_counter()
-    bar = tqdm(total=len(source), unit="row", desc="reconstruct", disable=not progress)
+    bar = progress_bar(len(source), desc="reconstruct", unit="row", enabled=progress)
     pending: list[_Clip] = []
     next_index = 0
     with read_rows(RowReader(source, spec, cfg.seed, need_caption=False), 0) as read:

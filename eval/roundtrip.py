@@ -18,7 +18,6 @@ Follows: MAGVIT-v2 / VQGAN reconstruction evaluation (PSNR, SSIM), computed chun
 from __future__ import annotations
 
 import itertools
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +55,11 @@ def reconstruct_file(model: VideoTokenizer, path: str | Path, output: str | Path
                      progress: bool = True) -> RoundTrip:
     """Write ``model``'s reconstruction of the video ``path`` to ``output`` (and ``output`` as ``.png``:
     original above reconstruction) and score it; see the module docstring."""
-    from tqdm import tqdm
+    from reelm.core.progress import progress_bar
 
     output = Path(output)
     expected = _expected_frames(path, fps, max_frames)
-    with tqdm(total=expected, desc="encode", unit="frame", disable=not progress, file=sys.stderr) as bar:
+    with progress_bar(expected, desc="encode", unit="frame", enabled=progress) as bar:
         codes, meta = encode_video(model, path, fps=fps, size=size, max_frames=max_frames, device=device,
                                    progress=bar.update)
     total, crop = meta["frames"], (meta["height"], meta["width"])
@@ -69,7 +68,7 @@ def reconstruct_file(model: VideoTokenizer, path: str | Path, output: str | Path
     picked = set(sample_indices(total, SHEET_FRAMES).tolist())
     sheet_rows: tuple[list, list] = ([], [])
     metrics, done = ClipMetrics(ssim=min(crop) >= SSIM_WINDOW), 0
-    with tqdm(total=total, desc="decode", unit="frame", disable=not progress, file=sys.stderr) as bar, \
+    with progress_bar(total, desc="decode", unit="frame", enabled=progress) as bar, \
             open_video(output, rate) as video:
         for recon in iter_decoded(model, codes, device=device):  # (T_i, H, W, 3)
             original = np.stack(list(itertools.islice(originals, len(recon))))  # (T_i, H, W, 3)

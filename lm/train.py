@@ -7,7 +7,10 @@ the warm-up + cosine schedule. Every ``log_every`` steps the loss (overall, per 
 per task), tokens/s and MFU go to the progress bar and ``RUN/metrics.jsonl``; every
 ``val_every`` steps the held-out loss too; every ``checkpoint_every`` steps (and at the
 end) a step folder that is also the exported model, standing alone with its video
-tokenizer and clip spec (:mod:`reelm.lm.lm_checkpoint`).
+tokenizer and clip spec (:mod:`reelm.lm.lm_checkpoint`). The logged values also go to the
+trackers ``report_to`` names (:mod:`reelm.core.trackers`); ``on_checkpoint(step, folder,
+trackers)``, called on rank 0 after each checkpoint with the RNG restored afterwards (so it
+changes nothing of the run), is where a caller that may touch pixels logs samples.
 
 ``resume=True`` continues from the latest complete checkpoint exactly: same weights,
 optimizer moments, LR, data position and RNG, so 5 + 5 steps give the weights of 10. It
@@ -29,6 +32,8 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
 import torch
 
 from reelm.core.checkpoint_format import (capture_rng, latest_checkpoint, list_checkpoints, read_meta,
@@ -50,9 +55,13 @@ from reelm.lm.loss_meter import LossMeter, shift_left, target_modality, token_lo
 from reelm.lm.model import LMConfig, build_model, compile_layers, cxx_compiler, layout_grid, select_attention
 from reelm.lm.plots import PLOT_FILE, plot_losses
 from reelm.core.metrics_log import MetricsLog
+from reelm.core.progress import progress_bar
 from reelm.core.resume import ResumePlan, nonfinite_stop, plan_resume
 from reelm.core.schedule import replanned_message
+from reelm.core.trackers import Trackers, resolve_report_to
 from reelm.core.train_result import TrainResult
+
+OnCheckpoint = Callable[[int, Path, Trackers], None]  # (step, checkpoint folder, the run's trackers), on rank 0
 
 
 @dataclass(kw_only=True)
@@ -213,9 +222,10 @@ class LMTrainer:
 
     def __init__(self, dist: DistInfo, shards: ShardSet, run_dir: Path, lm_cfg: LMConfig, cfg: LMTrainConfig,
                  ds_raw: dict, *, saved: dict | None, peak_flops: float | None,
-                 tensorboard: bool, progress: bool):
+                 report_to: str | tuple[str, ...] | None, progress: bool, on_checkpoint: OnCheckpoint | None = None):
         self.dist, self.shards, self.layout, self.run_dir = dist, shards, shards.layout, run_dir
         self.lm_cfg, self.cfg, self.saved, self.progress = lm_cfg, cfg, saved, progress
+        self.on_checkpoint = on_checkpoint
         bf16 = train_in_bf16(dist.device, cfg.precision)
         ds_config = resolve_deepspeed_config(ds_raw, cfg, world_size=dist.world_size, bf16=bf16,
                                              device_type=dist.device.type)
@@ -264,7 +274,8 @@ class LMTrainer:
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_staging(run_dir)
-        self.log = MetricsLog(run_dir, enabled=dist.is_main, tensorboard=tensorboard)
+        self.log = MetricsLog(run_dir, enabled=dist.is_main, report_to=report_to,
+                              config={"model": to_dict(lm_cfg), "train": to_dict(cfg)})
         self.peak = _total_peak_flops(peak_flops, dist.device, torch.bfloat16 if bf16 else torch.float32)
         self.checkpoint: Path | None = saved["folder"] if saved else None
         self.last: dict = {}
@@ -288,11 +299,9 @@ class LMTrainer:
         self.log.truncate_after(self.step)
 
     def run(self, stop_at: int | None = None) -> TrainResult:
-        from tqdm.auto import tqdm
-
         cfg, end = self.cfg, min(self.cfg.steps, stop_at or self.cfg.steps)
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and self.dist.is_main),
-                   unit="step", dynamic_ncols=True)
+        bar = progress_bar(cfg.steps, initial=self.step, desc="lm train", unit="step",
+                           enabled=self.progress and self.dist.is_main)
         meter = LossMeter(self.dist.device)
         window = _Window()
         self.engine.train()
@@ -315,6 +324,10 @@ class LMTrainer:
                     self._validate(bar)
                 if step % cfg.checkpoint_every == 0 or step == end:
                     self._save()
+                    if self.on_checkpoint is not None and self.dist.is_main:
+                        rng = capture_rng()
+                        self.on_checkpoint(self.step, self.checkpoint, self.log.trackers)
+                        restore_rng(rng)
         bar.close()
         self.log.close()
         if self.dist.is_main:
@@ -395,8 +408,8 @@ class _Window:
 
 def train(data: str | Path, out: str | Path, *, model: LMConfig | None = None, config: LMTrainConfig | None = None,
           deepspeed_config: str | None = None, resume: bool = False, peak_flops: float | None = None,
-          tensorboard: bool = False, stop_at: int | None = None, progress: bool = True,
-          device: str = "auto") -> TrainResult:
+          report_to: str | tuple[str, ...] | None = None, stop_at: int | None = None, progress: bool = True,
+          device: str = "auto", on_checkpoint: OnCheckpoint | None = None) -> TrainResult:
     """Pretrain on the shards in ``data`` into the run folder ``out``; call on every rank.
 
     ``model`` and ``config`` are typed configs, e.g. ``train(shards, out, model=preset("tiny"),
@@ -404,9 +417,13 @@ def train(data: str | Path, out: str | Path, *, model: LMConfig | None = None, c
     given ones must agree with it (:func:`reelm.core.resume.plan_resume`). A shipped DeepSpeed
     config (``zero0`` .. ``zero3``) or a file's explicit ZeRO stage sets ``zero_stage``.
     ``peak_flops`` is one device's peak FLOP/s for MFU (measured when None). ``stop_at``
-    ends this invocation after that step, with a checkpoint, as if interrupted.
+    ends this invocation after that step, with a checkpoint, as if interrupted. ``report_to``:
+    the trackers (:func:`reelm.core.trackers.resolve_report_to`); ``on_checkpoint``: see the
+    module docstring.
     """
     from transformers.utils import logging as hf_logging
+
+    resolve_report_to(report_to)  # a tracker not installed stops the run before anything is built
 
     hf_logging.disable_progress_bar()
     dist = init_distributed(device, need_group=True)
@@ -430,7 +447,7 @@ def train(data: str | Path, out: str | Path, *, model: LMConfig | None = None, c
     check_config(config, model)
     plan = _check_resume(saved, model, config, dist.world_size, shards.layout) if saved else None
     trainer = LMTrainer(dist, shards, run_dir, model, config, ds_raw, saved=saved, peak_flops=peak_flops,
-                        tensorboard=tensorboard, progress=progress)
+                        report_to=report_to, progress=progress, on_checkpoint=on_checkpoint)
     if plan is not None:
         trainer.restore(plan)
     return trainer.run(stop_at)

@@ -27,7 +27,6 @@ from reelm.lm.lm_checkpoint import export_lm, load_lm, video_tokenizer_dir
 from reelm.lm.ds_config import SHIPPED_CONFIGS, load_deepspeed_config, resolve_deepspeed_config
 from reelm.data.token_layout import IGNORE_INDEX
 from reelm.lm.loss_meter import shift_left, token_losses
-from reelm.core.metrics_log import MetricsLog
 from reelm.lm.model import cxx_compiler, preset
 from reelm.lm.train import LMTrainConfig, train, use_compile
 
@@ -433,16 +432,6 @@ def test_deepspeed_configs_fill_auto_values_and_reject_disagreements():
         resolve_deepspeed_config({"optimizer": {"type": "Adam"}}, cfg, world_size=1, bf16=False)
     with pytest.raises(ReelmError, match="neither one of"):
         load_deepspeed_config("zero9")
-
-
-def test_tensorboard_needs_the_package(tmp_path):
-    try:
-        import tensorboard  # noqa: F401
-        pytest.skip("tensorboard is installed")
-    except ImportError:
-        pass
-    with pytest.raises(ReelmError, match="pip install tensorboard"):
-        MetricsLog(tmp_path, enabled=True, tensorboard=True)
 
 
 def _launch(*args, cwd):

@@ -170,9 +170,9 @@ def _encode(model: VideoTokenizer, device: torch.device, layout: TokenLayout, ba
 
 
 def _progress(total: int, remaining: int, enabled: bool):
-    from tqdm import tqdm
+    from reelm.core.progress import progress_bar
 
-    return tqdm(total=total, initial=total - remaining, unit="row", desc="tokenize", disable=not enabled)
+    return progress_bar(total, initial=total - remaining, desc="tokenize", unit="row", enabled=enabled)
 
 
 def _summarise(out: Path, folder: Path, rows: int, clips_this_run: int, seconds: float) -> dict:

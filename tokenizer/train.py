@@ -21,6 +21,10 @@ steps straight and N/2 + N/2 with a resume in between give the same weights; onl
 logging and checkpoint intervals may change, and a finished run may be continued to more
 steps with its schedule re-planned.
 
+The loss terms go to ``RUN/metrics.jsonl`` every ``log_every`` steps and to the trackers
+``report_to`` names (:mod:`reelm.core.trackers`); with each checkpoint the trackers also get up
+to four clips of that step's batch above their reconstructions, as one image and one GIF.
+
 Follows: MAGVIT-v2's training recipe (Yu et al. 2023) at small scale; nanoGPT's loop.
 """
 
@@ -30,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -39,14 +44,18 @@ from reelm.core import checkpoint_format as ckpt
 from reelm.core.config import ConfigError, from_dict, load_json, resolve_preset, save_json, to_dict
 from reelm.data.clip_stream import ClipStream
 from reelm.data.clip_sampling import ClipSpec, SkipLog, check_clip_spec
+from reelm.data.contact_sheet import render_sheet
 from reelm.data.sources import SourceOptions, open_source
 from reelm.data.synthetic.world import WorldOptions
+from reelm.data.video_read import tensor_to_frames
 from reelm.core.device import PRECISIONS, autocast, saved_precision, train_in_bf16
 from reelm.core.distributed import any_rank, init_distributed
 from reelm.core.errors import ReelmError
 from reelm.core.metrics_log import MetricsLog
+from reelm.core.progress import progress_bar
 from reelm.core.resume import ResumePlan, nonfinite_stop, plan_resume
 from reelm.core.schedule import replanned_message, warmup_cosine
+from reelm.core.trackers import resolve_report_to
 from reelm.core.train_result import TrainResult
 from reelm.tokenizer.tokenizer_checkpoint import KIND, LEGACY_TRAINING_KEY, load_tokenizer, save_tokenizer
 from reelm.tokenizer.losses import LOSS_PRESETS, LossConfig, TokenizerLoss
@@ -55,6 +64,7 @@ from reelm.tokenizer.model import TokenizerConfig, VideoTokenizer
 TRAIN_CONFIG_FILE = "train_config.json"
 LEGACY_ROOT_KEY = "allow_outside_root"  # before 0.3: its opposite, confine_to_root, with the other default
 SYNTHETIC_CLIPS = 10**9  # the synthetic world is endless; this only bounds the index
+SHOWN_CLIPS = 4  # clips of a checkpoint step's batch shown to the trackers with their reconstructions
 # What a resumed run may change without losing exactness: what is logged and kept, never what is computed.
 SAFE_TO_CHANGE = frozenset({"log_every", "checkpoint_every", "keep_last", "max_nonfinite_steps",
                             "data_workers"})  # workers read the same clips in the same order
@@ -117,7 +127,7 @@ class TokenizerTrainer:
     """Everything one training run holds; ``run()`` trains to ``cfg.steps``."""
 
     def __init__(self, model_cfg: TokenizerConfig, cfg: TokenizerTrainConfig, out: str | Path, *, progress: bool = True,
-                 device: str = "auto"):
+                 device: str = "auto", report_to: str | tuple[str, ...] | None = None):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.dist = init_distributed(device)
         self.rank, self.world_size, self.device = self.dist.rank, self.dist.world_size, self.dist.device
@@ -146,20 +156,25 @@ class TokenizerTrainer:
         self.stream = ClipStream(source, cfg.clip, cfg.batch_size, seed=cfg.seed,
                                  rank=self.rank, world_size=self.world_size, skip_log=self.skips,
                                  workers=cfg.data_workers)
-        self.log = MetricsLog(self.out, enabled=self.rank == 0)
+        self.log = MetricsLog(self.out, enabled=self.rank == 0, report_to=report_to,
+                              config={"model": to_dict(model_cfg), "train": to_dict(cfg)})
+        self.shown: tuple[torch.Tensor, torch.Tensor] | None = None  # (video, recon) kept for the trackers
         self.schedule_plans = [{"from_step": 0, "steps": cfg.steps}]
         self.step = 0
         self.nonfinite_in_a_row = 0
 
     # --- one step -----------------------------------------------------------------------
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self, keep: bool = False) -> dict[str, float]:
+        """One step; ``keep``: hold a few clips of the batch and their reconstructions in ``self.shown``."""
         video = self.stream.next_batch().to(self.device)  # (B, 3, T, H, W)
         self.model.train()
         with autocast(self.device, self.bf16):
             recon, quant = self.ddp(video)
             terms = self.loss.generator_loss(video, recon.float(), quant, step=self.step,
                                              last_layer=self.model.last_layer)
+        if keep:
+            self.shown = (video[:SHOWN_CLIPS].detach(), recon[:SHOWN_CLIPS].detach())
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
         nonfinite = any_rank(not bool(torch.isfinite(terms["loss"])), self.device)  # every rank skips, or none
@@ -191,15 +206,14 @@ class TokenizerTrainer:
 
     def run(self, stop_at: int | None = None) -> TrainResult:
         """Train to ``cfg.steps`` (or to ``stop_at``, with a checkpoint there)."""
-        from tqdm import tqdm
-
         end = min(self.cfg.steps, stop_at or self.cfg.steps)
-        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="tokenizer", unit="step",
-                   disable=not (self.progress and self.rank == 0))
+        bar = progress_bar(self.cfg.steps, initial=self.step, desc="tokenizer", unit="step",
+                           enabled=self.progress and self.rank == 0)
         last, metrics = None, {}
         while self.step < end:
             began = time.perf_counter()
-            logs = self.train_step()
+            saves = (self.step + 1) % self.cfg.checkpoint_every == 0 or self.step + 1 == end
+            logs = self.train_step(keep=saves and bool(self.log.trackers))
             logs["seconds"] = time.perf_counter() - began
             bar.update(1)
             if logs.get("skipped"):
@@ -218,8 +232,10 @@ class TokenizerTrainer:
                 if self.step % self.cfg.log_every == 0 or self.step == end:
                     metrics = {"step": self.step, "split": "train", **logs}
                     self.log.write(metrics)
-            if self.step % self.cfg.checkpoint_every == 0 or self.step == end:
+            if saves:
                 last = self.save()
+                if self.shown is not None and not logs.get("skipped"):
+                    self.show_reconstructions()
         bar.close()
         self.log.close()
         if self.skips.total and self.rank == 0:
@@ -228,6 +244,19 @@ class TokenizerTrainer:
                   f"its reason in {self.skips.path}")
         model = self.ema.module if self.ema is not None else self.model
         return TrainResult(rank=self.rank, step=self.step, checkpoint=last, model=model, metrics=metrics)
+
+    def show_reconstructions(self) -> None:
+        """The kept clips above their reconstructions (the raw model's, in training mode) to the trackers."""
+        video, recon = self.shown
+        self.shown = None
+        originals, recons = tensor_to_frames(video), tensor_to_frames(recon)  # (N, T, H, W, 3) each
+        rows = [clip for pair in zip(originals, recons) for clip in pair]
+        sheet = render_sheet(rows, labels=["input", "recon"] * len(originals))
+        self.log.trackers.image("reconstructions/sheet", np.asarray(sheet), self.step,
+                                caption="input above reconstruction")
+        side_by_side = np.concatenate(np.concatenate([originals, recons], axis=3), axis=1)  # (T, N*H, 2*W, 3)
+        self.log.trackers.video("reconstructions/video", side_by_side, self.step, fps=self.cfg.clip.fps,
+                                caption="input | reconstruction")
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -297,14 +326,16 @@ class TokenizerTrainer:
 
 
 def train(out: str | Path, *, model: TokenizerConfig | None = None, config: TokenizerTrainConfig | None = None,
-          resume: bool = False, progress: bool = True, device: str = "auto", stop_at: int | None = None) -> TrainResult:
+          resume: bool = False, progress: bool = True, device: str = "auto", stop_at: int | None = None,
+          report_to: str | tuple[str, ...] | None = None) -> TrainResult:
     """Train (or resume) a tokenizer run in ``out``: ``model`` and ``config`` are typed configs, e.g.
     ``train(out, model=PRESETS["tiny"](), config=dataclasses.replace(training_preset("tiny"), steps=900))``.
 
     On resume, ``None`` configs mean the checkpoint's; given ones must agree with it
     (:func:`reelm.core.resume.plan_resume`). ``stop_at`` ends this invocation after that step, with
-    a checkpoint, as if interrupted.
+    a checkpoint, as if interrupted. ``report_to``: the trackers (:func:`reelm.core.trackers.resolve_report_to`).
     """
+    resolve_report_to(report_to)  # a tracker not installed stops the run before anything is built
     out = Path(out)
     found = ckpt.list_checkpoints(out)
     if found and not resume:
@@ -325,7 +356,7 @@ def train(out: str | Path, *, model: TokenizerConfig | None = None, config: Toke
         raise ConfigError("no tokenizer config: pass --preset (or --init-from TOKENIZER)")
     check_config(config)
     check_clip_spec(config.clip, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
-    trainer = TokenizerTrainer(model, config, out, progress=progress, device=device)
+    trainer = TokenizerTrainer(model, config, out, progress=progress, device=device, report_to=report_to)
     if plan is not None:
         trainer.resume(folder, plan, saved_steps)
     return trainer.run(stop_at)

@@ -36,6 +36,22 @@ def add_progress_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", dest="progress", action="store_false", help=argparse.SUPPRESS)  # 0.1 spelling
 
 
+def add_report_flag(parser: argparse.ArgumentParser) -> None:
+    """``--report-to NAMES``: the trackers a training run also reports to (``args.report_to``, read with
+    :func:`report_to`); ``--tensorboard`` is its 0.2 spelling for TensorBoard."""
+    parser.add_argument("--report-to", default="none", metavar="NAMES",
+                        help="also report metrics and images to tensorboard (the run folder's tensorboard/), wandb or "
+                        "trackio; comma-separated, all (those installed) or none (default: none)")
+    parser.add_argument("--tensorboard", action="store_true", help=argparse.SUPPRESS)  # 0.2: --report-to tensorboard
+
+
+def report_to(args: argparse.Namespace) -> tuple[str, ...]:
+    """The trackers the report flags name, checked (:func:`reelm.core.trackers.resolve_report_to`)."""
+    from reelm.core.trackers import resolve_report_to
+
+    return resolve_report_to([args.report_to] + (["tensorboard"] if args.tensorboard else []))
+
+
 def add_world_flags(parser: argparse.ArgumentParser, *, scope: str = "") -> None:
     """The synthetic world's options, the same flags wherever ``--data synthetic`` (or the world itself) is used."""
     from reelm.data.synthetic.scene import SPLITS

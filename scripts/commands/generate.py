@@ -84,10 +84,9 @@ def _pipeline(args: argparse.Namespace):
 
 
 def _bar(enabled: bool, total: int | None, what: str):
-    from tqdm import tqdm
+    from reelm.core.progress import progress_bar
 
-    return tqdm(total=total, unit="tok", unit_scale=True, desc=what, disable=not enabled, dynamic_ncols=True,
-                file=sys.stderr)
+    return progress_bar(total, desc=what, unit="tok", unit_scale=True, enabled=enabled)
 
 
 def generate_main(args: argparse.Namespace) -> int:

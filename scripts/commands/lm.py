@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_config_flags, add_device_flag, add_group, add_progress_flag, add_set_flag
+from reelm.commands import (add_config_flags, add_device_flag, add_group, add_progress_flag, add_report_flag,
+                            add_set_flag, report_to)
+from reelm.core.errors import ReelmError
 from reelm.lm.ds_config import SHIPPED_CONFIGS
 
+SAMPLE_PROMPTS = 2  # --log-samples: prompts drawn from the shards' captions when none are given
 
 
 def register(subparsers) -> None:
@@ -41,7 +44,13 @@ def register(subparsers) -> None:
     add_config_flags(parser, "sections preset, model, train")
     parser.add_argument("--peak-flops", type=float, metavar="FLOPS",
                         help="one device's peak FLOP/s for MFU (default: measured at start with large matmuls)")
-    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to RUN/tensorboard")
+    add_report_flag(parser)
+    parser.add_argument("--log-samples", action="store_true",
+                        help="at each checkpoint, generate a text-to-video sample per --sample-prompts prompt with it "
+                        "and log them to the --report-to trackers (a contact sheet and a GIF)")
+    parser.add_argument("--sample-prompts", nargs="+", metavar="TEXT",
+                        help=f"the prompts of --log-samples, which they imply (default: the first {SAMPLE_PROMPTS} "
+                        "captions of the shards)")
     parser.add_argument("--stop-at", type=int, metavar="STEP",
                         help="end this invocation after STEP with a checkpoint; --resume continues")
     add_device_flag(parser)
@@ -77,11 +86,17 @@ def train_main(args: argparse.Namespace) -> int:
     if args.print_config:
         print_run_configs(args.preset, args.config, model_cfg, train_cfg)
         return 0
+    trackers = report_to(args)
+    on_checkpoint = None
+    if args.log_samples or args.sample_prompts:
+        if not trackers:
+            raise ReelmError("--log-samples needs a tracker to log to: add --report-to tensorboard (or wandb, trackio)")
+        on_checkpoint = _sample_logger(args.sample_prompts or _shard_captions(args.data, SAMPLE_PROMPTS), args.device)
     try:
         result = train(args.data, args.out, model=model_cfg, config=train_cfg,
                        deepspeed_config=args.deepspeed_config, resume=args.resume, peak_flops=args.peak_flops,
-                       tensorboard=args.tensorboard, stop_at=args.stop_at, progress=args.progress,
-                       device=args.device)
+                       report_to=trackers, stop_at=args.stop_at, progress=args.progress,
+                       device=args.device, on_checkpoint=on_checkpoint)
     finally:
         shutdown_distributed()
     if result.rank == 0:
@@ -90,6 +105,42 @@ def train_main(args: argparse.Namespace) -> int:
         print(f"step {result.step}{summary}: {result.checkpoint} "
               "(loads with AutoModelForCausalLM.from_pretrained and PreTrainedTokenizerFast.from_pretrained)")
     return 0
+
+
+def _shard_captions(data: str, count: int) -> list[str]:
+    """The first ``count`` distinct non-empty captions of the shards in ``data``."""
+    from reelm.data.shards import load_shards
+
+    captions: list[str] = []
+    for row in load_shards(data).dataset.select_columns(["caption"]):
+        if row["caption"] and row["caption"] not in captions:
+            captions.append(row["caption"])
+            if len(captions) == count:
+                break
+    if not captions:
+        raise ReelmError(f"{data}: the shards hold no caption to sample from; give --sample-prompts TEXT ...")
+    return captions
+
+
+def _sample_logger(prompts: list[str], device: str):
+    """``--log-samples``: the ``on_checkpoint`` of :func:`reelm.lm.train.train` that generates one sample per prompt
+    with the checkpoint just written and logs them as a contact sheet and a GIF."""
+
+    def log_samples(step: int, folder, trackers) -> None:
+        import numpy as np
+
+        from reelm.data.contact_sheet import render_sheet
+        from reelm.generation import VideoPipeline
+
+        pipe = VideoPipeline.from_pretrained(folder, device=device)
+        videos = pipe(prompts, seed=0).videos  # (T, H, W, 3) uint8 each
+        caption = " | ".join(prompts)
+        sheet = render_sheet(videos, labels=[p if len(p) <= 40 else p[:37] + "..." for p in prompts])
+        trackers.image("samples/sheet", np.asarray(sheet), step, caption=caption)
+        trackers.video("samples/video", np.concatenate(videos, axis=2), step, fps=pipe.model.clip.fps,
+                       caption=caption)  # (T, H, N*W, 3)
+
+    return log_samples
 
 
 def export_main(args: argparse.Namespace) -> int:

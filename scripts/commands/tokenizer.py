@@ -10,9 +10,11 @@ from reelm.commands import (
     add_device_flag,
     add_group,
     add_progress_flag,
+    add_report_flag,
     add_source_flags,
     add_set_flag,
     add_world_flags,
+    report_to,
     source_settings,
     world_options,
 )
@@ -45,6 +47,7 @@ def register(subparsers) -> None:
     add_set_flag(p, "model.quantizer.kind=fsq, lr=3e-4, clip.size=128, loss.recon_weight=2")
     add_config_flags(p, "sections preset, model, train")
     add_source_flags(p)
+    add_report_flag(p)
     add_device_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=train_main)
@@ -115,7 +118,7 @@ def train_main(args: argparse.Namespace) -> int:
         print_run_configs(args.preset, args.config, model_cfg, train_cfg)
         return 0
     result = train(args.out, model=model_cfg, config=train_cfg, resume=args.resume, progress=args.progress,
-                   device=args.device, stop_at=args.stop_at)
+                   device=args.device, stop_at=args.stop_at, report_to=report_to(args))
     if result.checkpoint is not None:
         print(f"reelm tokenizer train: checkpoint {result.checkpoint}")
     return 0
@@ -149,17 +152,14 @@ def _model(args: argparse.Namespace):
 
 
 def encode_main(args: argparse.Namespace) -> int:
-    import sys
-
-    from tqdm import tqdm
-
+    from reelm.core.progress import progress_bar
     from reelm.tokenizer.codes_file import check_codes_path, save_codes
     from reelm.tokenizer.video_codec import encode_video
 
     check_codes_path(args.output)
     _check_video_args(args)
     model, device = _model(args)
-    with tqdm(desc="encode", unit="frame", disable=not args.progress, file=sys.stderr) as bar:
+    with progress_bar(desc="encode", unit="frame", enabled=args.progress) as bar:
         codes, meta = encode_video(model, args.video, fps=args.fps, size=args.size, max_frames=args.max_frames,
                                    device=device, progress=bar.update)
     save_codes(args.output, codes, meta)
@@ -170,10 +170,7 @@ def encode_main(args: argparse.Namespace) -> int:
 
 
 def decode_main(args: argparse.Namespace) -> int:
-    import sys
-
-    from tqdm import tqdm
-
+    from reelm.core.progress import progress_bar
     from reelm.data.video_write import check_video_path, open_video
     from reelm.core.errors import ReelmError
     from reelm.tokenizer.tokenizer_checkpoint import check_identity
@@ -188,7 +185,7 @@ def decode_main(args: argparse.Namespace) -> int:
     check_identity(meta["tokenizer"], model, source=str(args.codes))
     fps = args.fps or meta.get("fps") or 8.0
     total = model.pixel_frames(len(codes))
-    with tqdm(total=total, desc="decode", unit="frame", disable=not args.progress, file=sys.stderr) as bar, \
+    with progress_bar(total, desc="decode", unit="frame", enabled=args.progress) as bar, \
             open_video(args.output, fps) as video:
         for frames in iter_decoded(model, codes, device=device):
             video.write(frames)
