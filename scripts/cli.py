@@ -21,7 +21,7 @@ from reelm import __version__
 from reelm.core.errors import ReelmError
 
 EXIT_FAILED = 1  # a run that failed on its input or environment (argparse exits 2 for usage errors)
-GROUPS = ("data", "tokenizer", "text_tokenizer", "lm", "generate", "eval", "demo", "env")  # modules of reelm.commands
+GROUPS = ("data", "tokenizer", "text_tokenizer", "lm", "generate", "eval", "demo", "app", "env")  # modules of reelm.commands
 
 
 def build_parser() -> argparse.ArgumentParser:

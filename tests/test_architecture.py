@@ -5,8 +5,8 @@
   model); the tokenizer never imports the LM; library code never imports the command line.
   Checked twice: on the source (every ``import`` statement, function-level ones included)
   and at run time (what importing a package actually loads).
-- The shared infrastructure (``reelm.core``) imports no stage; generation and the demo call the
-  library, never the command modules; no two modules define a public class of the same name, and
+- The shared infrastructure (``reelm.core``) imports no stage; generation, the demo and the app call
+  the library, never the command modules; no two modules define a public class of the same name, and
   no two library modules share a file name unless they are one stage's counterpart of another's
   (``train``, ``model``) or a command named after what it drives.
 - Every ``reelm`` command shown in README parses with the current command line.
@@ -33,12 +33,14 @@ PIXEL_MODULES = ("reelm.tokenizer", "reelm.data.video_read", "reelm.data.video_w
                  "av", "PIL")
 COMMAND_LINE = ("reelm.cli", "reelm.commands")
 STAGES = ("reelm.data", "reelm.tokenizer", "reelm.lm", "reelm.eval")
-ABOVE_THE_STAGES = ("reelm.generation", "reelm.demo")
+ABOVE_THE_STAGES = ("reelm.generation", "reelm.demo", "reelm.app")
 # (package, modules it must never import, why)
 RULES = (
     ("reelm.core", STAGES + ABOVE_THE_STAGES + COMMAND_LINE, "the shared infrastructure imports no stage"),
-    ("reelm.generation", ("reelm.demo",) + COMMAND_LINE, "generation calls the library, never the commands"),
+    ("reelm.generation", ("reelm.demo", "reelm.app") + COMMAND_LINE,
+     "generation calls the library, never the commands"),
     ("reelm.demo", COMMAND_LINE, "the demo calls the library, never the commands"),
+    ("reelm.app", COMMAND_LINE, "the app calls the library, never the commands"),
     ("reelm.data", ("reelm.tokenizer", "reelm.lm", "reelm.eval") + COMMAND_LINE, "data flows one way"),
     ("reelm.lm", PIXEL_MODULES + ("reelm.eval",) + COMMAND_LINE, "the LM handles token ids only"),
     ("reelm.tokenizer", ("reelm.lm", "reelm.eval") + COMMAND_LINE, "the tokenizer knows nothing of the LM"),
