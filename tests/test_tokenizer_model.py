@@ -409,3 +409,16 @@ def test_a_tokenizer_saved_before_the_objective_moved_out_still_loads(tmp_path):
     (tmp_path / "old" / "reelm.json").write_text(json.dumps(meta))
     again = load_tokenizer(tmp_path / "old")
     assert to_dict(again.cfg) == to_dict(model.cfg)
+
+
+def test_a_shortcut_first_used_under_inference_mode_still_trains_after():
+    """The shortcut's cached group-mean matrix is made outside inference mode even when a generation asks for it
+    first, so a training step later in the same process can still backpropagate through it."""
+    from reelm.tokenizer.layers import _group_mean_matrix, match_channels
+
+    _group_mean_matrix.cache_clear()
+    with torch.inference_mode():
+        match_channels(torch.randn(1, 6, 2, 2), 4)  # 6 -> 4 channels: not a multiple, the cached matrix
+    x = torch.randn(1, 6, 2, 2, requires_grad=True)
+    match_channels(x, 4).pow(2).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -142,9 +142,12 @@ def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:  # (B, C, ..
 
 @functools.lru_cache(maxsize=None)
 def _group_mean_matrix(c: int, channels: int) -> torch.Tensor:  # (channels, c)
-    weight = torch.zeros(channels, c)
-    for o, group in enumerate(torch.arange(c).tensor_split(channels)):
-        weight[o, group] = 1.0 / len(group)
+    # Cached for the process: made outside inference mode even when first asked for under it (a generation
+    # before a training step), or autograd could not save it for backward later.
+    with torch.inference_mode(False):
+        weight = torch.zeros(channels, c)
+        for o, group in enumerate(torch.arange(c).tensor_split(channels)):
+            weight[o, group] = 1.0 / len(group)
     return weight
 
 
