@@ -45,11 +45,14 @@ class MixtureConfig:
     uncond: float = 0.1
     text_dropout: float = 0.1
     loss_on: str = "target"  # "target": loss only on the generated block; "all": every token
+    caption_weight: float = 1.0  # the loss weight of the caption's tokens in video-to-text sequences (1: like any token)
 
     def weights(self) -> np.ndarray:
         w = np.array([getattr(self, task.value) for task in TASKS], dtype=np.float64)
         if (w < 0).any() or w.sum() <= 0:
             raise ReelmError(f"task mixture weights must be >= 0 and not all 0, got {w.tolist()}")
+        if self.caption_weight < 0:
+            raise ReelmError(f"mixture.caption_weight must be >= 0, got {self.caption_weight}")
         return w
 
 

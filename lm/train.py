@@ -42,7 +42,7 @@ from reelm.core.config import ConfigError, from_dict, to_dict
 from reelm.core.cpu_allocator import keep_freed_memory
 from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader, split_indices
 from reelm.data.shards import ShardSet, load_shards
-from reelm.data.token_layout import IGNORE_INDEX, TokenLayout
+from reelm.data.token_layout import IGNORE_INDEX, TASKS, Task, TokenLayout
 from reelm.core.device import PRECISIONS, saved_precision, train_in_bf16
 from reelm.core.distributed import DistInfo, init_distributed
 from reelm.core.errors import ReelmError
@@ -51,7 +51,7 @@ from reelm.lm.lora import LoRAConfig, apply_lora, check_lora, lora_record
 from reelm.lm.deepspeed_setup import build_engine
 from reelm.lm.ds_config import config_zero_stage, load_deepspeed_config, resolve_deepspeed_config
 from reelm.lm.flops import flops_per_token, measure_peak_flops
-from reelm.lm.loss_meter import LossMeter, shift_left, target_modality, token_losses
+from reelm.lm.loss_meter import MODALITIES, LossMeter, shift_left, target_modality, token_losses
 from reelm.lm.model import LMConfig, build_model, compile_layers, cxx_compiler, layout_grid, select_attention
 from reelm.lm.plots import PLOT_FILE, plot_losses
 from reelm.core.metrics_log import MetricsLog
@@ -170,8 +170,13 @@ def use_compile(cfg: LMTrainConfig, device: torch.device) -> bool:
     return device.type == "cpu" and cfg.zero_stage != 3 and cxx_compiler() is not None
 
 
-def prepare_batch(batch: dict[str, torch.Tensor], layout: TokenLayout, device: torch.device) -> dict[str, torch.Tensor]:
-    """A loader batch as the model sees it: ids, positions and what each position predicts, on ``device``."""
+def prepare_batch(batch: dict[str, torch.Tensor], layout: TokenLayout, device: torch.device,
+                  caption_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """A loader batch as the model sees it: ids, positions and what each position predicts, on ``device``.
+
+    With ``caption_weight`` other than 1 it also carries ``loss_weight``: that weight on the text
+    targets of video-to-text sequences (the captions), 1 elsewhere.
+    """
     targets = shift_left(batch["labels"], IGNORE_INDEX)
     prepared = {
         "input_ids": batch["input_ids"],
@@ -180,6 +185,10 @@ def prepare_batch(batch: dict[str, torch.Tensor], layout: TokenLayout, device: t
         "target_modality": target_modality(targets, layout),
         "target_task": shift_left(batch["task_index"], -1),
     }
+    if caption_weight != 1.0:
+        caption = (prepared["target_modality"] == MODALITIES.index("text")) & (
+            prepared["target_task"] == TASKS.index(Task.V2T))
+        prepared["loss_weight"] = torch.where(caption, caption_weight, 1.0)
     return {key: value.to(device, non_blocking=True) for key, value in prepared.items()}
 
 
@@ -195,7 +204,10 @@ def train_step(engine, micro_batches: list[dict[str, torch.Tensor]], meter: Loss
     for batch in micro_batches:
         logits = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
         losses = token_losses(logits, batch["targets"])  # (B, L)
-        engine.backward(losses.sum() / (batch["targets"] != IGNORE_INDEX).sum().clamp(min=1))
+        weighted = losses * batch["loss_weight"] if "loss_weight" in batch else losses
+        # over the target count, not the weights' sum: a caption weight adds to the captions' gradient
+        # without scaling down every other token's
+        engine.backward(weighted.sum() / (batch["targets"] != IGNORE_INDEX).sum().clamp(min=1))
         engine.step()  # steps the optimizer and the schedule at the accumulation boundary
         step_meter.add(losses, batch)
     if engine.skipped_steps != skipped_before:
@@ -307,7 +319,8 @@ class LMTrainer:
         self.engine.train()
         for step in range(self.step + 1, end + 1):
             lr = self.scheduler.get_last_lr()[0]
-            micro_batches = [prepare_batch(self.loader.next_batch(), self.layout, self.dist.device)
+            micro_batches = [prepare_batch(self.loader.next_batch(), self.layout, self.dist.device,
+                                           self.cfg.mixture.caption_weight)
                              for _ in range(cfg.grad_accum_steps)]
             skipped_loss = train_step(self.engine, micro_batches, meter)
             self.step = step

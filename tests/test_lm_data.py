@@ -120,3 +120,21 @@ def test_continuation_keeps_half_the_clip_rounded_up_and_leaves_a_frame_to_gener
             assert len(parsed.context) == continuation_context(t)
             continued += t >= 3
     assert continued
+
+
+def test_caption_weight_lands_on_the_caption_targets_of_video_to_text_sequences_only(layout, dataset):
+    from reelm.lm.train import prepare_batch
+
+    cfg = LoaderConfig(block_size=48, batch_size=6, mixture=MixtureConfig(loss_on="all", v2t=0.5))
+    batch = PackedLoader(dataset, layout, cfg).next_batch()
+    assert "loss_weight" not in prepare_batch(batch, layout, "cpu")  # weight 1: the plain mean, nothing added
+    weight = prepare_batch(batch, layout, "cpu", caption_weight=4.0)["loss_weight"].numpy()
+    expected = np.ones_like(weight)
+    for row, (labels, tasks) in enumerate(zip(batch["labels"].numpy(), batch["task_index"].numpy())):
+        for pos in range(1, len(labels)):  # the logits at pos - 1 predict labels[pos]
+            if tasks[pos] == TASKS.index(Task.V2T) and labels[pos] != IGNORE_INDEX and layout.is_text(labels[pos]):
+                expected[row, pos - 1] = 4.0
+    assert (expected == 4.0).any() and (expected == 1.0).any()
+    np.testing.assert_array_equal(weight, expected)
+    with pytest.raises(ValueError, match="caption_weight"):
+        MixtureConfig(caption_weight=-1).weights()
