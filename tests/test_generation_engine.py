@@ -469,3 +469,16 @@ def test_bench_generate_runs_end_to_end(capsys):
     assert tiny["reelm_over_hf_generate_paired"] == pytest.approx(sum(rounds) / 2, rel=1e-3)  # median of two
     rounds = [c / a for a, c in zip(tiny["reelm"]["seconds_all"], tiny["reelm_cfg"]["seconds_all"])]
     assert tiny["cfg_over_unguided_time_paired"] == pytest.approx(sum(rounds) / 2, rel=1e-3)
+
+
+def test_bench_generate_times_the_engine_over_bf16_weights_and_says_how_often_it_agrees_with_fp32(capsys):
+    bench = load_bench_script("bench_generate")
+    bench.main(["--presets", "tiny", "--frames", "2", "--latent-hw", "2,4", "--text-vocab", "300",
+                "--codebook", "64", "--repeats", "2", "--batch", "2", "--threads", "1", "--top-k", "10",
+                "--paths", "reelm,hf_generate,reelm_bf16,reelm_bf16_batch", "--sections", "presets"])
+    tiny = json.loads(capsys.readouterr().out)["presets"]["tiny"]
+    assert tiny["reelm_bf16"]["tokens"] == tiny["reelm"]["tokens"] == 2 * 8 + 2
+    assert tiny["reelm_bf16_batch"]["tokens"] == 2 * tiny["reelm_bf16"]["tokens"]
+    assert tiny["reelm_bf16_over_hf_generate"] == pytest.approx(
+        tiny["reelm_bf16"]["tokens_per_s"] / tiny["hf_generate"]["tokens_per_s"], rel=1e-3)
+    assert 0.0 < tiny["bf16_token_agreement"] <= 1.0  # the markers at least agree; sampled codes may not

@@ -14,8 +14,11 @@ a ``--latent-hw`` grid, and one t2v prompt (a caption of ``--caption-ids`` text 
 - ``reelm_batch`` (presets of ``--batch-presets``): ``--batch`` prompts of different
   caption lengths in one call, and ``reelm_samples``: ``--batch`` samples of the one prompt;
 - optional (``--paths``): ``reelm_layers`` (the engine stepping through the model's own
-  decoder layers instead of its lean step) and ``hf_generate_static`` (``generate()`` with
-  ``cache_implementation="static"``).
+  decoder layers instead of its lean step), ``hf_generate_static`` (``generate()`` with
+  ``cache_implementation="static"``), and ``reelm_bf16`` / ``reelm_bf16_batch``: the engine over a
+  bf16 copy of the weights (its KV cache is bf16 too), against the fp32 ``generate()``; with
+  ``reelm_bf16`` the report also gives the share of tokens the bf16 engine samples as the fp32
+  one does under the same seeds (``bf16_token_agreement``).
 
 The paths run interleaved, the order reversing from repeat to repeat, after one untimed
 warm-up each, so a drift in the machine's speed falls on all alike; the figures are medians
@@ -38,6 +41,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -48,8 +52,8 @@ from pathlib import Path
 from typing import Callable
 
 DEFAULT_PATHS = ("reelm", "hf_generate", "reelm_cfg", "reelm_batch", "reelm_samples")
-BATCH_PATHS = ("reelm_batch", "reelm_samples")
-OPTIONAL_PATHS = ("reelm_layers", "hf_generate_static")
+BATCH_PATHS = ("reelm_batch", "reelm_samples", "reelm_bf16_batch")
+OPTIONAL_PATHS = ("reelm_layers", "hf_generate_static", "reelm_bf16", "reelm_bf16_batch")
 
 
 def bench_layout(text_vocab: int, codebook: int, latent_hw: tuple[int, int]):
@@ -97,12 +101,26 @@ def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     return data.numel() * 4 / statistics.median(times)
 
 
+def token_agreement(reference, other, requests, sampling, seeds) -> float:
+    """The share of generated tokens ``other`` samples as ``reference`` does, call for call under the same seeds
+    (position by position: a first difference usually changes what follows)."""
+    same = total = 0
+    for seed in seeds:
+        a = reference.generate(requests, sampling=sampling, seed=seed).ids
+        b = other.generate(requests, sampling=sampling, seed=seed).ids
+        width = min(a.shape[1], b.shape[1])
+        same += int((a[:, :width] == b[:, :width]).sum())
+        total += a.size
+    return round(same / total, 4)
+
+
 def bench_preset(name: str, args, paths: list[str]) -> dict:
     import numpy as np
     import torch
 
     from reelm.lm.engine import GenerationEngine, Request
     from reelm.lm.flops import non_embedding_parameters
+    import copy
     import dataclasses
 
     from reelm.lm.model import build_model, layout_grid, preset
@@ -121,6 +139,8 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k)
     engine = GenerationEngine(model, layout)
     layers = GenerationEngine(model, layout, step="layers")
+    bf16_paths = {"reelm_bf16", "reelm_bf16_batch"} & set(paths)
+    engine_bf16 = GenerationEngine(copy.deepcopy(model).to(torch.bfloat16), layout) if bf16_paths else None
     tokens_per_video = args.frames * layout.codes_per_frame + 2
     prompt_ids = torch.from_numpy(prompt)[None]
     seeds = iter(range(10**9))
@@ -145,6 +165,8 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
         "reelm_samples": reelm(engine, [request], num_samples=args.batch),
         "reelm_layers": reelm(layers, [request]),
         "hf_generate_static": hf_generate(cache_implementation="static"),
+        **({"reelm_bf16": reelm(engine_bf16, [request]), "reelm_bf16_batch": reelm(engine_bf16, batch)}
+           if engine_bf16 is not None else {}),
     }
     chosen = {path: available[path] for path in paths if path not in BATCH_PATHS or name in args.batch_presets}
     measured = time_interleaved(chosen, args.repeats)
@@ -184,10 +206,15 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
         "samples_over_single_tokens_per_s": ("reelm_samples", "reelm"),
         "lean_over_layers": ("reelm", "reelm_layers"),
         "hf_static_over_dynamic": ("hf_generate_static", "hf_generate"),
+        "reelm_bf16_over_hf_generate": ("reelm_bf16", "hf_generate"),
+        "reelm_bf16_over_reelm": ("reelm_bf16", "reelm"),
+        "bf16_batch_over_bf16_single_tokens_per_s": ("reelm_bf16_batch", "reelm_bf16"),
     }
     for key, (a, b) in ratios.items():
         result[key] = ratio(a, b, "tokens_per_s")
         result[key + "_paired"] = paired(a, b)
+    if "reelm_bf16" in paths:
+        result["bf16_token_agreement"] = token_agreement(engine, engine_bf16, [request], sampling, seeds=range(8))
     result["cfg_over_unguided_time"] = ratio("reelm_cfg", "reelm", "seconds_median")
     result["cfg_over_unguided_time_paired"] = paired("reelm_cfg", "reelm", of="seconds")
     return {key: value for key, value in result.items() if value is not None}
@@ -297,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             "tokens_per_video": args.frames * args.latent_hw[0] * args.latent_hw[1] + 2,
             "text_vocab": args.text_vocab, "codebook": args.codebook, "caption_ids": args.caption_ids,
             "top_k": args.top_k, "temperature": args.temperature, "cfg_scale": args.cfg_scale, "batch": args.batch,
-            "batch_presets": args.batch_presets, "repeats": args.repeats, "dtype": "float32",
+            "batch_presets": args.batch_presets, "repeats": args.repeats,
+            "dtype": "float32 (the reelm_bf16 paths: bfloat16 weights and cache)",
             "video_positions": args.video_positions,
         },
         "environment": {
@@ -309,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in [s for s in args.sections.split(",") if s]:
         if name not in SECTIONS:
             raise SystemExit(f"--sections: unknown {name!r}; choose from {list(SECTIONS)}")
-        report[name] = SECTIONS[name](args)
+        with contextlib.redirect_stdout(sys.stderr):  # generate() may import DeepSpeed, which logs to stdout
+            report[name] = SECTIONS[name](args)
     report["environment"]["load_average_end"] = list(os.getloadavg())
     print(json.dumps(report, indent=2))
     return 0
