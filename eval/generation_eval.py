@@ -16,7 +16,8 @@ seeded) and scores each one:
 - with synthetic prompts also **image-to-video and continuation** (real clips' first frame or
   first latent frames as the condition: does the object keep its color and shape and move the
   way the real clip does; how far the first frame drifts from the condition) and
-  **video-to-text** (captions of held-out clips, attributes named correctly);
+  **video-to-text** (captions of ``val`` clips, the combinations seen in training, and of ``heldout``
+  clips, the held-out combinations, scored apart: attributes named correctly);
 - **FVD, KVD, FID, KID, IS, CLIPSIM** (:mod:`reelm.eval.distribution.registry`) when their weights are given,
   against real clips of the world; without weights the result says so.
 
@@ -77,7 +78,7 @@ class GenerationEvalConfig:
     num_frames: int | None = None  # default: the model's training clips
     image_to_video: int = 8  # synthetic: clips continued from their first frame
     continuation: int = 8  # synthetic: clips continued from their first latent frames
-    captions: int = 16  # synthetic: held-out clips to caption
+    captions: int = 16  # synthetic: clips to caption per group (seen and held-out combinations)
     reference: int = 64  # real clips for FVD / KVD / FID / KID
     reference_data: Any = None  # a folder, manifest or datasets.Dataset of real clips; None: the synthetic world's
     binding_clips: int = 96  # synthetic: val clips of the prompt-binding diagnostic (reelm.eval.prompt_binding); 0: none
@@ -260,19 +261,21 @@ def _score_conditioned(kind, j, index, prompt, clip, video, given, fps) -> dict:
 
 
 def _captions(pipe, world, cfg, dist) -> list[dict]:
+    """Greedy captions of ``cfg.captions`` clips of each group: ``val`` (seen combinations) and ``heldout``."""
     from dataclasses import replace
 
-    source = SyntheticWorld(replace(world, split="heldout"))
-    indices = [CAPTION_START + i for i in range(cfg.captions)]
-    mine = [(j, index) for j, index in enumerate(indices) if j % dist.world_size == dist.rank]
+    jobs = [(group, split, CAPTION_START + i) for group, split in ((SEEN, "val"), (HELD_OUT, "heldout"))
+            for i in range(cfg.captions)]
+    sources = {split: SyntheticWorld(replace(world, split=split)) for split in ("val", "heldout")}
+    mine = [(j, job) for j, job in enumerate(jobs) if j % dist.world_size == dist.rank]
     records = []
     for start in range(0, len(mine), cfg.batch_size):
         chunk = mine[start:start + cfg.batch_size]
-        clips = [source.clip(index) for _, index in chunk]
+        clips = [sources[split].clip(index) for _, (_, split, index) in chunk]
         out = pipe.caption([c.frames for c in clips], seed=cfg.seed)
-        for (j, index), clip, caption in zip(chunk, clips, out.captions):
+        for (j, (group, _, index)), clip, caption in zip(chunk, clips, out.captions):
             score = caption_accuracy(caption, clip.attributes, keys=varied_attributes(world))
-            records.append({"kind": "v2t", "id": j, "world_index": index, "caption": caption,
+            records.append({"kind": "v2t", "id": j, "group": group, "world_index": index, "caption": caption,
                             "truth": clip.caption, "score": _lean(score)})
     return records
 
@@ -320,8 +323,10 @@ def _summary(pipe, cfg, world, prompts, samples, conditioned, captions) -> dict:
                              **{f"{key}_right": float(np.mean([r["right"][key] for r in records]))
                                 for key in ("color", "shape", "motion")},
                              "drift_psnr_mean": float(np.mean([min(r["drift_psnr"], 99.0) for r in records]))}
-    if captions:
-        summary["v2t"] = aggregate([c["score"] for c in captions])
+    for key, group in (("v2t", SEEN), ("v2t_held_out", HELD_OUT)):
+        scores = [c["score"] for c in captions if c["group"] == group]
+        if scores:
+            summary[key] = aggregate(scores)
     summary["counts"] = {"prompts": len(prompts), "samples": len(samples), "conditioned": len(conditioned),
                          "captions": len(captions)}
     summary["protocol"] = {

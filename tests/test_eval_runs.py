@@ -90,7 +90,8 @@ def test_generate_eval_writes_per_sample_scores_protocol_and_a_report(generated)
     for group in summary["adherence"].values():
         assert group["clips"] == 6 and {"color", "shape", "motion"} <= set(group["attributes"])
         assert group["attributes"]["size"]["total"] == 0  # typed prompts leave size out: not scored
-    assert summary["i2v"]["samples"] == 2 and summary["v2v"]["samples"] == 2 and summary["v2t"]["clips"] == 3
+    assert summary["i2v"]["samples"] == 2 and summary["v2v"]["samples"] == 2
+    assert summary["v2t"]["clips"] == summary["v2t_held_out"]["clips"] == 3  # captions of each group
     assert summary["distribution"]["fvd"] == {"computed": False,
                                               "reason": "no weights given (--i3d, --inception, --clip)"}
     protocol = summary["protocol"]
@@ -98,7 +99,8 @@ def test_generate_eval_writes_per_sample_scores_protocol_and_a_report(generated)
     assert protocol["settings"]["seed"] == 0 and protocol["settings"]["num_samples"] == 2
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     kinds = [r["kind"] for r in records]
-    assert kinds.count("t2v") == 12 and kinds.count("i2v") == 2 and kinds.count("v2v") == 2 and kinds.count("v2t") == 3
+    assert kinds.count("t2v") == 12 and kinds.count("i2v") == 2 and kinds.count("v2v") == 2 and kinds.count("v2t") == 6
+    assert sorted(r["group"] for r in records if r["kind"] == "v2t") == ["held-out"] * 3 + ["seen"] * 3
     for record in records:
         if record["kind"] in ("t2v", "i2v", "v2v"):
             assert read_video(out / "samples" / record["file"]).shape[1:] == (32, 32, 3)

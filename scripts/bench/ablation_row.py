@@ -34,6 +34,8 @@ def row(summary: dict, name: str) -> dict:
     out["v2t"] = fraction(summary["v2t"]["correct"], summary["v2t"]["total"])
     out["v2t_motion"] = fraction(summary["v2t"]["attributes"]["motion"]["correct"],
                                  summary["v2t"]["attributes"]["motion"]["total"])
+    if "v2t_held_out" in summary:  # evals since 2026-12-02 caption both groups; "v2t" was held-out clips before
+        out["v2t_held_out"] = fraction(summary["v2t_held_out"]["correct"], summary["v2t_held_out"]["total"])
     return out
 
 

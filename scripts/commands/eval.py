@@ -64,8 +64,8 @@ def register(subparsers) -> None:
                    help="synthetic: real clips continued from their first frame (default: 8)")
     p.add_argument("--continuation", type=int, default=8, metavar="N",
                    help="synthetic: real clips continued from their first latent frames (default: 8)")
-    p.add_argument("--captions", type=int, default=16, metavar="N", help="synthetic: held-out clips to caption "
-                   "(default: 16)")
+    p.add_argument("--captions", type=int, default=16, metavar="N", help="synthetic: clips to caption per group, "
+                   "seen and held-out combinations (default: 16)")
     p.add_argument("--reference", type=int, default=64, metavar="N",
                    help="real clips for FVD / KVD / FID / KID (default: 64)")
     p.add_argument("--reference-data", metavar="DATA", help="the real clips FVD / KVD / FID / KID compare with: a "
@@ -158,8 +158,9 @@ def summary_lines(summary: dict) -> list[str]:
     for kind, name in (("i2v", "image-to-video kept"), ("v2v", "continuation kept")):
         if kind in summary:
             rows.append((name, f"{summary[kind]['kept']:.1%} of {summary[kind]['samples']}"))
-    if "v2t" in summary:
-        rows.append(("video-to-text", f"{summary['v2t']['accuracy']:.1%} of attributes"))
+    for key, group in (("v2t", "seen"), ("v2t_held_out", "held-out")):
+        if key in summary:
+            rows.append((f"video-to-text ({group})", f"{summary[key]['accuracy']:.1%} of attributes"))
     if summary["temporal"]["flicker_mean"] is not None:
         rows.append(("flicker (0-255)", f"{summary['temporal']['flicker_mean']:.2f}"))
     for name, result in summary.get("distribution", {}).items():
