@@ -67,13 +67,14 @@ def test_demo_runs_every_stage_resumes_after_kills_and_reuses_finished_stages(tm
     model = sorted((out / "lm").glob("step-*"))[-1]
     assert (model / "video_tokenizer" / "reelm.json").is_file() and json.loads((model / "reelm.json").read_text())["clip"]
     summary = json.loads((out / "eval" / "generate" / "summary.json").read_text())
-    assert {"adherence", "temporal", "i2v", "v2v", "v2t", "distribution", "protocol"} <= set(summary)
+    assert {"adherence", "temporal", "i2v", "v2v", "v2t", "v2t_held_out", "distribution", "protocol"} <= set(summary)
     assert set(summary["adherence"]) == {"seen", "held-out"}
     samples = [json.loads(line) for line in (out / "eval" / "generate" / "samples.jsonl").read_text().splitlines()]
     videos = [s["file"] for s in samples if "file" in s]
     assert videos and read_video(out / "eval" / "generate" / "samples" / videos[0]).shape[1:] == (32, 32, 3)
     page = (out / "report.html").read_text()
     assert "Results against the targets" in page and "eval/generate/report.html" in page
+    assert "video-to-text, seen combinations" in page and "video-to-text, held-out combinations" in page
     from PIL import Image
 
     from reelm.demo.report_card import contact_sheet_for_docs
