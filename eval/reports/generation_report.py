@@ -124,7 +124,7 @@ def _captions(report: Report, summary: dict, captions: list[dict]) -> None:
     section = report.section("Video-to-text")
     section.text("Clips captioned by the model (greedy): val clips (combinations seen in training) and held-out "
                  "combinations; every true attribute counts, and one the caption leaves out counts as wrong.")
-    rows = [(c.get("group", "held-out"), c["truth"], c["caption"], _percent(c["score"]["accuracy"])) for c in captions]
+    rows = [(c["group"], c["truth"], c["caption"], _percent(c["score"]["accuracy"])) for c in captions]
     section.table(rows, ["clips", "true caption", "generated caption", "attributes right"],
                   highlight=["good" if (c["score"]["accuracy"] or 0) >= 0.8 else "bad" for c in captions])
 

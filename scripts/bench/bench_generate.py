@@ -115,12 +115,13 @@ def token_agreement(reference, other, requests, sampling, seeds) -> float:
 
 
 def bench_preset(name: str, args, paths: list[str]) -> dict:
+    import copy
+
     import numpy as np
     import torch
 
     from reelm.lm.engine import GenerationEngine, Request
     from reelm.lm.flops import non_embedding_parameters
-    import copy
     import dataclasses
 
     from reelm.lm.model import build_model, layout_grid, preset

@@ -67,13 +67,13 @@ def probe(args, pipe) -> dict:
     clips, wanted = [], {"static": args.clips, "moving": args.clips}
     index = args.start
     while any(wanted.values()) and index < args.start + 100 * args.clips:
-        clip = world.clip(index)
+        obj = world.attributes(index)["objects"][0]  # the truth without rendering: only wanted clips are drawn
         index += 1
-        obj = clip.attributes["objects"][0]
         kind = "static" if obj["motion"] == "static" else "moving"
         if not wanted[kind]:
             continue
         wanted[kind] -= 1
+        clip = world.clip(index - 1)
         grid = pipe.encode(pipe._clip_frames(clip.frames))
         prefix = np.concatenate([pipe.layout.prompt(Task.V2T, video=grid),
                                  pipe.layout.encode_text(f"a {obj['color']} {obj['shape']}")])
