@@ -44,7 +44,8 @@ class MixtureConfig:
     v2t: float = 0.1
     uncond: float = 0.1
     text_dropout: float = 0.1
-    loss_on: str = "target"  # "target": loss only on the generated block; "all": every token
+    loss_on: str = "target"  # "target": loss only on the generated block; "all": every token; "all_but_prompt_text":
+    # every token but a text prompt's (captions are learned from video-to-text only; reelm.data.token_layout)
     caption_weight: float = 1.0  # the loss weight of the caption's tokens in video-to-text sequences (1: like any token)
 
     def weights(self) -> np.ndarray:

@@ -25,6 +25,9 @@ Sequences, one template per task; the block the model generates is always the la
   after the prompt (the generated block, its end marker and ``<eos>``); with ``"all"`` it
   covers every token but ``<bos>``. ``loss_mask[i]`` marks ``input_ids[i]`` as a target:
   it is aligned with ``input_ids``, as Hugging Face causal LMs take ``labels``.
+  ``"all_but_prompt_text"`` is ``"all"`` without the text block's ids and ``<eot>`` where the
+  text is a condition (t2v, i2v, v2v): the model then learns captions only from v2t, where
+  they follow the video, never as text from nothing that a captioner's prior would echo.
 - Video blocks hold latent frames in raster order, frame after frame. There are no shape
   tokens: the latent grid ``(h, w)`` is fixed per layout (the video tokenizer runs at
   one resolution) and recorded in it, and ``t`` is the code count over ``h * w``. The
@@ -89,7 +92,7 @@ TEMPLATES: dict[Task, tuple[tuple[str, str], ...]] = {  # (input name, block kin
     Task.V2T: (("video", "video"), ("text", "text")),
     Task.UNCOND: (("video", "video"),),
 }
-LOSS_ON = ("target", "all")
+LOSS_ON = ("target", "all", "all_but_prompt_text")
 LAYOUT_KEYS = ("layout_version", "text_vocab_size", "special_tokens", "code_offset", "codebook_size",
                "vocab_size", "latent_hw", "video_tokenizer")
 
@@ -376,6 +379,11 @@ class TokenLayout:
         ids, prompt_length = self._assemble(task, inputs, with_target=True)
         loss_mask = np.zeros(len(ids), dtype=bool)
         loss_mask[prompt_length if loss_on == "target" else 1:] = True
+        if loss_on == "all_but_prompt_text" and TEMPLATES[task][-1][1] != "text" and \
+                any(kind == "text" for _, kind in TEMPLATES[task]):
+            begin = int(np.flatnonzero(ids == self.special_ids["bot"])[0])
+            end = int(np.flatnonzero(ids == self.special_ids["eot"])[0])
+            loss_mask[begin + 1:end + 1] = False  # the caption's ids and <eot>; <bot> follows from the task
         return TokenSequence(ids, loss_mask, prompt_length, task)
 
     def prompt(self, task: Task | str, *, text=None, video=None, image=None, context=None) -> np.ndarray:

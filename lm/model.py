@@ -49,6 +49,7 @@ class LMConfig:
     initializer_range: float = 0.02
     pad_vocab_to_multiple_of: int = 64  # padded ids are never produced by the token layout
     video_positions: bool = False  # learned latent-frame / row / column embeddings on video codes (see above)
+    video_positions_init: str = "normal"  # "normal": random, as token embeddings; "sincos": sin-cos of the index
 
 
 def tiny() -> LMConfig:
@@ -243,10 +244,38 @@ def build_model(
     grid: VideoGrid | None = None,
 ) -> LlamaForCausalLM:
     """A freshly initialised model; the attention backend is resolved here, once."""
+    if cfg.video_positions_init not in VIDEO_POSITION_INITS:
+        raise ReelmError(f"LM config: video_positions_init {cfg.video_positions_init!r} is not one of "
+                         f"{list(VIDEO_POSITION_INITS)}")
     config = hf_config(cfg, vocab_size, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, grid=grid)
     config._attn_implementation = attn_implementation or select_attention(device)
-    model = (VideoLlamaForCausalLM if cfg.video_positions else LlamaForCausalLM)(config).to(device=device, dtype=dtype)
-    return model
+    model = (VideoLlamaForCausalLM if cfg.video_positions else LlamaForCausalLM)(config)
+    if cfg.video_positions and cfg.video_positions_init == "sincos":
+        sincos_init(model.video_positions, config.initializer_range)
+    return model.to(device=device, dtype=dtype)
+
+
+VIDEO_POSITION_INITS = ("normal", "sincos")
+
+
+def sincos_init(positions: VideoPositions, std: float) -> None:
+    """Each of the frame / row / column tables set to sin-cos features of its index, scaled to ``std``.
+
+    Neighbouring rows (columns, frames) then start with similar embeddings and an index is a
+    smooth function of them, so comparing where a cell is across frames has structure from the
+    first step; the tables stay learned. Follows Cosmos-Predict1's 3-D sin-cos embedding, used here
+    as the initial value of learned tables.
+    """
+    for table in (positions.frame, positions.row, positions.column):
+        count, dim = table.weight.shape
+        index = torch.arange(count, dtype=torch.float64)[:, None]
+        freq = 1.0 / (max(count, 2) ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))  # 1 down to ~1 / count
+        angles = index * freq  # radians a step: periods from 2 pi steps to 2 pi times the table's length
+        features = torch.zeros(count, dim, dtype=torch.float64)
+        features[:, 0::2] = torch.sin(angles)[:, : (dim + 1) // 2]
+        features[:, 1::2] = torch.cos(angles)[:, : dim // 2]
+        with torch.no_grad():
+            table.weight.copy_((features * std * 2 ** 0.5).to(table.weight.dtype))
 
 
 def compile_layers(model: LlamaForCausalLM) -> None:

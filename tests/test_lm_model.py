@@ -134,3 +134,21 @@ def test_video_positions_need_the_layouts_grid():
     with pytest.raises(ReelmError, match="video grid"):
         build_model(LMConfig(hidden_size=64, num_layers=1, num_heads=2, video_positions=True), 150,
                     bos_id=1, eos_id=2, pad_id=0)
+
+
+def test_sincos_video_positions_start_smooth_in_the_index_and_at_the_token_embeddings_scale():
+    from reelm.lm.model import LMConfig, VideoGrid
+
+    grid = VideoGrid(code_offset=100, codebook_size=50, latent_hw=(8, 8))
+    cfg = LMConfig(hidden_size=64, num_layers=1, num_heads=2, max_position_embeddings=256, video_positions=True,
+                   video_positions_init="sincos")
+    model = build_model(cfg, 150, bos_id=1, eos_id=2, pad_id=0, attn_implementation="sdpa", grid=grid)
+    for table in (model.video_positions.row.weight, model.video_positions.column.weight):
+        distance = torch.cdist(table, table)
+        for i in range(len(table)):  # a neighbour is nearer than any cell 3 or more away
+            far = [j for j in range(len(table)) if abs(i - j) >= 3]
+            assert distance[i, [j for j in (i - 1, i + 1) if 0 <= j < len(table)]].max() < distance[i, far].min()
+        assert 0.5 * cfg.initializer_range < table.std() < 2 * cfg.initializer_range
+    with pytest.raises(ReelmError, match="video_positions_init 'fancy'"):
+        build_model(LMConfig(hidden_size=64, num_layers=1, num_heads=2, video_positions=True,
+                             video_positions_init="fancy"), 150, bos_id=1, eos_id=2, pad_id=0, grid=grid)

@@ -186,6 +186,22 @@ def test_loss_on_all_covers_everything_but_bos(layout, task):
 
 
 @pytest.mark.parametrize("task", list(Task))
+def test_loss_on_all_but_prompt_text_leaves_out_only_a_text_conditions_ids_and_its_end(layout, task):
+    seq = layout.sequence(task, **inputs_for(task), loss_on="all_but_prompt_text")
+    everything = layout.sequence(task, **inputs_for(task), loss_on="all").loss_mask
+    ids = seq.input_ids
+    if task in (Task.T2V, Task.I2V, Task.V2V):  # the caption is a condition
+        begin, end = int(np.flatnonzero(ids == layout.bot_id)[0]), int(np.flatnonzero(ids == layout.eot_id)[0])
+        assert end - begin - 1 > 0 and layout.is_text(ids[begin + 1:end]).all()
+        assert not seq.loss_mask[begin + 1:end + 1].any()
+        expected = everything.copy()
+        expected[begin + 1:end + 1] = False
+        assert np.array_equal(seq.loss_mask, expected)
+    else:  # v2t's caption is its target; uncond has no text
+        assert np.array_equal(seq.loss_mask, everything)
+
+
+@pytest.mark.parametrize("task", list(Task))
 def test_prompt_is_the_prefix_up_to_the_target_begin_marker(layout, task):
     inputs = inputs_for(task)
     seq = layout.sequence(task, **inputs)
