@@ -4,7 +4,7 @@ The training steps are the ones measured to fit the whole pipeline into 15 minut
 reference 2-core CPU without a GPU (13.5 minutes there; this default, with twice that eval, took
 20 minutes on a machine whose matmuls were 3-7x slower: BENCHMARKS.md, "Prompts followed"): 64 x 64 clips of 9 frames at 8 fps (3 latent frames of 8 x 8 codes) of
 the demo's world (:func:`demo_world`), the ``tiny`` video tokenizer and LM (with video
-positions, loss on every token, no unconditional task), both
+positions, loss on every token but the text prompts', no unconditional task), both
 trained in bf16 where the CPU multiplies bf16 natively (``precision=auto``; the reference
 machine has AMX) and the LM's layers compiled: on a CPU without native bf16 the same steps take
 about 1.5x as long (use ``--budget-minutes`` to fit a budget there).
@@ -56,10 +56,12 @@ def demo_lm() -> LMConfig:
 
 
 def demo_lm_training() -> LMTrainConfig:
-    """How the demo trains it: loss on every token, no unconditional task (its seed comes from :class:`DemoConfig`)."""
+    """How the demo trains it: loss on every token but the text prompts' (captions are learned from video-to-text
+    alone, so the captioner does not echo the caption prior: BENCHMARKS.md, "Captions, a third pass"), no
+    unconditional task (its seed comes from :class:`DemoConfig`)."""
     return LMTrainConfig(steps=1500, block_size=512, micro_batch_size=8, lr=2e-3, warmup_steps=30,
                          checkpoint_every=50, val_every=100, log_every=10, compile=True,
-                         mixture=MixtureConfig(loss_on="all", uncond=0.0))
+                         mixture=MixtureConfig(loss_on="all_but_prompt_text", uncond=0.0))
 
 
 @dataclass(kw_only=True)
