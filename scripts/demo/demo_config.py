@@ -1,8 +1,8 @@
 """What ``reelm demo`` does at each stage, and how its steps scale with the time budget.
 
 The training steps are the ones measured to fit the whole pipeline into 15 minutes on the
-reference 2-core CPU without a GPU (13.5 minutes there; this default, with twice that eval, took
-20 minutes on a machine whose matmuls were 3-7x slower: BENCHMARKS.md, "Prompts followed"): 64 x 64 clips of 9 frames at 8 fps (3 latent frames of 8 x 8 codes) of
+reference 2-core CPU without a GPU (this default: 14.9 minutes on a 2-core Xeon with AMX,
+BENCHMARKS.md "Captions, a third pass"): 64 x 64 clips of 9 frames at 8 fps (3 latent frames of 8 x 8 codes) of
 the demo's world (:func:`demo_world`), the ``tiny`` video tokenizer and LM (with video
 positions, loss on every token but the text prompts', no unconditional task), both
 trained in bf16 where the CPU multiplies bf16 natively (``precision=auto``; the reference
