@@ -7,6 +7,10 @@ flash-attention). ``labels`` hold the target ids (``-100`` elsewhere): ``<bos>``
 padding are never targets, so no token is trained to follow another document. The tail of
 a block is padding, itself a separate "document" that nothing attends to.
 
+:func:`split_documents` undoes it for a batch: one row per document, right-padded, for attention
+kernels that cannot skip the block-diagonal mask's empty tiles (SDPA on CPUs computes all of a
+block's causal triangle whatever the mask; flash-attention's varlen kernel needs no split).
+
 Follows: the packed-sequence format of transformers' ``DataCollatorWithFlattening``.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from reelm.data.token_layout import IGNORE_INDEX, labels_of
 from reelm.core.errors import ReelmError
@@ -52,3 +57,38 @@ def pack(documents: list[tuple[np.ndarray, np.ndarray, int]], block_size: int, p
         start = stop
     position_ids[start:] = np.arange(block_size - start)
     return Block(input_ids, labels, position_ids, task_index)
+
+
+def split_documents(batch: dict[str, torch.Tensor], pad_id: int, *, multiple_of: int = 8) -> dict[str, torch.Tensor]:
+    """A batch of packed blocks as one row per document that has a target, right-padded to a common length.
+
+    ``batch`` holds ``(B, L)`` ``input_ids``, ``labels``, ``position_ids`` (restarting at 0 per
+    document, as :func:`pack` writes them) and ``task_index``. Each document keeps its tokens,
+    labels and positions, so a causal LM computes the same loss on it: padding comes after the
+    document (a causal mask keeps it out of every real token's attention) and is no target; a
+    document's last token predicts nothing, packed or not. Documents without a target (a block's
+    padding tail) are dropped. The rows are padded to their longest document rounded up to
+    ``multiple_of`` (fewer shapes for a compiled model to specialise on), at most the block's
+    length; where that would hold more tokens than the blocks do, ``batch`` is returned as it is.
+    """
+    position_ids, labels = batch["position_ids"], batch["labels"]
+    rows, block = position_ids.shape
+    segment = (position_ids.flatten() == 0).long().cumsum(0) - 1  # every block starts a document at position 0
+    count = int(segment[-1]) + 1
+    lengths = torch.bincount(segment, minlength=count)
+    targets = torch.bincount(segment, weights=(labels.flatten() != IGNORE_INDEX).double(), minlength=count)
+    starts = torch.cumsum(lengths, 0) - lengths
+    keep = targets > 0
+    starts, lengths = starts[keep], lengths[keep]
+    if not len(lengths):
+        return batch
+    width = min(block, -(-int(lengths.max()) // multiple_of) * multiple_of)
+    if len(lengths) * width > rows * block:
+        return batch
+    offsets = torch.arange(width)
+    valid = offsets < lengths[:, None]
+    index = torch.where(valid, starts[:, None] + offsets, 0)
+    fill = {"input_ids": pad_id, "labels": IGNORE_INDEX, "task_index": -1}
+    out = {name: torch.where(valid, batch[name].flatten()[index], value) for name, value in fill.items()}
+    out["position_ids"] = offsets.expand(len(lengths), -1).contiguous()
+    return out

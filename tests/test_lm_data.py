@@ -138,3 +138,74 @@ def test_caption_weight_lands_on_the_caption_targets_of_video_to_text_sequences_
     np.testing.assert_array_equal(weight, expected)
     with pytest.raises(ValueError, match="caption_weight"):
         MixtureConfig(caption_weight=-1).weights()
+
+
+def test_split_documents_gives_each_document_with_a_target_its_own_row():
+    from reelm.data.packing import split_documents
+    from reelm.data.lm_data import collate
+
+    a = (np.array([1, 5, 6, 7]), np.array([False, False, True, True]), 0)
+    b = (np.array([1, 8, 9]), np.array([False, True, True]), 3)
+    c = (np.array([1, 4]), np.array([False, True]), 2)
+    batch = collate([pack([a, b], block_size=12, pad_id=0), pack([c], block_size=12, pad_id=0)])
+    split = split_documents(batch, pad_id=0, multiple_of=2)
+    assert split["input_ids"].tolist() == [[1, 5, 6, 7], [1, 8, 9, 0], [1, 4, 0, 0]]  # the padding tails: gone
+    assert split["labels"].tolist() == [[IGNORE_INDEX, IGNORE_INDEX, 6, 7], [IGNORE_INDEX, 8, 9, IGNORE_INDEX],
+                                        [IGNORE_INDEX, 4, IGNORE_INDEX, IGNORE_INDEX]]
+    assert split["position_ids"].tolist() == [[0, 1, 2, 3]] * 3
+    assert split["task_index"].tolist() == [[0] * 4, [3, 3, 3, -1], [2, 2, -1, -1]]
+    # rows that would hold more tokens than the blocks do: the batch as it was
+    full = collate([pack([a, b], block_size=7, pad_id=0)])
+    assert split_documents(full, pad_id=0, multiple_of=1) is full
+
+
+@pytest.mark.parametrize("video_positions", [False, True])
+def test_split_rows_give_the_packed_blocks_loss_and_gradients(layout, video_positions):
+    import dataclasses
+
+    import torch
+
+    from reelm.data.packing import split_documents
+    from reelm.lm.loss_meter import token_losses
+    from reelm.lm.model import build_model, layout_grid, preset
+    from reelm.lm.train import prepare_batch
+
+    rng = np.random.default_rng(1)  # clips of one length, as a world's are: documents of nearly one length
+    clips = datasets.Dataset.from_list([{"codes": rng.integers(0, 64, size=12).tolist(), "grid": [3, 2, 2],
+                                         "caption_ids": layout.encode_text(CAPTIONS[i % len(CAPTIONS)]).tolist()}
+                                        for i in range(40)])
+    cfg = LoaderConfig(block_size=64, batch_size=4, mixture=MixtureConfig(loss_on="all", v2t=0.3, i2v=0.3))
+    batch = PackedLoader(clips, layout, cfg).next_batch()
+    one_a_row = split_documents(batch, layout.pad_id, multiple_of=1)
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(preset("tiny"), video_positions=video_positions), layout.vocab_size,
+                        bos_id=layout.bos_id, eos_id=layout.eos_id, pad_id=layout.pad_id, attn_implementation="sdpa",
+                        grid=layout_grid(layout))
+
+    def loss_and_grads(given):
+        prepared = prepare_batch(given, layout, "cpu")
+        logits = model(input_ids=prepared["input_ids"], position_ids=prepared["position_ids"], use_cache=False).logits
+        losses = token_losses(logits, prepared["targets"])
+        count = (prepared["targets"] != IGNORE_INDEX).sum()
+        loss = losses.sum() / count
+        model.zero_grad()
+        loss.backward()
+        return prepared, count, loss, [p.grad.clone() for p in model.parameters()]
+
+    packed, packed_count, packed_loss, packed_grads = loss_and_grads(batch)
+    split, split_count, split_loss, split_grads = loss_and_grads(one_a_row)
+    assert split["input_ids"].shape[0] > packed["input_ids"].shape[0]  # several documents a block
+    assert split["input_ids"].numel() < packed["input_ids"].numel()  # the padding tails dropped
+    assert int(split_count) == int(packed_count)
+    torch.testing.assert_close(split_loss, packed_loss, rtol=1e-5, atol=1e-6)
+    for a, b in zip(split_grads, packed_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_training_splits_documents_unless_flash_attention_attends_within_them():
+    from reelm.lm.train import LMTrainConfig, use_split_documents
+
+    assert use_split_documents(LMTrainConfig(), "sdpa")
+    assert not use_split_documents(LMTrainConfig(), "flash_attention_2")
+    assert not use_split_documents(LMTrainConfig(split_documents=False), "sdpa")
+    assert use_split_documents(LMTrainConfig(split_documents=True), "flash_attention_2")
