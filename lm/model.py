@@ -15,7 +15,8 @@ input, and the engine's single-token steps pass each row's count. What serving e
 vLLM / TGI know ``llama``, not ``reelm_llama``; a plain-Llama model (``video_positions=False``)
 serves anywhere.
 The attention implementation is chosen once, when the model is built: ``flash_attention_2``
-when flash-attn is installed and the model lives on a GPU, ``sdpa`` otherwise. Packed
+when flash-attn is installed and the model lives on a GPU, ``sdpa`` otherwise (training in
+bf16 on a CPU runs short, narrow attention in fp32, where that is faster: :func:`training_attention`). Packed
 sequences need no special model code: position ids restart at 0 for every document, and
 transformers turns that into a block-diagonal causal mask (SDPA/eager) or the varlen kernel
 (flash-attention), so documents never attend to each other.
@@ -30,7 +31,9 @@ import shutil
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from reelm.core.config import resolve_preset
 from reelm.core.errors import ReelmError
@@ -105,6 +108,54 @@ def select_attention(device: torch.device | str) -> str:
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
     return "sdpa"
+
+
+TRAINING_SDPA = "reelm_sdpa"  # SDPA that runs short, narrow attention in fp32 under CPU autocast
+FP32_ATTENTION_MAX_HEAD_DIM = 48  # measured on the reference CPU: BENCHMARKS.md, "Training one document a row"
+FP32_ATTENTION_MAX_TOKENS = 256
+
+
+def training_attention(device: torch.device | str, *, bf16: bool) -> str:
+    """The attention a training run uses: :func:`select_attention`'s, or :data:`TRAINING_SDPA` in bf16 on CPUs.
+
+    On CPUs under bf16 autocast, PyTorch's SDPA backward in bf16 costs about as much for rows of
+    224 tokens as for 1,024 (heads of 32-48 on the reference CPU: 12-24 ms a layer either way),
+    while in fp32 it scales with the work: for heads of at most 48 and rows of 224 the fp32
+    kernel takes 0.55-0.6x the bf16 one's time forward and backward, at 512 0.87-0.99x, for wider
+    heads or longer rows up to 2.4x. :data:`TRAINING_SDPA` is SDPA that upcasts its inputs (and
+    casts its output back) exactly where it is faster: heads of at most
+    :data:`FP32_ATTENTION_MAX_HEAD_DIM`, rows of at most :data:`FP32_ATTENTION_MAX_TOKENS`; elsewhere, and
+    outside training, attention is plain SDPA.
+    """
+    base = select_attention(device)
+    if base == "sdpa" and torch.device(device).type == "cpu" and bf16:
+        return TRAINING_SDPA
+    return base
+
+
+def attention_implementations() -> list[str]:
+    """The attention implementations a model can be built with: ``eager`` and transformers' registered ones."""
+    return ["eager", *AttentionInterface().valid_keys()]
+
+
+def attention_in_fp32(query: torch.Tensor) -> bool:
+    """Whether :data:`TRAINING_SDPA` runs this ``(B, heads, L, head_dim)`` query's attention in fp32."""
+    return (query.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and query.shape[-1] <= FP32_ATTENTION_MAX_HEAD_DIM and query.shape[-2] <= FP32_ATTENTION_MAX_TOKENS)
+
+
+def training_sdpa_forward(module, query, key, value, attention_mask, **kwargs):
+    """Transformers' SDPA attention, in fp32 where :func:`attention_in_fp32` says so."""
+    if not attention_in_fp32(query):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    with torch.autocast("cpu", enabled=False):
+        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,
+                                              **kwargs)
+    return out.to(query.dtype), weights
+
+
+AttentionInterface.register(TRAINING_SDPA, training_sdpa_forward)
+AttentionMaskInterface.register(TRAINING_SDPA, sdpa_mask)  # the same masks (and causal skips) as SDPA's
 
 
 @dataclass(frozen=True)

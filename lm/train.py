@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from reelm.core.checkpoint_format import (capture_rng, latest_checkpoint, list_c
 from reelm.core.config import ConfigError, from_dict, to_dict
 from reelm.core.cpu_allocator import keep_freed_memory
 from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader, split_indices
+from reelm.data.packing import split_documents
 from reelm.data.shards import ShardSet, load_shards
 from reelm.data.token_layout import IGNORE_INDEX, TASKS, Task, TokenLayout
 from reelm.core.device import PRECISIONS, saved_precision, train_in_bf16
@@ -52,7 +54,8 @@ from reelm.lm.deepspeed_setup import build_engine
 from reelm.lm.ds_config import config_zero_stage, load_deepspeed_config, resolve_deepspeed_config
 from reelm.lm.flops import flops_per_token, measure_peak_flops
 from reelm.lm.loss_meter import MODALITIES, LossMeter, shift_left, target_modality, token_losses
-from reelm.lm.model import LMConfig, build_model, compile_layers, cxx_compiler, layout_grid, select_attention
+from reelm.lm.model import (LMConfig, attention_implementations, build_model, compile_layers, cxx_compiler, layout_grid,
+                            training_attention)
 from reelm.lm.plots import PLOT_FILE, plot_losses
 from reelm.core.metrics_log import MetricsLog
 from reelm.core.progress import progress_bar
@@ -88,6 +91,8 @@ class LMTrainConfig:
     zero_stage: int = 2
     activation_checkpointing: bool = False
     compile: bool | None = None  # torch.compile each decoder layer; None: see use_compile
+    split_documents: bool | None = None  # one row per document in each micro-batch; None: see use_split_documents
+    attention: str | None = None  # a transformers attention implementation; None: reelm.lm.model.training_attention's
     precision: str = "auto"  # auto: bf16 where the device multiplies bf16 natively (GPUs, AMX CPUs), else fp32; bf16; fp32
     init_from: str | None = None  # fine-tune: start from this LM model folder's weights (a new optimizer and schedule)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # with init_from: train low-rank adapters only (peft)
@@ -153,6 +158,9 @@ def check_config(cfg: LMTrainConfig, lm_cfg: LMConfig) -> None:
         raise ConfigError("training config: compile=true is supported with ZeRO stages 0-2; ZeRO-3 gathers each "
                           "layer's parameters in hooks, which needs DeepSpeed's own compile support (not used yet)")
     check_lora(cfg.lora, init_from=cfg.init_from, zero_stage=cfg.zero_stage)
+    if cfg.attention is not None and cfg.attention not in attention_implementations():
+        raise ConfigError(f"training config: attention={cfg.attention!r}: choose from "
+                          f"{', '.join(attention_implementations())} (or leave it unset)")
     if cfg.block_size > lm_cfg.max_position_embeddings:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the model's max_position_embeddings "
                           f"{lm_cfg.max_position_embeddings}")
@@ -170,13 +178,30 @@ def use_compile(cfg: LMTrainConfig, device: torch.device) -> bool:
     return device.type == "cpu" and cfg.zero_stage != 3 and cxx_compiler() is not None
 
 
+def use_split_documents(cfg: LMTrainConfig, attn_implementation: str) -> bool:
+    """Whether micro-batches go to the model one document a row (:func:`reelm.data.packing.split_documents`).
+
+    ``split_documents`` when set; by default on unless the attention is flash-attention, whose
+    varlen kernel already attends within documents only. SDPA computes a packed block's whole
+    causal triangle however its mask cuts it into documents: at the demo's settings (documents of
+    about 210 tokens in blocks of 512) the split rows take 1.3x fewer seconds a step on the reference
+    CPU for the same loss (BENCHMARKS.md, "Training one document a row").
+    """
+    if cfg.split_documents is not None:
+        return cfg.split_documents
+    return attn_implementation != "flash_attention_2"
+
+
 def prepare_batch(batch: dict[str, torch.Tensor], layout: TokenLayout, device: torch.device,
-                  caption_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                  caption_weight: float = 1.0, *, split: bool = False) -> dict[str, torch.Tensor]:
     """A loader batch as the model sees it: ids, positions and what each position predicts, on ``device``.
 
     With ``caption_weight`` other than 1 it also carries ``loss_weight``: that weight on the text
-    targets of video-to-text sequences (the captions), 1 elsewhere.
+    targets of video-to-text sequences (the captions), 1 elsewhere. With ``split`` the blocks are
+    first split into one row per document (:func:`reelm.data.packing.split_documents`).
     """
+    if split:
+        batch = split_documents(batch, layout.pad_id)
     targets = shift_left(batch["labels"], IGNORE_INDEX)
     prepared = {
         "input_ids": batch["input_ids"],
@@ -217,12 +242,13 @@ def train_step(engine, micro_batches: list[dict[str, torch.Tensor]], meter: Loss
 
 
 @torch.no_grad()
-def evaluate(engine, loader: PackedLoader, batches: int, layout: TokenLayout, device: torch.device) -> dict:
+def evaluate(engine, loader: PackedLoader, batches: int, layout: TokenLayout, device: torch.device, *,
+             split: bool = False) -> dict:
     """Mean held-out loss (overall, per modality, per task) over ``batches`` micro-batches per rank."""
     engine.eval()
     meter = LossMeter(device)
     for _ in range(batches):
-        batch = prepare_batch(loader.next_batch(), layout, device)
+        batch = prepare_batch(loader.next_batch(), layout, device, split=split)
         logits = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
         meter.add(token_losses(logits, batch["targets"]), batch)
     engine.train()
@@ -244,7 +270,8 @@ class LMTrainer:
         self.train_ids, self.val_ids = split_indices(len(shards.dataset), cfg.val_fraction, cfg.seed)
         self.loader = PackedLoader(shards.dataset, self.layout, cfg.loader(), indices=self.train_ids,
                                    rank=dist.rank, world_size=dist.world_size)
-        attn = select_attention(dist.device)
+        attn = cfg.attention or training_attention(dist.device, bf16=bf16)
+        self.split = use_split_documents(cfg, attn)
         lora = None
         if saved:
             model = load_weights(saved["folder"], saved, trainable=True, dtype=torch.float32, attn_implementation=attn)
@@ -267,7 +294,7 @@ class LMTrainer:
         self.compiled = use_compile(cfg, dist.device)
         if self.compiled:
             compile_layers(plain)
-        self.model_flops = flops_per_token(model, cfg.block_size)
+        self.flops_at = functools.lru_cache(maxsize=None)(functools.partial(flops_per_token, model))
         self.engine, self.scheduler = build_engine(model, cfg, ds_config)
         self.step = 0
         self.nonfinite_in_a_row = 0
@@ -320,11 +347,12 @@ class LMTrainer:
         for step in range(self.step + 1, end + 1):
             lr = self.scheduler.get_last_lr()[0]
             micro_batches = [prepare_batch(self.loader.next_batch(), self.layout, self.dist.device,
-                                           self.cfg.mixture.caption_weight)
+                                           self.cfg.mixture.caption_weight, split=self.split)
                              for _ in range(cfg.grad_accum_steps)]
             skipped_loss = train_step(self.engine, micro_batches, meter)
             self.step = step
             window.steps += 1
+            window.flops += self.dist.world_size * sum(self._model_flops(batch) for batch in micro_batches)
             bar.update()
             if skipped_loss is not None:
                 self._skipped(skipped_loss, bar)
@@ -355,13 +383,20 @@ class LMTrainer:
             return
         tokens_per_s = window.steps * self.tokens_per_step / window.seconds()
         self.last = {"step": self.step, "split": "train", **losses, "lr": lr, "tokens": self.step * self.tokens_per_step,
-                     "tokens_per_s": tokens_per_s, "mfu": self.model_flops * tokens_per_s / self.peak}
+                     "tokens_per_s": tokens_per_s, "mfu": window.flops / window.seconds() / self.peak}
         grad_norm = self.engine.get_global_grad_norm()
         if grad_norm is not None:
             self.last["grad_norm"] = float(grad_norm)
         self.log.write(self.last)
         bar.set_postfix(loss=f"{losses['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", mfu=f"{self.last['mfu']:.1%}")
         window.restart()
+
+    def _model_flops(self, batch: dict[str, torch.Tensor]) -> float:
+        """The model FLOPs of a micro-batch as the model saw it: rows x length tokens at that length's attention.
+
+        Tokens/s counts the blocks' tokens (padding included) split or not; MFU counts what was computed."""
+        rows, length = batch["input_ids"].shape
+        return rows * length * self.flops_at(length)
 
     def _skipped(self, loss: float, bar) -> None:
         """Log a skipped (NaN/Inf) step; stop the run after ``max_nonfinite_steps`` of them in a row."""
@@ -379,7 +414,8 @@ class LMTrainer:
         rank, world = (self.dist.rank, self.dist.world_size) if len(self.val_ids) >= self.dist.world_size else (0, 1)
         loader = PackedLoader(self.shards.dataset, self.layout, self.cfg.loader(), indices=self.val_ids, rank=rank,
                               world_size=world, shuffle=False)  # the same blocks every time
-        val = evaluate(self.engine, loader, self.cfg.val_batches, self.layout, self.dist.device)
+        val = evaluate(self.engine, loader, self.cfg.val_batches, self.layout, self.dist.device,
+                       split=self.split)
         self.log.write({"step": self.step, "split": "val", **val})
         if self.dist.is_main:
             bar.write(f"step {self.step}: val loss {val['loss']:.4f}")
@@ -405,7 +441,7 @@ class _Window:
         self.restart()
 
     def restart(self) -> None:
-        self.start, self.paused_seconds, self.steps = time.perf_counter(), 0.0, 0
+        self.start, self.paused_seconds, self.steps, self.flops = time.perf_counter(), 0.0, 0, 0.0
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start - self.paused_seconds

@@ -44,6 +44,35 @@ def test_sdpa_and_eager_give_the_same_logits():
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_training_attention_runs_short_narrow_rows_in_fp32_under_cpu_autocast():
+    from reelm.lm.model import TRAINING_SDPA, attention_in_fp32, training_attention
+
+    assert training_attention("cpu", bf16=True) == TRAINING_SDPA
+    assert training_attention("cpu", bf16=False) == "sdpa"
+    query = torch.zeros(1, 4, 224, 48)
+    assert not attention_in_fp32(query)  # no autocast: nothing to upcast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert attention_in_fp32(query)
+        assert not attention_in_fp32(torch.zeros(1, 4, 512, 48))  # longer rows: bf16 is the faster kernel
+        assert not attention_in_fp32(torch.zeros(1, 2, 224, 96))  # wider heads too
+
+    ids = torch.randint(3, VOCAB, (2, 40))
+    exact, plain, chosen = _model("sdpa"), _model("sdpa"), _model(TRAINING_SDPA)
+    with torch.no_grad():
+        reference = exact(input_ids=ids, use_cache=False).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            in_bf16 = plain(input_ids=ids, use_cache=False).logits.float()
+            in_fp32 = chosen(input_ids=ids, use_cache=False).logits.float()
+    torch.testing.assert_close(in_fp32, reference, atol=0.05, rtol=0.05)  # the matmuls around it stay bf16
+    assert not torch.equal(in_fp32, in_bf16)  # the attention itself did change precision
+    fp32_error, bf16_error = (in_fp32 - reference).abs().mean(), (in_bf16 - reference).abs().mean()
+    assert fp32_error < bf16_error
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # and it trains: gradients reach the weights through it
+        loss = chosen(input_ids=ids, labels=ids, use_cache=False).loss
+    loss.backward()
+    assert chosen.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.skipif(
     not (torch.cuda.is_available() and importlib.util.find_spec("flash_attn")), reason="needs CUDA and flash-attn"
 )
