@@ -69,3 +69,25 @@ def test_interleaving_reverses_the_order_and_times_only_the_steps_after_warm_up(
     for name in ("a", "b"):
         timings, faults = measured[name]
         assert len(timings) == 2 and len(faults) == 3
+
+
+def test_bench_feeds_shards_packed_and_split_under_both_attentions(capsys, tmp_path):
+    from test_lm_train import make_shards
+
+    make_shards(tmp_path / "shards", num_clips=24)
+    bench_lm.main(["--presets", "tiny", "--data", str(tmp_path / "shards"), "--video-positions", "--block-size", "128",
+                   "--micro-batch", "2", "--steps", "1", "--warmup", "1", "--peak-size", "128", "--peak-repeats", "2",
+                   "--compile", "off", "--precision", "bf16", "--split", "both", "--attention", "both"])
+    report = json.loads(capsys.readouterr().out)
+    tiny = report["presets"]["tiny"]
+    assert report["settings"]["data"].endswith("shards") and report["settings"]["video_positions"]
+    paths = [f"{p}_bf16{v}" for p in ("deepspeed", "bare") for v in ("", "_split", "_trainattn", "_split_trainattn")]
+    assert all(tiny[path]["tokens_per_s"] > 0 for path in paths)
+    assert tiny["split_trainattn_over_packed_sdpa_bf16"]["bare"] == pytest.approx(
+        tiny["bare_bf16_split_trainattn"]["tokens_per_s"] / tiny["bare_bf16"]["tokens_per_s"], rel=1e-3)
+    # split rows are fewer tokens than the blocks (the padding tails dropped): fewer model FLOPs a step
+    packed_flops = tiny["bare_bf16"]["achieved_flops"] * tiny["bare_bf16"]["step_s_median"]
+    split_flops = tiny["bare_bf16_split"]["achieved_flops"] * tiny["bare_bf16_split"]["step_s_median"]
+    assert split_flops < packed_flops
+    assert tiny["bare_bf16_split"]["fraction_of_peak"] == pytest.approx(
+        tiny["bare_bf16_split"]["achieved_flops"] / report["peak_bf16_flops"], rel=1e-3)

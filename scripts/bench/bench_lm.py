@@ -9,6 +9,14 @@ For each preset, on the same batches (blocks of random video codes of a token la
 - ``bare``: the same Hugging Face model with a plain forward (``labels=``), backward,
   gradient clipping and fused ``torch.optim.AdamW`` step.
 
+With ``--data SHARDS`` the batches are packed blocks of those shards instead (the loader of
+``reelm lm train``, the demo's task mixture), and ``--split on`` (or ``both``) adds the same
+paths fed one document a row (suffix ``_split``: ``reelm.data.packing.split_documents``, as
+``reelm lm train`` does under SDPA); ``--video-positions`` builds the model as the demo's.
+``--attention train`` (or ``both``) builds the models with the attention ``reelm lm train``
+picks for the precision (suffix ``_trainattn`` where that is not plain SDPA:
+``reelm.lm.model.training_attention``, fp32 SDPA for short, narrow rows in bf16 on CPUs).
+
 Each path runs eager and with its decoder layers compiled (``deepspeed_compiled``,
 ``bare_compiled``; ``reelm lm train`` compiles them by default on CPUs); ``--compile off`` or
 ``on`` keeps one of the two. ``--precision bf16`` (or ``both``) adds the same paths in bf16
@@ -19,10 +27,12 @@ against the bf16 matmul peak.
 The paths run interleaved: every batch goes through each, the order reversing from step to
 step, so that a drift in the machine's speed during the run falls on all alike and their
 ratios are fair ones. Warm-up steps are excluded; tokens/s is the median over the timed steps.
-Achieved FLOP/s is ``flops_per_token`` (6 x non-embedding parameters + LM head + causal
-attention) times tokens/s, reported as a fraction of this machine's peak, measured in the same
-run before and after the presets as the median of large fp32 ``torch.mm`` timings on all
-threads (the higher reading counts). The minor page faults of every step are reported too:
+Achieved FLOP/s is the median of the timed steps' model FLOPs (a step's rows x length tokens,
+at ``flops_per_token`` of that length: 6 x non-embedding parameters + LM head + causal
+attention) over the median step time, reported as a fraction of this machine's peak (fp32 or bf16), measured in the
+same run before and after the presets as the median of large ``torch.mm`` timings on all
+threads (the higher reading counts). Tokens/s counts the blocks' tokens, padding included,
+whether the path splits them or not, so the paths' tokens/s compare as seconds per batch. The minor page faults of every step are reported too:
 glibc malloc is set to keep freed memory as ``reelm lm train`` sets it on CPUs (``--malloc
 default`` leaves glibc as it is), and the faults show when the allocator has warmed up.
 Prints one JSON object.
@@ -30,12 +40,15 @@ Prints one JSON object.
 Usage::
 
     python scripts/bench/bench_lm.py --presets tiny,small --block-size 1024 --micro-batch 4
+    python scripts/bench/bench_lm.py --presets tiny --data runs/demo/shards --video-positions --block-size 512 \
+        --micro-batch 8 --compile on --precision bf16 --split both      # the demo's LM step, packed vs split
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import platform
@@ -75,6 +88,17 @@ def make_batches(count: int, micro_batch: int, block_size: int, layout, seed: in
     return batches
 
 
+def shard_batches(shards, count: int, micro_batch: int, block_size: int) -> list[dict]:
+    """``count`` loader batches of ``shards`` as ``reelm lm train`` packs them, under the demo's task mixture."""
+    from reelm.data.lm_data import LoaderConfig, PackedLoader
+    from reelm.demo.demo_config import demo_lm_training
+
+    mixture = demo_lm_training().mixture
+    loader = PackedLoader(shards.dataset, shards.layout, LoaderConfig(block_size=block_size, batch_size=micro_batch,
+                                                                      seed=0, mixture=mixture))
+    return [loader.next_batch() for _ in range(count)]
+
+
 def time_interleaved(steps: dict, batches: list[dict], warmup: int) -> dict[str, tuple[list[float], list[int]]]:
     """Each batch through every path of ``steps`` in turn, the order reversing from batch to batch.
 
@@ -97,6 +121,7 @@ def time_interleaved(steps: dict, batches: list[dict], warmup: int) -> dict[str,
 
 COMPILE_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
 PRECISION_MODES = {"fp32": (False,), "bf16": (True,), "both": (False, True)}
+SPLIT_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
 def bench_preset(name: str, args) -> dict:
@@ -106,41 +131,51 @@ def bench_preset(name: str, args) -> dict:
     from reelm.lm.ds_config import load_deepspeed_config, resolve_deepspeed_config
     from reelm.lm.flops import flops_per_token, non_embedding_parameters
     from reelm.lm.loss_meter import LossMeter
-    from reelm.lm.model import build_model, compile_layers, preset
+    from reelm.data.packing import split_documents
+    from reelm.data.shards import load_shards
+    from reelm.lm.model import build_model, compile_layers, layout_grid, preset, training_attention
     from reelm.core.device import autocast
     from reelm.lm.train import LMTrainConfig, prepare_batch, train_step
 
-    lm_cfg = preset(name)
+    lm_cfg = dataclasses.replace(preset(name), video_positions=args.video_positions)
     cfg = LMTrainConfig(micro_batch_size=args.micro_batch, block_size=args.block_size, steps=10**6, warmup_steps=0,
                       zero_stage=int(args.deepspeed_config[-1]))
-    layout = bench_layout(args.vocab_size)
-    batches = make_batches(args.warmup + args.steps, args.micro_batch, args.block_size, layout, seed=0)
+    count = args.warmup + args.steps
+    if args.data:
+        shards = load_shards(args.data)
+        layout = shards.layout
+        batches = shard_batches(shards, count, args.micro_batch, args.block_size)
+    else:
+        layout = bench_layout(args.vocab_size)
+        batches = make_batches(count, args.micro_batch, args.block_size, layout, seed=0)
     tokens = args.micro_batch * args.block_size
 
     def ds_config(bf16: bool) -> dict:
         return resolve_deepspeed_config(load_deepspeed_config(args.deepspeed_config), cfg, world_size=1, bf16=bf16,
                                         device_type="cpu")
 
-    def fresh_model(compiled: bool):
+    def fresh_model(compiled: bool, attn: str = "sdpa"):
         torch.manual_seed(0)
         model = build_model(lm_cfg, layout.vocab_size, bos_id=layout.bos_id, eos_id=layout.eos_id,
-                            pad_id=layout.pad_id, attn_implementation="sdpa")
+                            pad_id=layout.pad_id, attn_implementation=attn, grid=layout_grid(layout))
         if compiled:
             compile_layers(model)  # as reelm lm train does with compile=true
         return model.train()
 
-    def deepspeed_step(compiled: bool, bf16: bool):
-        engine, _ = build_engine(fresh_model(compiled), cfg, ds_config(bf16))
+    def deepspeed_step(compiled: bool, bf16: bool, split: bool, attn: str):
+        engine, _ = build_engine(fresh_model(compiled, attn), cfg, ds_config(bf16))
         engine.train()
         meter = LossMeter("cpu")
-        return lambda batch: train_step(engine, [prepare_batch(batch, layout, "cpu")], meter)
+        return lambda batch: train_step(engine, [prepare_batch(batch, layout, "cpu", split=split)], meter)
 
-    def bare_step(compiled: bool, bf16: bool):
-        model = fresh_model(compiled)
+    def bare_step(compiled: bool, bf16: bool, split: bool, attn: str):
+        model = fresh_model(compiled, attn)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                       weight_decay=cfg.weight_decay, fused=True)  # the kernel reelm's optimizer uses
 
         def step(batch):
+            if split:
+                batch = split_documents(batch, layout.pad_id)
             with autocast(torch.device("cpu"), bf16):  # reelm.core.device's, as the tokenizer trainer uses it
                 loss = model(input_ids=batch["input_ids"], labels=batch["labels"],
                              position_ids=batch["position_ids"], use_cache=False).loss
@@ -154,24 +189,38 @@ def bench_preset(name: str, args) -> dict:
     probe = fresh_model(False)
     result = {"non_embedding_parameters": non_embedding_parameters(probe), "vocab_size": probe.config.vocab_size,
               "flops_per_token": flops_per_token(probe, args.block_size)}
+
+    def model_flops(batch: dict) -> float:
+        """The model FLOPs of one step on ``batch`` as fed: rows x length tokens at that length's attention."""
+        rows, length = batch["input_ids"].shape
+        return rows * length * flops_per_token(probe, length)
+
+    packed_flops = [model_flops(batch) for batch in batches[args.warmup:]]
+    split_flops = [model_flops(split_documents(batch, layout.pad_id)) for batch in batches[args.warmup:]]
     del probe
     steps = {}
-    for bf16 in PRECISION_MODES[args.precision]:
-        for compiled in COMPILE_MODES[args.compile]:
-            suffix = ("_compiled" if compiled else "") + ("_bf16" if bf16 else "")
-            steps["deepspeed" + suffix] = deepspeed_step(compiled, bf16)
-            steps["bare" + suffix] = bare_step(compiled, bf16)
+    for split in SPLIT_MODES[args.split]:
+        for bf16 in PRECISION_MODES[args.precision]:
+            chosen = training_attention("cpu", bf16=bf16)
+            attentions = {"sdpa": ["sdpa"], "train": [chosen], "both": sorted({"sdpa", chosen})}[args.attention]
+            for attn in attentions:
+                for compiled in COMPILE_MODES[args.compile]:
+                    suffix = (("_compiled" if compiled else "") + ("_bf16" if bf16 else "") + ("_split" if split else "")
+                              + ("_trainattn" if attn != "sdpa" else ""))
+                    steps["deepspeed" + suffix] = deepspeed_step(compiled, bf16, split, attn)
+                    steps["bare" + suffix] = bare_step(compiled, bf16, split, attn)
     measured = time_interleaved(steps, batches, args.warmup)
     del steps
     gc.collect()
 
     for path, (timings, faults) in measured.items():
-        tokens_per_s = tokens / statistics.median(timings)
+        tokens_per_s = tokens / statistics.median(timings)  # the blocks' tokens, padding included, split or not
+        flops = split_flops if "_split" in path else packed_flops
         result[path] = {
             "tokens_per_s": round(tokens_per_s, 1),
             "step_s_median": round(statistics.median(timings), 4),
             "step_s_all": [round(t, 4) for t in timings],
-            "achieved_flops": round(result["flops_per_token"] * tokens_per_s),
+            "achieved_flops": round(statistics.median(flops) / statistics.median(timings)),
             "page_faults_per_step": faults,
         }
 
@@ -179,8 +228,13 @@ def bench_preset(name: str, args) -> dict:
         return round(result[a]["tokens_per_s"] / result[b]["tokens_per_s"], 4)
 
     for suffix in ("", "_compiled", "_bf16", "_compiled_bf16"):
-        if "deepspeed" + suffix in result:
-            result[f"deepspeed{suffix}_over_bare{suffix}"] = ratio("deepspeed" + suffix, "bare" + suffix)
+        for variant in ("", "_split", "_trainattn", "_split_trainattn"):
+            if f"deepspeed{suffix}{variant}" in result:
+                result[f"deepspeed{suffix}{variant}_over_bare{suffix}{variant}"] = ratio(
+                    f"deepspeed{suffix}{variant}", f"bare{suffix}{variant}")
+            if variant and f"deepspeed{suffix}{variant}" in result and f"deepspeed{suffix}" in result:
+                result[f"{variant[1:]}_over_packed_sdpa{suffix}"] = {
+                    path: ratio(f"{path}{suffix}{variant}", path + suffix) for path in ("deepspeed", "bare")}
     if args.compile == "both":
         result["compiled_over_eager"] = {path: ratio(path + "_compiled", path) for path in ("deepspeed", "bare")
                                          if path in result}
@@ -213,6 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", choices=tuple(PRECISION_MODES),
                         help="fp32, bf16 (mixed precision, as reelm lm train on CPUs with native bf16) or both "
                              "(interleaved in one run) (default: fp32)")
+    parser.add_argument("--data", default=None,
+                        help="pre-tokenized shards (reelm data tokenize, a demo's shards/): packed blocks of them "
+                             "under the demo's task mixture instead of random codes")
+    parser.add_argument("--video-positions", action="store_true",
+                        help="build the model with video positions, as the demo's LM")
+    parser.add_argument("--split", default="off", choices=tuple(SPLIT_MODES),
+                        help="feed the model one document a row (as reelm lm train under SDPA): off, on, or both "
+                             "(interleaved in one run) (default: off)")
+    parser.add_argument("--attention", default="sdpa", choices=("sdpa", "train", "both"),
+                        help="sdpa; train: the attention reelm lm train picks (fp32 SDPA for narrow heads in bf16 "
+                             "on CPUs); both, interleaved (default: sdpa)")
     parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak (default: 2048)")
     parser.add_argument("--peak-repeats", type=int, default=10, help="timed matmuls for the peak (default: 10)")
     args = parser.parse_args(argv)
@@ -245,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = peaks["fp32"]
     for result in presets.values():
         for path in [key for key, value in result.items() if isinstance(value, dict) and "achieved_flops" in value]:
-            path_peak = peaks["bf16" if path.endswith("_bf16") else "fp32"]
+            path_peak = peaks["bf16" if "_bf16" in path else "fp32"]
             result[path]["fraction_of_peak"] = round(result[path]["achieved_flops"] / path_peak, 4)
     report = {
         "machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -258,8 +323,10 @@ def main(argv: list[str] | None = None) -> int:
             "peak_bf16_flops_readings": [round(peaks_start["bf16"]), round(peaks_end["bf16"])]} if "bf16" in peaks else {}),
         "settings": {"block_size": args.block_size, "micro_batch": args.micro_batch, "steps": args.steps,
                      "warmup": args.warmup, "deepspeed_config": args.deepspeed_config, "compile": args.compile,
-                     "dtype": "float32", "precision": args.precision,
-                     "attention": "sdpa", "malloc": malloc,
+                     "dtype": "float32", "precision": args.precision, "data": args.data or "random codes",
+                     "video_positions": args.video_positions, "split": args.split, "attention_paths": args.attention,
+                     "attention": "sdpa" if args.attention == "sdpa" else "sdpa and reelm lm train's choice",
+                     "malloc": malloc,
                      "order": "interleaved: each batch through every path, the order reversing each step"},
         "presets": presets,
     }
