@@ -105,3 +105,30 @@ def test_the_synthetic_worlds_options_reach_pre_tokenization(tmp_path, video_tok
         assert len(attributes["objects"]) == 1 and attributes["background"]["kind"] == "plain"
         assert attributes["objects"][0]["shape"] in ("circle", "square", "triangle")
     assert shards.video_tokenizer is not None and (shards.video_tokenizer / "model.safetensors").is_file()
+
+
+def test_bf16_encoding_is_recorded_and_refused_where_bf16_is_not_native(tmp_path, video_tokenizer, monkeypatch):
+    from reelm.core import device as device_module
+    from reelm.core.errors import ReelmError
+
+    cfg = TokenizeConfig(clip=SPEC, num_clips=6, chunk_rows=6, batch_size=3, text_vocab_size=300)
+    exact = tokenize_dataset("synthetic", video_tokenizer, tmp_path / "fp32", cfg, progress=False)
+    assert "encode_precision" not in load_shards(tmp_path / "fp32").info  # fp32 folders read as before
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: True)  # autocast runs (emulated) anywhere
+    fast = tokenize_dataset("synthetic", video_tokenizer, tmp_path / "bf16", apply_overrides(cfg, ["precision=bf16"]),
+                            progress=False)
+    assert exact["clips"] == fast["clips"] == 6
+    shards = load_shards(tmp_path / "bf16")
+    assert shards.info["encode_precision"] == "bf16"
+    a, b = _columns(load_shards(tmp_path / "fp32")), _columns(shards)
+    assert a["grid"] == b["grid"] and a["caption_ids"] == b["caption_ids"]  # only codes may differ
+    codes = np.concatenate([np.asarray(c) for c in b["codes"]])
+    assert codes.min() >= 0 and codes.max() < shards.layout.codebook_size
+    # the two precisions never mix in one folder
+    with pytest.raises(ShardError, match="another job"):
+        tokenize_dataset("synthetic", video_tokenizer, tmp_path / "fp32", apply_overrides(cfg, ["precision=bf16"]),
+                         progress=False)
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: False)
+    with pytest.raises(ReelmError, match="precision=bf16"):
+        tokenize_dataset("synthetic", video_tokenizer, tmp_path / "x", apply_overrides(cfg, ["precision=bf16"]),
+                         progress=False)
