@@ -184,7 +184,7 @@ def use_split_documents(cfg: LMTrainConfig, attn_implementation: str) -> bool:
     ``split_documents`` when set; by default on unless the attention is flash-attention, whose
     varlen kernel already attends within documents only. SDPA computes a packed block's whole
     causal triangle however its mask cuts it into documents: at the demo's settings (documents of
-    about 210 tokens in blocks of 512) the split rows take 1.3x fewer seconds a step on the reference
+    about 210 tokens in blocks of 512) the split rows are 1.30-1.36x the tokens/s on the reference
     CPU for the same loss (BENCHMARKS.md, "Training one document a row").
     """
     if cfg.split_documents is not None:

@@ -9,7 +9,7 @@ Prints one JSON object.
 
 Usage::
 
-    python scripts/bench/caption_motion_probe.py --model runs/demo/lm/step-001500 --clips 24
+    python scripts/bench/caption_motion_probe.py --model runs/demo/lm/step-002800 --clips 24
 """
 
 from __future__ import annotations

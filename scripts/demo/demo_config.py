@@ -1,13 +1,14 @@
 """What ``reelm demo`` does at each stage, and how its steps scale with the time budget.
 
 The training steps are the ones measured to fit the whole pipeline into 15 minutes on the
-reference 2-core CPU without a GPU (this default: 14.9 minutes on a 2-core Xeon with AMX,
-BENCHMARKS.md "Captions, a third pass"): 64 x 64 clips of 9 frames at 8 fps (3 latent frames of 8 x 8 codes) of
-the demo's world (:func:`demo_world`), the ``tiny`` video tokenizer and LM (with video
-positions, loss on every token but the text prompts', no unconditional task), both
-trained in bf16 where the CPU multiplies bf16 natively (``precision=auto``; the reference
-machine has AMX) and the LM's layers compiled: on a CPU without native bf16 the same steps take
-about 1.5x as long (use ``--budget-minutes`` to fit a budget there).
+reference 2-core CPU without a GPU (this default: 13.4 minutes from a fresh clone on a 2-core
+Xeon with AMX, BENCHMARKS.md "Prompts followed: the time saved, spent on steps"): 64 x 64 clips
+of 9 frames at 8 fps (3 latent frames of 8 x 8 codes) of the demo's world (:func:`demo_world`),
+the ``tiny`` video tokenizer and LM (with video positions, loss on every token but the text
+prompts', captions weighted 3, no unconditional task), both trained in bf16 where the CPU
+multiplies bf16 natively (``precision=auto``; the reference machine has AMX) and the LM's
+layers compiled: on a CPU without native bf16 the same steps take about 1.5x as long (use
+``--budget-minutes`` to fit a budget there).
 ``--budget-minutes B`` scales the two training stages' steps (and the training set) by
 ``B / 15``; everything else keeps its size, so a small budget is a quick smoke run and a
 larger one buys better models.
