@@ -27,7 +27,6 @@ Follows: VideoPoet (one decoder-only LM over text and MAGVIT-v2 video tokens), L
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +35,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from reelm.core.config import resolve_preset
+from reelm.core.device import check_cpu_compile
 from reelm.core.errors import ReelmError
 
 
@@ -338,16 +338,7 @@ def compile_layers(model: LlamaForCausalLM) -> None:
     Parameter names, state dicts and checkpoints are unchanged. On CPUs inductor needs a C++
     compiler; without one this raises before any work is done.
     """
-    if next(model.parameters()).device.type == "cpu" and not cxx_compiler():
-        raise ReelmError("compile=true needs a C++ compiler for torch.compile on CPUs (g++, clang++ on macOS, "
-                         "or the one $CXX names, on PATH); install one or leave compile=false")
+    check_cpu_compile(next(model.parameters()).device, "compile=true")
     for layer in model.model.layers:
         layer.compile()
     model.model.norm.compile()
-
-
-def cxx_compiler() -> str | None:
-    """The C++ compiler inductor would call ($CXX, else g++; clang++ on macOS), if it is on PATH."""
-    from torch._inductor import config as inductor_config
-
-    return shutil.which(inductor_config.cpp.cxx[-1])

@@ -45,7 +45,7 @@ from reelm.data.lm_data import LoaderConfig, MixtureConfig, PackedLoader, split_
 from reelm.data.packing import split_documents
 from reelm.data.shards import ShardSet, load_shards
 from reelm.data.token_layout import IGNORE_INDEX, TASKS, Task, TokenLayout
-from reelm.core.device import PRECISIONS, saved_precision, train_in_bf16
+from reelm.core.device import PRECISIONS, cxx_compiler, saved_precision, train_in_bf16
 from reelm.core.distributed import DistInfo, init_distributed
 from reelm.core.errors import ReelmError
 from reelm.lm.lm_checkpoint import KIND, load_training_state, load_weights, remove_stale_staging, save_training_checkpoint
@@ -54,7 +54,7 @@ from reelm.lm.deepspeed_setup import build_engine
 from reelm.lm.ds_config import config_zero_stage, load_deepspeed_config, resolve_deepspeed_config
 from reelm.lm.flops import flops_per_token, measure_peak_flops
 from reelm.lm.loss_meter import MODALITIES, LossMeter, shift_left, target_modality, token_losses
-from reelm.lm.model import (LMConfig, attention_implementations, build_model, compile_layers, cxx_compiler, layout_grid,
+from reelm.lm.model import (LMConfig, attention_implementations, build_model, compile_layers, layout_grid,
                             training_attention)
 from reelm.lm.plots import PLOT_FILE, plot_losses
 from reelm.core.metrics_log import MetricsLog

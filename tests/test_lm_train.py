@@ -27,7 +27,8 @@ from reelm.lm.lm_checkpoint import export_lm, load_lm, video_tokenizer_dir
 from reelm.lm.ds_config import SHIPPED_CONFIGS, load_deepspeed_config, resolve_deepspeed_config
 from reelm.data.token_layout import IGNORE_INDEX
 from reelm.lm.loss_meter import shift_left, token_losses
-from reelm.lm.model import cxx_compiler, preset
+from reelm.core.device import cxx_compiler
+from reelm.lm.model import preset
 from reelm.lm.train import LMTrainConfig, train, use_compile
 
 CAPTIONS = [f"a {c} {s} moves {m}" for c in ("red", "blue", "green", "yellow")

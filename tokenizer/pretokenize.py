@@ -40,7 +40,7 @@ from reelm.data.sources import SourceOptions, SourceRow, SyntheticSource, open_s
 from reelm.data.synthetic.world import WorldOptions
 from reelm.data.token_layout import TokenLayout
 from reelm.data.video_read import frames_to_tensor
-from reelm.core.device import autocast, resolve_device, train_in_bf16
+from reelm.core.device import autocast, check_cpu_compile, resolve_device, train_in_bf16
 from reelm.core.errors import ReelmError
 from reelm.tokenizer.tokenizer_checkpoint import load_tokenizer, save_tokenizer, tokenizer_identity
 from reelm.tokenizer.model import VideoTokenizer
@@ -56,7 +56,8 @@ class TokenizeConfig:
     shard_index: int = 0
     workers: int = 0  # processes reading/decoding rows; 0 = in this process
     batch_size: int = 8  # clips per tokenizer forward
-    precision: str = "fp32"  # fp32: the exact codes; bf16 / auto: the encoder under bf16 autocast (see tokenize_dataset)
+    precision: str = "fp32"  # fp32: the exact codes; bf16 / auto: the encoder under bf16 autocast (tokenize_dataset)
+    compile: bool = False  # torch.compile the encoder (see tokenize_dataset)
     text_tokenizer: str | None = None  # a tokenizer.json (or folder); None = fit a BPE on the captions
     text_vocab_size: int = 4096
     seed: int = 0
@@ -70,7 +71,11 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     ``cfg.precision`` ``bf16`` (or ``auto`` where the device multiplies bf16 natively) runs the
     encoder under bf16 autocast (the quantizer rounds in fp32): faster on such CPUs, but a latent
     near an FSQ level boundary can round the other way, so a stated fraction of codes differ from
-    fp32's (BENCHMARKS.md, "Pre-tokenization in bf16"); the default ``fp32`` keeps them exact.
+    fp32's (BENCHMARKS.md, "Pre-tokenization in bf16, and compiled"); the default ``fp32`` keeps them exact.
+    ``cfg.compile`` compiles the encoder with ``torch.compile`` for one batch shape (a short last
+    batch is padded to it, the padding's codes dropped): worth it for large jobs, since the first
+    batch pays the compilation (tens of seconds on a CPU); in fp32 it changes a few codes in 10^5
+    (the same arithmetic, reordered).
     """
     out = Path(out)
     if not 0 <= cfg.shard_index < cfg.num_shards:
@@ -78,6 +83,9 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     chosen = resolve_device(device)
     bf16 = train_in_bf16(chosen, cfg.precision)
     model = load_tokenizer(video_tokenizer).to(chosen).eval()
+    if cfg.compile:
+        check_cpu_compile(chosen, "--compile")
+        model.encoder = torch.compile(model.encoder, dynamic=False)
     spec = cfg.clip
     check_clip_spec(spec, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
     t, h, w = model.latent_shape(spec.num_frames, spec.size, spec.size)
@@ -99,6 +107,7 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
         "num_shards": cfg.num_shards,
         "seed": cfg.seed,
         **({"encode_precision": "bf16"} if bf16 else {}),  # fp32 (exact codes) unsaid: older folders resume
+        **({"encode_compiled": True} if cfg.compile else {}),
     })
     _embed_video_tokenizer(out, model)
 
@@ -122,7 +131,7 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
                     continue
                 pending += [(row, k, clip) for k, clip in enumerate(result)]
             for batch in _same_shape_batches(pending, cfg.batch_size):
-                records += _encode(model, chosen, layout, batch, bf16)
+                records += _encode(model, chosen, layout, batch, bf16, pad_to=cfg.batch_size if cfg.compile else 0)
             write_chunk(folder / chunk_name(j), records, skipped)
             clips_done += len(records)
             bar.set_postfix(clips_per_s=f"{clips_done / max(time.perf_counter() - began, 1e-9):.1f}")
@@ -159,10 +168,14 @@ def _same_shape_batches(items: list, batch_size: int) -> Iterator[list]:
 
 @torch.no_grad()
 def _encode(model: VideoTokenizer, device: torch.device, layout: TokenLayout, batch: list,
-            bf16: bool = False) -> list[dict]:
+            bf16: bool = False, pad_to: int = 0) -> list[dict]:
+    """Records of ``batch``'s clips; ``pad_to``: zero clips appended up to that many (one shape for a compiled
+    encoder), their codes dropped."""
     video = torch.stack([frames_to_tensor(clip.frames) for _, _, clip in batch]).to(device)  # (B, 3, T, H, W)
+    if len(batch) < pad_to:
+        video = torch.cat([video, video.new_zeros((pad_to - len(batch), *video.shape[1:]))])
     with autocast(device, bf16):
-        indices = model.encode(video).indices.cpu().numpy()  # (B, t, h, w)
+        indices = model.encode(video).indices[: len(batch)].cpu().numpy()  # (B, t, h, w)
     records = []
     for (row, k, clip), grid in zip(batch, indices):
         records.append({

@@ -29,12 +29,13 @@ step, so that a drift in the machine's speed during the run falls on all alike a
 ratios are fair ones. Warm-up steps are excluded; tokens/s is the median over the timed steps.
 Achieved FLOP/s is the median of the timed steps' model FLOPs (a step's rows x length tokens,
 at ``flops_per_token`` of that length: 6 x non-embedding parameters + LM head + causal
-attention) over the median step time, reported as a fraction of this machine's peak (fp32 or bf16), measured in the
-same run before and after the presets as the median of large ``torch.mm`` timings on all
-threads (the higher reading counts). Tokens/s counts the blocks' tokens, padding included,
-whether the path splits them or not, so the paths' tokens/s compare as seconds per batch. The minor page faults of every step are reported too:
-glibc malloc is set to keep freed memory as ``reelm lm train`` sets it on CPUs (``--malloc
-default`` leaves glibc as it is), and the faults show when the allocator has warmed up.
+attention) over the median step time, reported as a fraction of this machine's peak (fp32 or
+bf16), measured in the same run before and after the presets as the median of large
+``torch.mm`` timings on all threads (the higher reading counts). Tokens/s counts the blocks'
+tokens, padding included, whether the path splits them or not, so the paths' tokens/s compare
+as seconds per batch. The minor page faults of every step are reported too: glibc malloc is
+set to keep freed memory as ``reelm lm train`` sets it on CPUs (``--malloc default`` leaves
+glibc as it is), and the faults show when the allocator has warmed up.
 Prints one JSON object.
 
 Usage::
@@ -205,8 +206,8 @@ def bench_preset(name: str, args) -> dict:
             attentions = {"sdpa": ["sdpa"], "train": [chosen], "both": sorted({"sdpa", chosen})}[args.attention]
             for attn in attentions:
                 for compiled in COMPILE_MODES[args.compile]:
-                    suffix = (("_compiled" if compiled else "") + ("_bf16" if bf16 else "") + ("_split" if split else "")
-                              + ("_trainattn" if attn != "sdpa" else ""))
+                    suffix = (("_compiled" if compiled else "") + ("_bf16" if bf16 else "")
+                              + ("_split" if split else "") + ("_trainattn" if attn != "sdpa" else ""))
                     steps["deepspeed" + suffix] = deepspeed_step(compiled, bf16, split, attn)
                     steps["bare" + suffix] = bare_step(compiled, bf16, split, attn)
     measured = time_interleaved(steps, batches, args.warmup)

@@ -38,6 +38,9 @@ def register(group) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                    help="the encoder's arithmetic: fp32 (default: the exact codes), bf16 (autocast; faster on CPUs "
                         "with AMX or AVX512-BF16, a stated fraction of codes differ), auto (bf16 where native)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoder: for large jobs (the first batch pays tens of seconds of "
+                        "compilation; a few codes in 10^5 change in fp32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world and the clip windows")
     add_source_flags(p)
     add_device_flag(p)
@@ -54,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
                       temporal_crop=args.temporal_crop, clips_per_video=args.clips_per_video),
         num_clips=args.num_clips, world=world_options(args), chunk_rows=args.chunk_rows, num_shards=args.num_shards,
         shard_index=args.shard_index, workers=args.workers, batch_size=args.batch_size, precision=args.precision,
+        compile=args.compile,
         text_tokenizer=args.text_tokenizer, text_vocab_size=args.text_vocab_size, seed=args.seed,
         source=source_options(args),
     )

@@ -120,3 +120,19 @@ def torch_threads(count: int | None):
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler inductor would call ($CXX, else g++; clang++ on macOS), if it is on PATH."""
+    import shutil
+
+    from torch._inductor import config as inductor_config
+
+    return shutil.which(inductor_config.cpp.cxx[-1])
+
+
+def check_cpu_compile(device: torch.device, what: str) -> None:
+    """Raise a clear error where ``torch.compile`` would fail on ``device``: a CPU without a C++ compiler."""
+    if device.type == "cpu" and not cxx_compiler():
+        raise ReelmError(f"{what} needs a C++ compiler for torch.compile on CPUs (g++, clang++ on macOS, or the one "
+                         "$CXX names, on PATH); install one or leave it off")
