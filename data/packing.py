@@ -73,6 +73,8 @@ def split_documents(batch: dict[str, torch.Tensor], pad_id: int, *, multiple_of:
     """
     position_ids, labels = batch["position_ids"], batch["labels"]
     rows, block = position_ids.shape
+    if not bool((position_ids[:, 0] == 0).all()):  # not blocks as pack() writes them: leave them be
+        return batch
     segment = (position_ids.flatten() == 0).long().cumsum(0) - 1  # every block starts a document at position 0
     count = int(segment[-1]) + 1
     lengths = torch.bincount(segment, minlength=count)

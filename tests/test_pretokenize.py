@@ -11,7 +11,7 @@ from reelm.core.config import apply_overrides
 from reelm.data.clip_sampling import ClipSpec
 from reelm.data.shards import ShardError, chunk_folders, load_shards
 from reelm.data.video_write import write_mp4
-from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer
+from reelm.tokenizer.tokenizer_checkpoint import load_tokenizer, save_tokenizer
 from reelm.tokenizer.model import PRESETS, VideoTokenizer
 from reelm.tokenizer.pretokenize import TokenizeConfig, tokenize_dataset
 
@@ -145,6 +145,10 @@ def test_a_compiled_encoder_gives_the_codes_of_the_eager_one_and_pads_short_batc
                      progress=False)
     compiled = load_shards(tmp_path / "compiled")
     assert compiled.info["encode_compiled"] is True
+    # the embedded video tokenizer is the plain one, under its own identity: LM runs and generation load it
+    assert compiled.info["video_tokenizer"] == load_shards(tmp_path / "eager").info["video_tokenizer"]
+    reloaded = load_tokenizer(compiled.video_tokenizer)
+    assert not any("_orig_mod" in key for key in reloaded.state_dict())
     a, b = _columns(load_shards(tmp_path / "eager")), _columns(compiled)
     assert a["row"] == b["row"] == list(range(5)) and a["grid"] == b["grid"]
     codes_a, codes_b = (np.concatenate([np.asarray(c) for c in x["codes"]]) for x in (a, b))

@@ -85,7 +85,6 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     model = load_tokenizer(video_tokenizer).to(chosen).eval()
     if cfg.compile:
         check_cpu_compile(chosen, "--compile")
-        model.encoder = torch.compile(model.encoder, dynamic=False)
     spec = cfg.clip
     check_clip_spec(spec, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
     t, h, w = model.latent_shape(spec.num_frames, spec.size, spec.size)
@@ -110,6 +109,8 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
         **({"encode_compiled": True} if cfg.compile else {}),
     })
     _embed_video_tokenizer(out, model)
+    if cfg.compile:  # after the identity and the embedded copy: their state dict keeps its names
+        model.encoder = torch.compile(model.encoder, dynamic=False)
 
     rows = range(cfg.shard_index, len(source), cfg.num_shards)  # ranges, not lists: a manifest may be huge
     chunks = [rows[i : i + cfg.chunk_rows] for i in range(0, len(rows), cfg.chunk_rows)]
