@@ -113,7 +113,22 @@ def saved_configs(run: str | Path) -> tuple[LMConfig, LMTrainConfig]:
     folder = resolve_checkpoint(run)
     meta = read_meta(folder, KIND)
     return (from_dict(LMConfig, meta["config"], where=f"{folder}/reelm.json config"),
-            from_dict(LMTrainConfig, saved_precision(meta["train"]), where=f"{folder}/reelm.json train"))
+            from_dict(LMTrainConfig, saved_train_config(meta["train"]), where=f"{folder}/reelm.json train"))
+
+
+def saved_train_config(train: dict) -> dict:
+    """A saved training config as the run computed it; one saved before a setting existed gets what it ran with.
+
+    Precision: :func:`reelm.core.device.saved_precision`. Runs before 2026-12-04 fed packed blocks
+    (``split_documents=false``) and, on CPUs, plain SDPA (``attention=sdpa``; on GPUs the default
+    choice is what they had), so a resumed run stays bit-exact.
+    """
+    train = saved_precision(train)
+    if "split_documents" not in train:
+        train = {**train, "split_documents": False}
+    if "attention" not in train and not torch.cuda.is_available():
+        train = {**train, "attention": "sdpa"}
+    return train
 
 
 def init_model_config(init_from: str | Path) -> LMConfig:
@@ -512,7 +527,7 @@ def _saved(run_dir: Path, resume: bool) -> dict | None:
         return None
     folder = latest_checkpoint(run_dir)
     meta = read_meta(folder, KIND)
-    return {**meta, **({"train": saved_precision(meta["train"])} if "train" in meta else {}), "folder": folder}
+    return {**meta, **({"train": saved_train_config(meta["train"])} if "train" in meta else {}), "folder": folder}
 
 
 def _check_resume(saved: dict, lm_cfg: LMConfig, cfg: LMTrainConfig, world_size: int, layout: TokenLayout) -> ResumePlan:

@@ -209,3 +209,15 @@ def test_training_splits_documents_unless_flash_attention_attends_within_them():
     assert not use_split_documents(LMTrainConfig(), "flash_attention_2")
     assert not use_split_documents(LMTrainConfig(split_documents=False), "sdpa")
     assert use_split_documents(LMTrainConfig(split_documents=True), "flash_attention_2")
+
+
+def test_a_run_saved_before_document_rows_resumes_as_it_ran():
+    import torch
+
+    from reelm.lm.train import saved_train_config
+
+    old = saved_train_config({"lr": 1.0, "precision": "fp32"})  # a config saved before the two settings existed
+    assert old["split_documents"] is False  # it fed packed blocks
+    assert old.get("attention") == (None if torch.cuda.is_available() else "sdpa")
+    new = {"lr": 1.0, "precision": "fp32", "split_documents": None, "attention": None}
+    assert saved_train_config(new) == new
