@@ -16,10 +16,11 @@ vLLM / TGI know ``llama``, not ``reelm_llama``; a plain-Llama model (``video_pos
 serves anywhere.
 The attention implementation is chosen once, when the model is built: ``flash_attention_2``
 when flash-attn is installed and the model lives on a GPU, ``sdpa`` otherwise (training in
-bf16 on a CPU runs short, narrow attention in fp32, where that is faster: :func:`training_attention`). Packed
-sequences need no special model code: position ids restart at 0 for every document, and
-transformers turns that into a block-diagonal causal mask (SDPA/eager) or the varlen kernel
-(flash-attention), so documents never attend to each other.
+bf16 on a CPU runs short, narrow attention in fp32, where that is faster:
+:func:`training_attention`). Packed sequences need no special model code: position ids restart
+at 0 for every document, and transformers turns that into a block-diagonal causal mask
+(SDPA/eager) or the varlen kernel (flash-attention), so documents never attend to each other
+(training under SDPA feeds one document a row instead: ``reelm.data.packing.split_documents``).
 
 Follows: VideoPoet (one decoder-only LM over text and MAGVIT-v2 video tokens), Llama.
 """
@@ -119,13 +120,13 @@ def training_attention(device: torch.device | str, *, bf16: bool) -> str:
     """The attention a training run uses: :func:`select_attention`'s, or :data:`TRAINING_SDPA` in bf16 on CPUs.
 
     On CPUs under bf16 autocast, PyTorch's SDPA backward in bf16 costs about as much for rows of
-    224 tokens as for 1,024 (heads of 32-48 on the reference CPU: 12-24 ms a layer either way),
-    while in fp32 it scales with the work: for heads of at most 48 and rows of 224 the fp32
-    kernel takes 0.55-0.6x the bf16 one's time forward and backward, at 512 0.87-0.99x, for wider
-    heads or longer rows up to 2.4x. :data:`TRAINING_SDPA` is SDPA that upcasts its inputs (and
-    casts its output back) exactly where it is faster: heads of at most
-    :data:`FP32_ATTENTION_MAX_HEAD_DIM`, rows of at most :data:`FP32_ATTENTION_MAX_TOKENS`; elsewhere, and
-    outside training, attention is plain SDPA.
+    224 tokens as for 1,024 (the reference CPU, 4,096 tokens a call, heads of 32-48: 14-24 ms a
+    layer at 224, 20-25 ms at 1,024), while in fp32 it scales with the work: for heads of at most
+    48 and rows of 224 the fp32 kernel takes 0.55-0.6x the bf16 one's time forward and backward,
+    at 512 0.87-0.99x, for wider heads or longer rows up to 2.4x. :data:`TRAINING_SDPA` is SDPA
+    that upcasts its inputs (and casts its output back) where that measured faster: heads of at
+    most :data:`FP32_ATTENTION_MAX_HEAD_DIM`, rows of at most :data:`FP32_ATTENTION_MAX_TOKENS`;
+    elsewhere, and outside training, attention is plain SDPA.
     """
     base = select_attention(device)
     if base == "sdpa" and torch.device(device).type == "cpu" and bf16:

@@ -70,8 +70,9 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
 
     ``cfg.precision`` ``bf16`` (or ``auto`` where the device multiplies bf16 natively) runs the
     encoder under bf16 autocast (the quantizer rounds in fp32): faster on such CPUs, but a latent
-    near an FSQ level boundary can round the other way, so a stated fraction of codes differ from
-    fp32's (BENCHMARKS.md, "Pre-tokenization in bf16, and compiled"); the default ``fp32`` keeps them exact.
+    near an FSQ level boundary can round the other way, so about 1 % of codes differ from fp32's
+    (BENCHMARKS.md, "Pre-tokenization in bf16, and compiled"); the default ``fp32`` keeps them
+    exact.
     ``cfg.compile`` compiles the encoder with ``torch.compile`` for one batch shape (a short last
     batch is padded to it, the padding's codes dropped): worth it for large jobs, since the first
     batch pays the compilation (tens of seconds on a CPU); in fp32 it changes a few codes in 10^5
