@@ -64,7 +64,25 @@ def build_engine(model: torch.nn.Module, cfg: LMTrainConfig, ds_config: dict):
     )
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     skip_single_rank_allreduce(engine)
+    record_grad_norm(engine)
     return engine, scheduler
+
+
+def record_grad_norm(engine) -> bool:
+    """Under ZeRO 0, keep the gradient norm DeepSpeed's clipping computes, so ``get_global_grad_norm()``
+    reports it (the norm before clipping) as ZeRO 1-3's optimizers do; DeepSpeed's own ZeRO-0 path
+    computes it and drops it, so the training log had no ``grad_norm``. Returns whether it was set up.
+    """
+    if engine.zero_optimization_stage() != 0 or engine.gradient_clipping() <= 0:
+        return False
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    def clip_fp32_gradients():  # DeepSpeed's, keeping the norm where the engine reads it after the step
+        engine.optimizer._global_grad_norm = clip_grad_norm_(parameters=engine.module.parameters(),
+                                                             max_norm=engine.gradient_clipping(), mpu=engine.mpu)
+
+    engine.clip_fp32_gradients = clip_fp32_gradients
+    return True
 
 
 def skip_single_rank_allreduce(engine) -> bool:

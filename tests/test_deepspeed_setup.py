@@ -59,3 +59,18 @@ def test_one_rank_zero0_skips_the_all_reduce_and_steps_like_plain_adamw():
 def test_zero1_and_2_keep_their_own_reduction(stage):
     engine, _ = engine_for(stage)
     assert engine.enable_backward_allreduce is True  # their optimizers gather the gradients through it
+
+
+def test_zero0_reports_the_gradient_norm_before_clipping_as_zero2_does():
+    ids = torch.randint(3, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    norms = {}
+    for stage in (0, 2):
+        engine, cfg = engine_for(stage)
+        engine.backward(loss_of(engine, ids))
+        engine.step()
+        norms[stage] = float(engine.get_global_grad_norm())
+    plain = tiny_model()
+    loss_of(plain, ids).backward()
+    expected = float(torch.nn.utils.get_total_norm([p.grad for p in plain.parameters()]))
+    assert expected > cfg.grad_clip  # the step clipped: the norm reported is the one before clipping
+    assert norms[0] == pytest.approx(expected, rel=1e-4) and norms[2] == pytest.approx(expected, rel=1e-4)
