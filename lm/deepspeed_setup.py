@@ -91,8 +91,9 @@ def skip_single_rank_allreduce(engine) -> bool:
     There DeepSpeed still flattens every gradient into one buffer, all-reduces it over the one
     rank, scales it by 1/1 and copies it back after each backward (``allreduce_gradients``). Without
     it a bf16 ``small`` step on the reference CPU ran 5 % faster, 0.945x -> 0.992x the bare loop
-    (BENCHMARKS.md, "DeepSpeed in bf16 against the bare loop"). The gradients are the same without it. ZeRO 1 to 3 gather their partitioned
-    gradients through the same call or inside their optimizers, and are left as they are.
+    (BENCHMARKS.md, "DeepSpeed in bf16 against the bare loop"). The gradients are the same
+    without it. ZeRO 1 to 3 gather their partitioned gradients through the same call or inside
+    their optimizers, and are left as they are.
     Returns whether it was turned off.
     """
     if engine.zero_optimization_stage() != 0 or engine.dp_world_size != 1 or not engine.enable_backward_allreduce:
