@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from reelm.demo.report_card import wilson
+from reelm.eval.intervals import wilson
 
 
 def fraction(correct: int, total: int) -> dict:

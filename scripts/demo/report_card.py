@@ -9,12 +9,12 @@ the generation eval, where each score's evidence is.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from reelm.data.contact_sheet import render_sheet
 from reelm.data.video_read import read_video
 from reelm.demo.demo_config import DemoConfig
+from reelm.eval.intervals import wilson
 from reelm.eval.reports.report_page import Report, enlarge
 
 # (label, where in the records, target): the demo's quality bar (README, BENCHMARKS.md)
@@ -56,14 +56,6 @@ def counts(records: dict, summary: dict) -> dict:
     found[("v2t", "motion")] = v2t.get("attributes", {}).get("motion")
     found[("v2t_held_out", "all")] = summary.get("v2t_held_out") or None
     return {key: (int(v["correct"]), int(v["total"])) for key, v in found.items() if v and v.get("total")}
-
-
-def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95 % Wilson score interval of ``correct / total``."""
-    p = correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def figures(records: dict, summary: dict) -> dict:
