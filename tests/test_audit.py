@@ -242,6 +242,36 @@ def test_signals_stay_bounded_over_a_long_stream():
     assert len(signals.sampled_hashes(5)) == 5
 
 
+def _pixel_verdicts(frames: np.ndarray) -> dict:
+    from reelm.eval.audit.dimensions import pixel_dimensions
+
+    signals = FrameSignals(fps=FPS, bar_level=24.0)
+    for frame in frames:
+        signals.add(frame)
+    return pixel_dimensions(AuditConfig(clip=SPEC), signals)
+
+
+def test_a_freeze_ending_is_no_cut_and_a_still_shot_after_a_cut_no_freeze():
+    clips = list(_world_clips(2, skip_black=True))
+    stalled = clips[0].frames.copy()
+    stalled[2:13] = stalled[2]  # frozen from frame 2; at frame 13 the object jumps to where it had moved
+    verdicts = _pixel_verdicts(stalled)
+    assert verdicts["frozen"]["verdict"] == "fail" and verdicts["frozen"]["evidence"]["segments"][0]["frames"] == [2, 12]
+    assert verdicts["cut"]["verdict"] == "pass"  # same scene, same colours: the freeze's finding only
+
+    cut_to_still = clips[0].frames.copy()
+    cut_to_still[6:] = clips[1].frames[6]  # a cut at frame 6 to a shot that holds still
+    verdicts = _pixel_verdicts(cut_to_still)
+    assert verdicts["cut"]["evidence"]["frames"] == [6]
+    assert verdicts["frozen"]["verdict"] == "pass" and verdicts["frozen"]["evidence"]["still_shots"] == [[6, 16]]
+
+    cut_after_freeze = clips[0].frames.copy()
+    cut_after_freeze[2:10] = cut_after_freeze[2]
+    cut_after_freeze[10:] = clips[1].frames[10:]  # frozen, then a cut to another scene: both found
+    verdicts = _pixel_verdicts(cut_after_freeze)
+    assert verdicts["cut"]["evidence"]["frames"] == [10] and verdicts["frozen"]["verdict"] == "fail"
+
+
 def test_defect_set_ground_truth_is_consistent(tmp_path):
     cfg = defects.DefectSetConfig(num_clips=30, share=0.8, seed=2)
     summary = defects.render_defect_set(tmp_path, cfg, WORLD)

@@ -31,7 +31,8 @@ class SpecCheck:
 @dataclass(kw_only=True)
 class FrozenCheck:
     """Frozen segments: a run of frames that repeat (no 8 x 8 cell's mean |frame difference| reaches
-    ``max_change``) lasting at least ``min_seconds``, in a clip that moves elsewhere. 2 levels is above what an
+    ``max_change``) lasting at least ``min_seconds``, in a clip that moves elsewhere (a shot between cuts that
+    does not move at all is a still shot, not a stall). 2 levels is above what an
     encoder's requantization moves in a repeated frame (up to 1.1 measured on H.264 at CRF 18) and far under the
     edge of any moving object (20-60); 0.3 s is where a viewer sees a stall. ``max_share``: a clip may hold that
     share of frozen frames before it fails."""

@@ -66,12 +66,27 @@ def _blank_pairs(cfg: AuditConfig, s: FrameSignals) -> np.ndarray:
     return blank[1:] | blank[:-1]
 
 
-def motion_checks(cfg: AuditConfig, s: FrameSignals) -> dict:
-    """Frozen segments and still clips, from the frame-pair motion."""
+def frozen_runs(cfg: AuditConfig, s: FrameSignals) -> list[tuple[int, int]]:
+    """``[start, end)`` frame-pair runs in which no 8 x 8 cell changes by ``frozen.max_change``, at least
+    ``frozen.min_seconds`` long; black or faded frames repeat too, and are exposure's finding, not a freeze."""
+    if s.count < 2:
+        return []
+    min_pairs = _min_frozen_pairs(cfg, s)
+    still = (np.asarray(s.motion) < cfg.frozen.max_change) & ~_blank_pairs(cfg, s)
+    return [(a, b) for a, b in _runs(still) if b - a >= min_pairs]
+
+
+def _min_frozen_pairs(cfg: AuditConfig, s: FrameSignals) -> int:
+    return max(2, int(np.ceil(cfg.frozen.min_seconds * s.fps))) if s.fps else 2
+
+
+def motion_checks(cfg: AuditConfig, s: FrameSignals, runs: list[tuple[int, int]], cuts: list[int]) -> dict:
+    """Frozen segments and still clips, from the frame-pair motion, its frozen ``runs`` (:func:`frozen_runs`) and
+    the frames the clip ``cuts`` at: a run that fills a whole shot between cuts is a still shot, not a stall."""
     if s.count < 2:
         return {"frozen": result(None, cfg.frozen.max_change, None), "static": result(None, cfg.static.min_motion, None)}
     motion = np.asarray(s.motion)
-    blank = _blank_pairs(cfg, s)  # black or faded frames repeat too: that is exposure's finding, not a freeze
+    blank = _blank_pairs(cfg, s)
     if blank.all():  # every frame blank: nothing shows that could move or freeze (exposure's finding)
         return {"frozen": result(None, cfg.frozen.max_change, None), "static": result(None, cfg.static.min_motion, None)}
     shown = motion[~blank]  # a fade-in from black is no motion of the scene
@@ -80,8 +95,9 @@ def motion_checks(cfg: AuditConfig, s: FrameSignals) -> dict:
     static = result(most, cfg.static.min_motion, still,
                     f"nothing moves (largest frame change {most:.2f} < {cfg.static.min_motion:g})",
                     mean=round(float(shown.mean()), 4))
-    min_pairs = max(2, int(np.ceil(cfg.frozen.min_seconds * s.fps))) if s.fps else 2
-    segments = [(a, b) for a, b in _runs((motion < cfg.frozen.max_change) & ~blank) if b - a >= min_pairs]
+    # shot k's pairs are [starts[k], ends[k]): the pair that crosses a cut (frame c - 1 -> c) belongs to none
+    shots = set(zip([0] + list(cuts), [c - 1 for c in cuts] + [len(motion)])) if cuts else set()
+    segments = [run for run in runs if run not in shots]
     frozen_frames = sum(b - a for a, b in segments)
     share = frozen_frames / s.count
     failed = None if still else (bool(segments) and share > cfg.frozen.max_share)
@@ -91,10 +107,11 @@ def motion_checks(cfg: AuditConfig, s: FrameSignals) -> dict:
         a, b = max(segments, key=lambda ab: ab[1] - ab[0])
         reason = (f"frozen {b - a} frames" + (f" ({(b - a) / s.fps:.2f} s)" if s.fps else "")
                   + f" from frame {a}" + (f" ({a / s.fps:.2f} s)" if s.fps else ""))
-    frozen = result(round(share, 4), {"max_change": cfg.frozen.max_change, "min_pairs": min_pairs,
+    frozen = result(round(share, 4), {"max_change": cfg.frozen.max_change, "min_pairs": _min_frozen_pairs(cfg, s),
                                       "max_share": cfg.frozen.max_share}, failed, reason, segments=evidence,
                     # the frames that repeat the one before them
-                    frames=[f for a, b in segments for f in range(a + 1, b + 1)][:64])
+                    frames=[f for a, b in segments for f in range(a + 1, b + 1)][:64],
+                    still_shots=[[a, b] for a, b in runs if (a, b) in shots])
     return {"frozen": frozen, "static": static}
 
 
@@ -142,15 +159,19 @@ def blur_check(cfg: AuditConfig, s: FrameSignals) -> dict:
                   sampled=len(values), sharpest=round(float(values.min()), 3))
 
 
-def cut_check(cfg: AuditConfig, s: FrameSignals) -> dict:
+def cut_check(cfg: AuditConfig, s: FrameSignals, runs: list[tuple[int, int]]) -> dict:
+    """Scene cuts, given the clip's frozen ``runs`` (:func:`frozen_runs`): where a freeze ends, the picture jumps
+    by the motion the freeze held back, so that jump is a cut only if the colours change by ``min_score`` too."""
     if len(s.cut) < 1:
         return result(None, cfg.cut.min_score, None)
     score = np.asarray(s.cut)
     across = np.asarray(s.cut_across)
+    colour = np.asarray(s.cut_colour)
     blank = _blank_pairs(cfg, s)  # a fade from black is exposure's finding, not a cut
+    released = {b for _, b in runs}  # the first pair that moves after each frozen run
     cuts = []
     for i, value in enumerate(score):  # pair i: frame i -> i + 1
-        if value < cfg.cut.min_score or blank[i]:
+        if value < cfg.cut.min_score or blank[i] or (i in released and colour[i] < cfg.cut.min_score):
             continue
         around = np.concatenate([score[max(0, i - CUT_WINDOW):i], score[i + 1:i + 1 + CUT_WINDOW]])
         usual = max(CUT_FLOOR, float(np.median(around))) if len(around) else CUT_FLOOR
@@ -210,5 +231,7 @@ def bars_check(cfg: AuditConfig, s: FrameSignals) -> dict:
 
 def pixel_dimensions(cfg: AuditConfig, s: FrameSignals) -> dict:
     """Every dimension measured from the pixels alone."""
-    return {**motion_checks(cfg, s), "exposure": exposure_check(cfg, s), "flicker": flicker_check(cfg, s),
-            "blur": blur_check(cfg, s), "cut": cut_check(cfg, s), "bars": bars_check(cfg, s)}
+    runs = frozen_runs(cfg, s)
+    cut = cut_check(cfg, s, runs)
+    return {**motion_checks(cfg, s, runs, cut["evidence"].get("frames", [])), "exposure": exposure_check(cfg, s),
+            "flicker": flicker_check(cfg, s), "blur": blur_check(cfg, s), "cut": cut, "bars": bars_check(cfg, s)}

@@ -9,8 +9,8 @@ the frames: memory is flat in the clip's length but for those scalars. What it k
 - per frame pair: the mean |RGB difference| of its most-changed 8 x 8 cell (motion, frozen runs: a
   small object moving on a still wall counts, and a blue one on a grey wall of the same luma), the common brightness
   change (the median change of 8 x 8 cell means: flicker), and a cut score (half the colour-
-  histogram distance plus half the mean RGB change over 64 levels), with the score from the
-  frame before to the frame after (a one-frame flash is not a cut);
+  histogram distance plus half the mean RGB change over 64 levels, and the histogram part alone),
+  with the score from the frame before to the frame after (a one-frame flash is not a cut);
 - how soft the steepest edges are (:func:`blur_metric`) on frames sampled ``blur_per_second`` a second;
 - per row and column, the brightest mean and largest spread over time, and how often the row
   shows content (bars);
@@ -99,11 +99,15 @@ def _cells(gray: np.ndarray) -> np.ndarray:
     return sums / np.outer(np.maximum(np.diff(ys), 1), np.maximum(np.diff(xs), 1))
 
 
+def _colour_change(a: tuple, b: tuple) -> float:
+    """The colour-histogram distance (0-1) between two frames' (histogram, RGB) summaries."""
+    return 0.5 * float(np.abs(a[0] - b[0]).sum(axis=1).mean())
+
+
 def _change(a: tuple, b: tuple) -> float:
     """The cut score between two frames' (histogram, RGB) summaries."""
-    hist = 0.5 * float(np.abs(a[0] - b[0]).sum(axis=1).mean())
     pixels = float(np.abs(a[1] - b[1]).mean()) / 64.0
-    return 0.5 * hist + 0.5 * min(1.0, pixels)
+    return 0.5 * _colour_change(a, b) + 0.5 * min(1.0, pixels)
 
 
 class FrameSignals:
@@ -120,6 +124,7 @@ class FrameSignals:
         self.common: list[float] = []
         self.cut: list[float] = []
         self.cut_across: list[float] = []  # frame t-1 -> t+1 at index t-1 (one shorter than cut)
+        self.cut_colour: list[float] = []  # the cut score's colour-histogram part alone, per pair
         self.blur: list[tuple[int, float]] = []
         self.hashes: list[tuple[int, int, np.ndarray]] = []
         self._previous: tuple | None = None  # (cells, (hist, rgb)) of the last frame
@@ -147,6 +152,7 @@ class FrameSignals:
             self.motion.append(float(_cells(np.abs(summary[1] - last_summary[1]).mean(axis=-1)).max()))
             self.common.append(float(np.median(cells - last_cells)))
             self.cut.append(_change(last_summary, summary))
+            self.cut_colour.append(_colour_change(last_summary, summary))
             if self._before is not None:
                 self.cut_across.append(_change(self._before, summary))
             self._before = last_summary
