@@ -43,7 +43,7 @@ NOT_RUN = {
     "reelm demo": "the 25-minute demo: tests/test_demo.py runs it at tiny settings",
     "pytest": "the test command itself",
     "reelm app": "a server that runs until stopped: tests/test_app.py serves it and drives it in a browser",
-    "torchrun": "a launcher of several processes: tests/test_eval_runs.py and test_generation_pipeline.py run them",
+    "torchrun": "a launcher of several processes: tests/test_eval_runs.py, test_generation_pipeline.py and test_audit.py run them",
     "i3d_torchscript.pt": "I3D weights the user supplies (tests/eval_weights.py makes tiny ones for the metric tests)",
 }
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.M | re.S)
