@@ -26,6 +26,10 @@ def register(subparsers) -> None:
     p.add_argument("--context-frames", type=int, metavar="K", help="with --video: latent frames of context to keep "
                    "(default: half the training length, rounded up, leaving at least one to generate)")
     p.add_argument("--prompts", metavar="FILE", help="one prompt per line (UTF-8), generated in batches")
+    p.add_argument("--story", metavar="FILE", help="one video from a story: 'DURATION: PROMPT' a line (e.g. "
+                   "'2s: a red circle moves right', '16f: ...') or JSON [{\"prompt\", \"seconds\"|\"frames\"}]; "
+                   "each segment continues the frames before it under its own prompt (with --image: from that "
+                   "first frame); the sheet has a row a segment, the sidecar each segment's frames, seed and context")
     p.add_argument("--num-samples", type=int, default=1, metavar="N", help="videos per prompt (default: 1)")
     p.add_argument("--frames", type=int, metavar="N", help="frames per video (default: the training length; "
                    "longer videos are made window by window)")
@@ -98,6 +102,8 @@ def generate_main(args: argparse.Namespace) -> int:
     from reelm.core.atomic import output_folder
     from reelm.generation.outputs import VBENCH_SIDE_FOLDER, plan_samples, read_prompts
 
+    if args.story:
+        return story_main(args)
     if args.naming == "vbench":
         output = Path(args.output)
         if output.suffix.lower() in (".mp4", ".gif"):
@@ -176,6 +182,52 @@ def _generate_samples(args: argparse.Namespace, samples: list, who: str) -> None
                           f"{video.shape[2]}), {files.sheet.name}, {files.sidecar.name}")
     seconds = time.perf_counter() - began
     print(f"reelm generate{who}: {len(samples)} video(s), {tokens} tokens in {seconds:.1f} s")
+
+
+def story_main(args: argparse.Namespace) -> int:
+    """``reelm generate --story FILE -o OUT``: one video, streamed to OUT window by window."""
+    import os
+    import time
+
+    from reelm.core.errors import ReelmError
+    from reelm.data.video_write import check_video_path
+    from reelm.generation.outputs import plan_samples, write_story
+    from reelm.generation.pipeline import DEFAULT_SAMPLING
+    from reelm.generation.story import plan_segments, read_story
+    from reelm.generation.story_generation import StoryRecorder, story_info
+
+    clashes = [flag for flag, given in (("PROMPT", args.prompt is not None), ("--prompts", args.prompts),
+                                        ("--video", args.video), ("--frames", args.frames),
+                                        ("--num-samples", args.num_samples != 1), ("--naming", args.naming != "numbered"),
+                                        ("--skip-existing", args.skip_existing)) if given]
+    if clashes:
+        raise ReelmError(f"--story makes one video from the story's prompts and lengths: drop {', '.join(clashes)}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ReelmError("--story makes one video, window after window: run it in one process, not under torchrun")
+    output = check_video_path(args.output)
+    segments = read_story(args.story)
+    pipe = _pipeline(args)
+    fps = pipe.model.clip.fps
+    planned = plan_segments(segments, fps, pipe.tokenizer.temporal_downsample)
+    settings = dict(seed=args.seed, guidance_scale=args.guidance_scale, sampling=sampling_from(args, DEFAULT_SAMPLING),
+                    negative_prompt=args.negative_prompt, image=args.image)
+    recorder = StoryRecorder(fps, args.seed)
+    files = plan_samples(output, [None], 1)[0]
+    began = time.perf_counter()
+    total = sum(s.latent_frames for s in planned) * pipe.layout.codes_per_frame
+    with _bar(args.progress, total, "story") as bar:
+        def report(piece):
+            if piece.last:
+                seg = piece.segment
+                bar.write(f"reelm generate --story: segment {seg.index + 1}/{len(planned)} frames {seg.start}-"
+                          f"{seg.end - 1} ({seg.start / fps:.2f} s): {seg.segment.prompt}")
+
+        record = write_story(files, pipe.iter_story(segments, progress=bar.update, **settings), fps,
+                             {"story": str(args.story), **story_info(pipe, **settings)}, recorder, on_piece=report)
+    print(f"reelm generate --story: {output} ({record['frames']} frames, {len(planned)} segments, "
+          f"{record['frames'] / fps:.2f} s), {files.sheet.name}, {files.sidecar.name} in "
+          f"{time.perf_counter() - began:.1f} s")
+    return 0
 
 
 def caption_main(args: argparse.Namespace) -> int:

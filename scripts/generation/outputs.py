@@ -5,7 +5,9 @@ frames, captioned with its prompt) and ``NAME.json`` (the prompt, the seed, ever
 model and tokenizer identities, token counts and timings) beside it, each written atomically.
 Several videos from one command are numbered: ``NAME-P-S.mp4`` for prompt ``P``, sample ``S``, or
 named as VBench reads them (``{prompt}-{S}.mp4``). The sidecar is written last, so a sample whose
-sidecar exists is whole: a killed batch run resumes with ``--skip-existing``.
+sidecar exists is whole: a killed batch run resumes with ``--skip-existing``. A story
+(``--story``) is one video written window by window, its sheet a row a segment, its sidecar
+recording each segment's prompt, frames, seed and contexts.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from reelm.core.atomic import write_json
 from reelm.data.contact_sheet import contact_sheet
-from reelm.data.video_write import write_video
+from reelm.data.video_write import open_video, write_video
 from reelm.core.errors import ReelmError
 
 SHEET_FRAMES = 9
@@ -103,6 +105,41 @@ def write_sample(files: SampleFiles, frames: np.ndarray, fps: float, sidecar: di
               "frames_sha256": frames_digest(frames)}
     write_json(files.sidecar, record)
     return files
+
+
+def write_story(files: SampleFiles, pieces, fps: float, sidecar: dict, recorder, *,
+                on_piece=None) -> dict:
+    """A story's video streamed window by window (``pieces`` from
+    :func:`reelm.generation.story_generation.iter_story`), then its contact sheet — a row a segment, labelled
+    with its start time and prompt, so each row begins where its segment does — and, last, its sidecar with
+    each segment's bookkeeping (``recorder``, a ``StoryRecorder``). Memory holds a window and the sheet's
+    frames, never the video. Returns the sidecar record."""
+    rows: list[list[np.ndarray]] = []
+    labels: list[str] = []
+    digest = hashlib.sha256()
+    count, shape = 0, None
+    with open_video(files.video, fps) as stream:
+        for piece in pieces:
+            recorder.add(piece)
+            segment = piece.segment
+            if piece.window == 0:
+                rows.append([])
+                labels.append(_short(f"{segment.start / fps:.1f} s: {segment.segment.prompt}"))
+            wanted = set(np.linspace(segment.start, segment.end - 1, min(SHEET_FRAMES, segment.frames)).round()
+                         .astype(int).tolist())
+            rows[-1].extend(f for i, f in enumerate(piece.frames, start=piece.start) if i in wanted)
+            stream.write(piece.frames)
+            digest.update(np.ascontiguousarray(piece.frames, dtype=np.uint8).tobytes())
+            count, shape = count + len(piece.frames), piece.frames.shape[1:3]
+            if on_piece is not None:
+                on_piece(piece)
+    files.sheet.parent.mkdir(parents=True, exist_ok=True)
+    sheet = contact_sheet([np.stack(row) for row in rows], files.sheet, max_frames=SHEET_FRAMES, labels=labels)
+    record = {**sidecar, "video": files.video.name, "contact_sheet": str(sheet.relative_to(files.video.parent)),
+              "frames": count, "height": int(shape[0]), "width": int(shape[1]), "fps": fps,
+              "frames_sha256": digest.hexdigest(), "segments": recorder.segments}
+    write_json(files.sidecar, record)
+    return record
 
 
 def frames_digest(frames: np.ndarray) -> str:

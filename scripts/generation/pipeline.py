@@ -19,7 +19,10 @@ One :class:`VideoPipeline` does the four jobs of one pretrained model:
   and kept, the model generates the frames after it;
 - continuation: ``pipe(prompt, video=...)``: the last ``context_frames`` latent frames of the
   clip are kept and extended;
-- captioning: :meth:`VideoPipeline.caption`: a clip in, text out.
+- captioning: :meth:`VideoPipeline.caption`: a clip in, text out;
+
+and stories: :meth:`VideoPipeline.story`, a timed sequence of prompts made into one video, each
+segment continuing the frames before it (:mod:`reelm.generation.story_generation`).
 
 The pipeline joins the video tokenizer (pixels <-> codes) and the LM's generation engine
 (:mod:`reelm.lm.engine`: token ids in and out, KV cache, batched classifier-free guidance,
@@ -143,7 +146,7 @@ class VideoPipeline:
         self.engine = GenerationEngine(self.model.lm, self.layout, step=self._step)  # its masks live on the device
         return self
 
-    # --- the four jobs -----------------------------------------------------------------------
+    # --- the four jobs, and stories -----------------------------------------------------------
 
     def __call__(self, prompt: str | Sequence[str] | None = None, *, image=None, video=None,
                  num_videos_per_prompt: int | None = None, **kwargs):
@@ -224,6 +227,32 @@ class VideoPipeline:
                 "tokens": sum(s["tokens"] for s in stats),
                 "timings": {"encode_s": encode_s, "generate_s": sum(s["total_s"] for s in stats)}}
         return CaptionOutput(captions, sequences, info)
+
+    def story(self, segments, *, seed: int | None = 0, guidance_scale: float = DEFAULT_GUIDANCE,
+              sampling: Sampling | None = None, negative_prompt: str | None = None, image=None,
+              progress: Callable[[int], None] | None = None):
+        """One video from a story: ``segments`` (a story file's path, or a list of
+        :class:`reelm.generation.story.StorySegment`), each continuing the frames before it under its own prompt
+        (:mod:`reelm.generation.story_generation`). Returns a ``StoryOutput`` (the video, each segment's frames,
+        seed and contexts, the settings); :meth:`iter_story` yields it window by window instead, in flat memory."""
+        from reelm.generation.story_generation import StoryOutput, StoryRecorder, story_info
+
+        settings = dict(seed=seed, guidance_scale=guidance_scale, sampling=sampling, negative_prompt=negative_prompt,
+                        image=image)
+        recorder, frames = StoryRecorder(self.model.clip.fps, seed), []
+        for piece in self.iter_story(segments, progress=progress, **settings):
+            recorder.add(piece)
+            frames.append(piece.frames)
+        return StoryOutput(np.concatenate(frames), recorder.segments, story_info(self, **settings))
+
+    def iter_story(self, segments, **kwargs):
+        """The story's windows as :class:`reelm.generation.story_generation.StoryPiece` (see :meth:`story`)."""
+        from reelm.generation.story import read_story
+        from reelm.generation.story_generation import iter_story
+
+        if isinstance(segments, (str, Path)):
+            segments = read_story(segments)
+        return iter_story(self, list(segments), **kwargs)
 
     # --- generation ------------------------------------------------------------------------------
 

@@ -1,0 +1,142 @@
+"""A story made into one video: each segment continues the frames before it under its own prompt.
+
+:func:`iter_story` walks a story's planned segments (:func:`reelm.generation.story.plan_segments`)
+window by window. The first window is text-to-video (or image-to-video from a first frame); every
+later one is a continuation: the last latent frames made so far are re-encoded as its context (as
+the pipeline's own sliding windows do, so the context starts with an image latent, as in
+training) and the model generates what follows under the prompt of the segment it falls in, with
+guidance on that prompt. A boundary between segments is only a change of prompt: the objects in
+the context carry over unless the new prompt changes them.
+
+It yields a :class:`StoryPiece` for each window, holding only that window's new frames, and keeps
+only the context's frames between windows, so memory stays flat in the story's length.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from reelm.core.seeds import derive_seed, text_key
+from reelm.data.token_layout import continuation_context
+from reelm.generation.story import PlannedSegment, StorySegment, plan_segments
+
+
+@dataclass(frozen=True, eq=False)
+class StoryPiece:
+    """One window of a story: its new frames, the segment they belong to, and what the model was given."""
+
+    segment: PlannedSegment
+    frames: np.ndarray  # (t, H, W, 3) uint8: the window's new frames, in story order
+    start: int  # the story frame the new frames start at
+    window: int  # the window's number within its segment
+    seed: int | None
+    task: str  # "t2v", "i2v" or "v2v"
+    context: dict | None  # the story frames re-encoded as the window's context, None for the first window
+    seconds: float
+    tokens: int
+
+    @property
+    def last(self) -> bool:
+        """Whether this window ends its segment."""
+        return self.start + len(self.frames) >= self.segment.end
+
+
+@dataclass(frozen=True, eq=False)
+class StoryOutput:
+    """A whole story in memory (:meth:`reelm.generation.VideoPipeline.story`); the CLI streams it instead."""
+
+    video: np.ndarray  # (T, H, W, 3) uint8
+    segments: list[dict]  # each segment's bookkeeping, as the sidecar records it
+    info: dict = field(default_factory=dict)
+
+
+def segment_seed(seed: int | None, index: int) -> int | None:
+    """Segment ``index``'s seed, from the story's: the same story and seed give the same video."""
+    return None if seed is None else derive_seed(seed, text_key("story"), index)
+
+
+def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guidance_scale: float | None = None,
+               sampling=None, negative_prompt: str | None = None, image=None,
+               progress: Callable[[int], None] | None = None) -> Iterator[StoryPiece]:
+    """The story's windows, in order (see the module docstring). ``image``: the story's first frame (a path or an
+    ``(H, W, 3)`` uint8 array): the first window is then image-to-video."""
+    from reelm.generation.pipeline import DEFAULT_GUIDANCE
+
+    tokenizer = pipe.tokenizer
+    planned = plan_segments(segments, pipe.model.clip.fps, tokenizer.temporal_downsample)
+    window_latents = pipe.model.latent_frames
+    k = continuation_context(window_latents)
+    settings = dict(guidance_scale=DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale,
+                    sampling=sampling, negative_prompt=negative_prompt, progress=progress)
+    tail: np.ndarray | None = None  # the last frames made, as many as a context needs
+    made = 0  # story frames made so far
+    for segment in planned:
+        remaining, window = segment.latent_frames, 0
+        base = segment_seed(seed, segment.index)
+        while remaining:
+            chunk_seed = None if base is None else derive_seed(base, window)
+            prompt = segment.segment.prompt
+            began = time.perf_counter()
+            if tail is None:
+                new = min(remaining, window_latents)
+                frames = tokenizer.pixel_frames(new)
+                if image is not None:
+                    out = pipe.image_to_video(image, prompt, num_frames=frames, seed=chunk_seed, **settings)
+                else:
+                    out = pipe.text_to_video(prompt, num_frames=frames, seed=chunk_seed, **settings)
+                task, context, video = out.info["task"], None, out.videos[0]
+            else:
+                have = min(k, tokenizer.latent_frames(len(tail)))
+                context_frames = tail[-tokenizer.pixel_frames(have):]
+                new = min(remaining, window_latents - have)
+                out = pipe.continue_video(context_frames, prompt, context_frames=have,
+                                          num_frames=tokenizer.pixel_frames(have + new), seed=chunk_seed, **settings)
+                task = out.info["task"]
+                context = {"latent_frames": have, "frames": [made - len(context_frames), made]}
+                video = out.videos[0][len(context_frames):]
+            piece = StoryPiece(segment, video, made, window, chunk_seed, task, context,
+                               time.perf_counter() - began, int(out.info["tokens"]["generated"]))
+            yield piece
+            made += len(video)
+            keep = tokenizer.pixel_frames(k)
+            tail = video[-keep:] if tail is None else np.concatenate([tail, video])[-keep:]
+            remaining -= new
+            window += 1
+
+
+class StoryRecorder:
+    """Each segment's bookkeeping from the pieces as they pass: frames, seconds, seed, its windows' contexts."""
+
+    def __init__(self, fps: float, seed: int | None):
+        self.fps, self.seed = fps, seed
+        self.segments: list[dict] = []
+
+    def add(self, piece: StoryPiece) -> None:
+        segment = piece.segment
+        if piece.window == 0:
+            self.segments.append({
+                "index": segment.index, "prompt": segment.segment.prompt, "requested": segment.segment.requested(),
+                "start_frame": segment.start, "end_frame": segment.end, "frames": segment.frames,
+                "start_s": round(segment.start / self.fps, 4), "seconds": round(segment.frames / self.fps, 4),
+                "latent_frames": segment.latent_frames, "seed": segment_seed(self.seed, segment.index),
+                "windows": [], "tokens": 0, "generate_s": 0.0})
+        record = self.segments[-1]
+        record["windows"].append({"task": piece.task, "frames": [piece.start, piece.start + len(piece.frames)],
+                                  "seed": piece.seed, "context": piece.context})
+        record["tokens"] += piece.tokens
+        record["generate_s"] = round(record["generate_s"] + piece.seconds, 3)
+
+
+def story_info(pipe, *, seed, guidance_scale, sampling, negative_prompt, image) -> dict:
+    """The settings a story sidecar records beside its segments."""
+    from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
+
+    return {"task": "story", "seed": seed, "guidance_scale": DEFAULT_GUIDANCE if guidance_scale is None else
+            guidance_scale, "sampling": (sampling or DEFAULT_SAMPLING).to_dict(), "negative_prompt": negative_prompt,
+            "image": str(image) if isinstance(image, (str, Path)) else (None if image is None else "an array"), "fps": pipe.model.clip.fps, "trained_latent_frames": pipe.model.latent_frames,
+            "context_latent_frames": continuation_context(pipe.model.latent_frames), "model": pipe.model.identity()}
