@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reelm.eval.reports.report_page import Report, enlarge
+from reelm.eval.reports.report_page import Report, display_frames, labelled_rows
 
 MARK = np.array([230, 30, 30], np.uint8)
 STRIP_FRAMES = 8
@@ -59,7 +59,7 @@ def _strip(frames: np.ndarray, name: str, result: dict) -> np.ndarray:
     if name == "cut" and marked:  # the frames either side of the first cut, in order
         a = marked[0]
         picks = sorted(set([max(0, a - 2), a, a + 1, min(len(frames) - 1, a + 2)] + picks[:4]))[:STRIP_FRAMES]
-    shown = _display(frames[picks])
+    shown = display_frames(frames[picks], DISPLAY_HEIGHT)
     scale = shown.shape[1] / frames.shape[1]
     cells = []
     for i, frame in zip(picks, shown):
@@ -77,34 +77,6 @@ def _strip(frames: np.ndarray, name: str, result: dict) -> np.ndarray:
             frame[:3], frame[-3:], frame[:, :3], frame[:, -3:] = MARK, MARK, MARK, MARK
         cells.append(np.pad(frame, ((0, 0), (0, 4), (0, 0)), constant_values=255))
     return np.concatenate(cells, axis=1)
-
-
-def _display(frames: np.ndarray) -> np.ndarray:
-    """Frames at a size to look at: small ones enlarged pixel by pixel, wide ones shrunk to ``DISPLAY_HEIGHT``."""
-    if frames.shape[1] >= DISPLAY_HEIGHT:
-        from PIL import Image
-
-        width = round(frames.shape[2] * DISPLAY_HEIGHT / frames.shape[1])
-        return np.stack([np.asarray(Image.fromarray(f).resize((width, DISPLAY_HEIGHT), Image.BILINEAR)) for f in frames])
-    return enlarge(frames, DISPLAY_HEIGHT)
-
-
-def _sheet(rows: list[tuple[str, np.ndarray]]) -> np.ndarray:
-    """Strips stacked, each labelled in a left margin (``clip 16``), padded to one width."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.load_default(size=14)
-    margin = max(int(font.getlength(label)) for label, _ in rows) + 12
-    width = margin + max(strip.shape[1] for _, strip in rows)
-    height = sum(strip.shape[0] + 6 for _, strip in rows)
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    y = 0
-    for label, strip in rows:
-        canvas.paste(Image.fromarray(strip), (margin, y))
-        draw.text((4, y + strip.shape[0] // 2), label, fill=(0, 0, 0), font=font, anchor="lm")
-        y += strip.shape[0] + 6
-    return np.asarray(canvas)
 
 
 def _histogram(values: list[float], threshold, title: str):
@@ -172,5 +144,5 @@ def write_audit_report(out: Path, summary: dict, values: dict, worst: dict, sour
         if rows:
             marked = {"bars": "bar edges drawn in red", "duplicate": "each clip above the one it duplicates",
                       "cut": "the frames either side of the cut framed in red"}.get(name, "offending frames framed in red")
-            section.image(_sheet(rows), f"{TITLES[name]}: the clips above, {marked}", name=f"{name}_clips")
+            section.image(labelled_rows(rows), f"{TITLES[name]}: the clips above, {marked}", name=f"{name}_clips")
     return report.write("report.html")

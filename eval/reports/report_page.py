@@ -131,6 +131,34 @@ def enlarge(frames: np.ndarray, min_side: int = 96) -> np.ndarray:
     return frames.repeat(factor, axis=-3).repeat(factor, axis=-2) if factor > 1 else frames
 
 
+def display_frames(frames: np.ndarray, height: int = 72) -> np.ndarray:
+    """Frames at a size to look at: small ones enlarged pixel by pixel to at least ``height``, tall ones shrunk to it."""
+    if frames.shape[1] >= height:
+        from PIL import Image
+
+        width = round(frames.shape[2] * height / frames.shape[1])
+        return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR)) for f in frames])
+    return enlarge(frames, height)
+
+
+def labelled_rows(rows: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """``(label, strip)`` images stacked, each labelled in a left margin, padded to one width."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=14)
+    margin = max(int(font.getlength(label)) for label, _ in rows) + 12
+    width = margin + max(strip.shape[1] for _, strip in rows)
+    height = sum(strip.shape[0] + 6 for _, strip in rows)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    y = 0
+    for label, strip in rows:
+        canvas.paste(Image.fromarray(strip), (margin, y))
+        draw.text((4, y + strip.shape[0] // 2), label, fill=(0, 0, 0), font=font, anchor="lm")
+        y += strip.shape[0] + 6
+    return np.asarray(canvas)
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f'<td class="num">{value:.4g}</td>' if abs(value) < 1e4 else f'<td class="num">{value:.3e}</td>'
