@@ -207,7 +207,7 @@ def _sample_object(rng: np.random.Generator, vocabulary: Vocabulary, *, fixed: d
     return obj
 
 
-def _center_range(obj: dict, height: int, width: int) -> tuple[float, float, float, float]:
+def center_range(obj: dict, height: int, width: int) -> tuple[float, float, float, float]:
     """``(x_lo, x_hi, y_lo, y_hi)``: where the center may be with the whole shape in frame."""
     x0, x1, y0, y1 = (e * obj["radius"] for e in EXTENTS[obj["shape"]])
     return -x0, width - x1, -y0, height - y1
@@ -227,7 +227,7 @@ def _sample_start(
 ) -> tuple[float, float]:
     """A start center (see the module docstring: ``reach`` set means independent of the motion), apart from
     earlier objects if it can be."""
-    x_lo, x_hi, y_lo, y_hi = _center_range(obj, height, width)
+    x_lo, x_hi, y_lo, y_hi = center_range(obj, height, width)
     vx, vy = MOTIONS[obj["motion"]]
     if reach is not None:  # one region for every motion: the center, shrunk by how far any motion travels
         x_lo, x_hi = _shrunk(x_lo, x_hi, reach[0])
@@ -259,7 +259,7 @@ def _start_coord(rng: np.random.Generator, lo: float, hi: float, velocity: float
 
 def _track(obj: dict, start: tuple[float, float], height: int, width: int, num_frames: int, fps: float) -> dict:
     """Per-frame center and bbox, moving at the object's speed and bouncing off the edges."""
-    x_lo, x_hi, y_lo, y_hi = _center_range(obj, height, width)
+    x_lo, x_hi, y_lo, y_hi = center_range(obj, height, width)
     step = SPEEDS[obj["speed"]] * min(height, width) / fps if obj["speed"] else 0.0  # pixels per frame
     ux, uy = MOTIONS[obj["motion"]]
     t = np.arange(num_frames)  # (T,)
