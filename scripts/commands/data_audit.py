@@ -41,17 +41,14 @@ def register(group) -> None:
 def main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from reelm.core.config import apply_overrides, dump_config, merge_settings, read_config_file, to_dict
+    from reelm.commands.run_configs import settings_from_flags
+    from reelm.core.config import dump_config, to_dict
     from reelm.eval.audit.audit_config import AuditConfig
     from reelm.eval.audit.audit_run import audit_dataset
 
-    cfg = AuditConfig()
-    if args.config is not None:
-        cfg = merge_settings(cfg, read_config_file(args.config), where=f"{args.config}: audit")
-    flags = [f"clip.{key}={value}" for key, value in (("num_frames", args.num_frames), ("fps", args.fps),
-                                                      ("size", args.size)) if value is not None]
-    flags += [f"{key}={value}" for key, value in (("seed", args.seed), ("num_clips", args.num_clips)) if value is not None]
-    cfg = apply_overrides(cfg, [*flags, *args.overrides])
+    cfg = settings_from_flags(AuditConfig(), args, "audit", [
+        ("clip.num_frames", args.num_frames), ("clip.fps", args.fps), ("clip.size", args.size), ("seed", args.seed),
+        ("num_clips", args.num_clips)])
     cfg = replace(cfg, world=world_options(args, cfg.world), source=source_options(args))
     if args.print_config:
         print(dump_config(to_dict(cfg)), end="")

@@ -27,16 +27,12 @@ def register(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from reelm.core.config import apply_overrides, dump_config, merge_settings, read_config_file, to_dict
+    from reelm.commands.run_configs import settings_from_flags
+    from reelm.core.config import dump_config, to_dict
     from reelm.demo import DemoConfig, run_demo
     from reelm.core.errors import ReelmError
 
-    cfg = DemoConfig()
-    if args.config is not None:
-        cfg = merge_settings(cfg, read_config_file(args.config), where=f"{args.config}: demo")
-    flags = [f"{key}={value}" for key, value in (("seed", args.seed), ("budget_minutes", args.budget_minutes))
-             if value is not None]
-    cfg = apply_overrides(cfg, [*flags, *args.overrides])
+    cfg = settings_from_flags(DemoConfig(), args, "demo", [("seed", args.seed), ("budget_minutes", args.budget_minutes)])
     if not cfg.budget_minutes > 0:
         raise ReelmError(f"budget_minutes {cfg.budget_minutes:g}: must be positive")
     if args.print_config:

@@ -65,3 +65,14 @@ def print_run_configs(preset: str | None, config_file: str | Path | None, model_
     preset = chosen_preset(preset, trainer_settings(config_file) if config_file is not None else {})
     payload = {"preset": preset} if preset is not None else {}
     print(dump_config({**payload, "model": to_dict(model_cfg), "train": to_dict(train_cfg)}), end="")
+
+
+def settings_from_flags(cfg: T, args, what: str, flags: Sequence[tuple[str, object]] = ()) -> T:
+    """A one-config command's settings: ``cfg`` with ``--config FILE`` laid over it (errors name the file and
+    ``what``), then the typed flags given (``(key, value)`` pairs, ``None`` where a flag was not given), then
+    ``--set KEY=VALUE``: flags win over the file, the file over the defaults."""
+    if args.config is not None:
+        cfg = merge_settings(cfg, read_config_file(args.config), where=f"{args.config}: {what}")
+    given = [f"{key}={value}" for key, value in flags if value is not None]
+    return apply_overrides(cfg, [*given, *args.overrides])
+
