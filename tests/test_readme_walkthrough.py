@@ -28,6 +28,7 @@ TINY = [
     (r"--steps \d+", "--steps 2"),
     (r"\bsteps=\d+", "steps=2"),
     (r"--num-clips \d+", "--num-clips 12"),
+    (r"--num-stories \d+", "--num-stories 2"),
     (r"\bnum_clips=\d+", "num_clips=12"),
     (r"--vocab-size \d+", "--vocab-size 300"),
     (r"--frames 51", "--frames 25"),
@@ -60,6 +61,14 @@ def readme_blocks() -> list[tuple[str, str, str]]:
         position = match.end()
         blocks.append((section, match.group(1), match.group(2)))
     return blocks
+
+
+def readme_text_block(name: str) -> str:
+    """The fenced ``text`` block of README.md whose first line is ``# NAME``: a file README shows a user writing."""
+    for match in re.finditer(r"^```text\n(.*?)^```", (REPO / "README.md").read_text(), re.M | re.S):
+        if match.group(1).startswith(f"# {name}\n"):
+            return match.group(1)
+    raise AssertionError(f"README.md shows no ```text block starting '# {name}'")
 
 
 def tiny(line: str) -> str:
@@ -108,6 +117,7 @@ def user_files(root: Path) -> None:
     prompts = "a red circle moves to the left\na blue square moves up\n"
     (root / "prompts.txt").write_text(prompts)
     (root / "my_prompts.txt").write_text(prompts)
+    (root / "story.txt").write_text(readme_text_block("story.txt"))
 
 
 def _write_mkv(path: Path, frames: np.ndarray) -> None:

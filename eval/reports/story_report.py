@@ -56,7 +56,7 @@ def write_story_report(out: Path, summary: dict, records: list[dict], fps: float
                  "", ""])
     rows.append(["PSNR across a boundary / inside segments (median dB)",
                  f"{summary['boundary_psnr']} / {summary['inside_psnr']}", "", ""])
-    head.table(rows, ["measure", "stories", "each prompt alone (baseline)", "ratio"])
+    head.table(rows, ["measure", "in stories", "each prompt alone (baseline)", "ratio"])
     if summary.get("broken"):
         head.text("Boundaries that broke continuity, by reason: " +
                   ", ".join(f"{k} {v}" for k, v in sorted(summary["broken"].items())))

@@ -5,6 +5,8 @@ engine (token ids), so it sits above both.
 - ``model_folder``: open a model folder (LM, token layout, video tokenizer, clip spec), checked together
 - ``pipeline``: ``VideoPipeline`` (``from_pretrained``, ``__call__``, ``caption``)
 - ``outputs``: writing samples (MP4 / GIF, contact sheet, JSON sidecar) and reading prompt files
+- ``story``: story files (timed prompts, text or JSON) and their segments on latent frames
+- ``story_generation``: a story made into one video window by window (``VideoPipeline.story``)
 - ``video_export``: ``export_to_video``, diffusers' signature
 
 Example::
