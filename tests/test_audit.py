@@ -272,6 +272,17 @@ def test_a_freeze_ending_is_no_cut_and_a_still_shot_after_a_cut_no_freeze():
     assert verdicts["cut"]["evidence"]["frames"] == [10] and verdicts["frozen"]["verdict"] == "fail"
 
 
+def test_a_still_clip_whose_first_frame_pair_settles_is_still_not_frozen():
+    clip = next(_world_clips(1, skip_black=True)).frames
+    still = np.repeat(clip[:1], 9, axis=0).astype(np.int16)
+    still[0] += 4  # the first P-frame re-quantizing the keyframe: a few levels everywhere at once
+    verdicts = _pixel_verdicts(np.clip(still, 0, 255).astype(np.uint8))
+    assert verdicts["static"]["verdict"] == "fail" and verdicts["frozen"]["verdict"] == "n/a"
+    moving = clip[:9].copy()
+    moving[1:] = moving[1]  # a real first move of a moving edge, then a stall: frozen
+    assert _pixel_verdicts(moving)["frozen"]["verdict"] == "fail"
+
+
 def test_defect_set_ground_truth_is_consistent(tmp_path):
     cfg = defects.DefectSetConfig(num_clips=30, share=0.8, seed=2)
     summary = defects.render_defect_set(tmp_path, cfg, WORLD)

@@ -89,7 +89,10 @@ def motion_checks(cfg: AuditConfig, s: FrameSignals, runs: list[tuple[int, int]]
     blank = _blank_pairs(cfg, s)
     if blank.all():  # every frame blank: nothing shows that could move or freeze (exposure's finding)
         return {"frozen": result(None, cfg.frozen.max_change, None), "static": result(None, cfg.static.min_motion, None)}
-    shown = motion[~blank]  # a fade-in from black is no motion of the scene
+    moving = motion.copy()
+    if moving[0] < cfg.static.first_pair_motion:  # the encoder settling after its keyframe (StaticCheck)
+        moving[0] = 0.0
+    shown = moving[~blank]  # a fade-in from black is no motion of the scene
     most = float(shown.max())
     still = most < cfg.static.min_motion  # no pair of frames changes: nothing to freeze
     static = result(most, cfg.static.min_motion, still,
