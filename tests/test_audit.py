@@ -175,6 +175,19 @@ def test_the_cleaned_manifest_feeds_the_next_stage(audited):
         assert all(len(c) == 1 and c[0].frames.shape == (5, 64, 64, 3) for c in clips)
 
 
+def test_a_manifest_named_by_a_relative_path_gives_a_cleaned_manifest_read_from_anywhere(defect_folder, tmp_path,
+                                                                                         monkeypatch):
+    from reelm.data.sources import open_source
+
+    root, truth = defect_folder
+    monkeypatch.chdir(root.parent)  # "DIR/manifest.jsonl", its videos relative to DIR, the audit run from above it
+    out = tmp_path / "audit"
+    audit_dataset(Path(root.name) / "manifest.jsonl", out, AuditConfig(clip=SPEC), progress=False)
+    monkeypatch.chdir(tmp_path)
+    source = open_source(out / "clean.jsonl")
+    assert len(source) and all(Path(source.row(i).video).is_file() for i in range(len(source)))
+
+
 def test_the_cleaned_manifest_trains_a_tokenizer_and_is_evaluated(audited, tmp_path, single_thread_isolated):
     """``reelm tokenizer train`` and ``reelm eval reconstruct`` take the audit's manifest as it is."""
     from reelm.cli import main

@@ -212,8 +212,10 @@ def _collect(record: dict, values: dict, worst: dict) -> None:
 
 
 def _manifest_line(row, source, start: float | None = None, end: float | None = None) -> str:
-    """One row of a manifest the sources read back: an absolute ``video``, its ``caption``, the window."""
-    entry = {"video": row.video, "caption": row.caption}
+    """One row of a manifest the sources read back: an absolute ``video`` (a source's paths are relative to where
+    the audit ran, the manifest's to its own folder), its ``caption``, the window."""
+    video = row.video if isinstance(source, SyntheticSource) or not row.video else os.path.abspath(row.video)
+    entry = {"video": video, "caption": row.caption}
     start = row.start if start is None else start
     end = row.end if end is None else end
     if start is not None:
