@@ -230,8 +230,9 @@ def test_resume_scores_only_what_a_kill_left_undone(defect_folder, tmp_path, mon
     calls = []
     real = run.audit_clip
     monkeypatch.setattr(run, "audit_clip", lambda source, row, *a, **k: calls.append(row.index) or real(source, row, *a, **k))
-    audit_dataset(root / "manifest.jsonl", killed, cfg, progress=False)
+    summary = audit_dataset(root / "manifest.jsonl", killed, cfg, progress=False)
     assert calls == list(range(5, len(truth)))
+    assert summary["resumed"] and summary["clips_per_second"] is None and summary["clip_seconds"] > 0
     assert (killed / "audit.jsonl").read_text() == (fresh / "audit.jsonl").read_text()
     assert (killed / "clean.jsonl").read_text() == (fresh / "clean.jsonl").read_text()
 

@@ -3,7 +3,8 @@
     OUT/audit_config.json     the settings used (a resumed run must use the same)
     OUT/parts/part-R-of-N.jsonl   each process's records, appended clip by clip (what a resume reads)
     OUT/audit.jsonl           one record a clip, in source order, duplicates decided
-    OUT/summary.json          counts per verdict and per reason, the thresholds, seconds
+    OUT/summary.json          counts per verdict and per reason, the thresholds, seconds (this run's, and
+                              every clip's scoring summed over runs: clip_seconds)
     OUT/clean.jsonl           a manifest of the clips that passed (what tokenize / tokenizer train / eval read)
     OUT/split.jsonl           the same, with clips dropped only for a cut kept as their pieces between cuts
     OUT/report.html           the summary, each dimension's worst clips and histogram, the duplicate groups
@@ -121,7 +122,9 @@ def audit_dataset(data, out: str | Path, cfg: AuditConfig | None = None, *, clip
                        enabled=progress and dist.is_main)
     with open(mine, "a") as fh:
         for index in todo:
+            clip_began = time.perf_counter()
             record = audit_clip(source, source.row(index), cfg, caption_check=check)
+            record["audit_s"] = round(time.perf_counter() - clip_began, 4)  # summed over every run in the summary
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")
             fh.flush()
             bar.update(1)
@@ -130,10 +133,11 @@ def audit_dataset(data, out: str | Path, cfg: AuditConfig | None = None, *, clip
     barrier()
     if not dist.is_main:
         return None
-    return finish(out, source, cfg, seconds=time.perf_counter() - began, world_size=dist.world_size)
+    return finish(out, source, cfg, seconds=time.perf_counter() - began, world_size=dist.world_size,
+                  resumed=bool(done))
 
 
-def finish(out: Path, source, cfg: AuditConfig, *, seconds: float, world_size: int) -> dict:
+def finish(out: Path, source, cfg: AuditConfig, *, seconds: float, world_size: int, resumed: bool = False) -> dict:
     """Merge the parts: duplicates, ``audit.jsonl``, manifests, ``summary.json``, ``report.html``."""
     from reelm.core.atomic import atomic_file, write_json
 
@@ -152,7 +156,7 @@ def finish(out: Path, source, cfg: AuditConfig, *, seconds: float, world_size: i
     counts, reasons, flags = Counter(), Counter(), Counter()
     values: dict[str, list] = {name: [] for name in DIMENSIONS}
     worst: dict[str, list] = {name: [] for name in DIMENSIONS}
-    kept = 0
+    kept, clip_seconds = 0, 0.0
     with atomic_file(out / "audit.jsonl") as tmp_audit, atomic_file(out / "clean.jsonl") as tmp_clean, \
             atomic_file(out / "split.jsonl") as tmp_split:
         with open(tmp_audit, "w") as fa, open(tmp_clean, "w") as fc, open(tmp_split, "w") as fs:
@@ -166,6 +170,7 @@ def finish(out: Path, source, cfg: AuditConfig, *, seconds: float, world_size: i
                         of=d["of"], of_video=of, bits=d["bits"], color=d["color"])
                     decide(record, cfg)
                 record.pop("signature", None)
+                clip_seconds += record.pop("audit_s", None) or 0.0  # timing stays out of audit.jsonl: runs agree
                 fa.write(json.dumps(record, separators=(",", ":")) + "\n")
                 counts[record["verdict"]] += 1
                 reasons.update(record["reasons"])
@@ -183,7 +188,10 @@ def finish(out: Path, source, cfg: AuditConfig, *, seconds: float, world_size: i
         "data": source.name, "clips": len(source), "kept": kept, "dropped": counts["drop"],
         "verdicts": dict(counts), "drop_reasons": dict(reasons.most_common()), "flags": dict(flags.most_common()),
         "duplicates": len(duplicates), "thresholds": to_dict(cfg), "seconds": round(seconds, 2),
-        "clips_per_second": round(len(source) / seconds, 3) if seconds else None,
+        # a resumed run scored only what an earlier one left: its rate would say nothing (None); clip_seconds sums
+        # every clip's scoring over all runs
+        "resumed": resumed, "clips_per_second": round(len(source) / seconds, 3) if seconds and not resumed else None,
+        "clip_seconds": round(clip_seconds, 2),
         "processes": world_size, "audit": str(out / "audit.jsonl"), "clean_manifest": str(out / "clean.jsonl"),
         "split_manifest": str(out / "split.jsonl"),
         "synthetic": isinstance(source, SyntheticSource),
