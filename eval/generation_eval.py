@@ -106,7 +106,7 @@ def _evaluate(model, out, cfg: GenerationEvalConfig, dist, video_tokenizer, prog
         VideoPipeline.from_pretrained(model, video_tokenizer=video_tokenizer, device=str(dist.device))
     if cfg.i3d_path or cfg.inception_path:  # a distribution metric will need a reference that means something
         check_reference(pipe.model.meta, cfg.reference_data)
-    world = _world(pipe, cfg)
+    world = eval_world(pipe, cfg)
     began = time.perf_counter()
     prompts = _prompts(cfg, world)
     bar = _bar(progress and dist.is_main, prompts, cfg, pipe)
@@ -142,7 +142,7 @@ def _evaluate(model, out, cfg: GenerationEvalConfig, dist, video_tokenizer, prog
 # --- what to generate ----------------------------------------------------------------------------
 
 
-def _world(pipe: VideoPipeline, cfg: GenerationEvalConfig):
+def eval_world(pipe: VideoPipeline, cfg: GenerationEvalConfig):
     """The world the prompts and real clips come from: the config's, the model's training world, or one object."""
     options = cfg.world
     if options is None:

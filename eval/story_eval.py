@@ -40,6 +40,7 @@ from reelm.data.synthetic.scene import SPEEDS
 from reelm.data.video_write import write_mp4
 from reelm.eval.adherence import aggregate, read_clip, score_against
 from reelm.eval.intervals import wilson
+from reelm.eval.temporal import drift
 from reelm.lm.sampling import Sampling
 
 CONTINUITY_FRAMES = 4  # frames read on each side of a boundary
@@ -117,12 +118,12 @@ def evaluate_stories(model, out: str | Path, cfg: StoryEvalConfig, *, video_toke
                      device: str = "auto", progress: bool = True) -> dict:
     """Make and score every story (see the module docstring); returns the summary."""
     from reelm.core.device import torch_threads
-    from reelm.eval.generation_eval import GenerationEvalConfig, _world, varied_attributes
+    from reelm.eval.generation_eval import GenerationEvalConfig, eval_world, varied_attributes
     from reelm.generation.pipeline import VideoPipeline
 
     pipe = model if isinstance(model, VideoPipeline) else \
         VideoPipeline.from_pretrained(model, video_tokenizer=video_tokenizer, device=device)
-    world = _world(pipe, GenerationEvalConfig(world=cfg.world, seed=cfg.seed))
+    world = eval_world(pipe, GenerationEvalConfig(world=cfg.world, seed=cfg.seed))
     keys = varied_attributes(world)
     fps = pipe.model.clip.fps
     stories = _stories(cfg, world, pipe)
@@ -258,8 +259,8 @@ def _lean(score: dict) -> dict:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return round(99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse), 3)
+    """First-frame drift (:func:`reelm.eval.temporal.drift`) of frame ``b`` from ``a``, 99 dB for equal frames."""
+    return round(min(drift(a[None], b[None]), 99.0), 3)
 
 
 def _first(track):
