@@ -56,7 +56,7 @@ def test_training_attention_runs_short_narrow_rows_in_fp32_under_cpu_autocast():
         assert not attention_in_fp32(torch.zeros(1, 4, 512, 48))  # longer rows: bf16 is the faster kernel
         assert not attention_in_fp32(torch.zeros(1, 2, 224, 96))  # wider heads too
 
-    ids = torch.randint(3, VOCAB, (2, 40))
+    ids = torch.randint(3, VOCAB, (2, 40), generator=torch.Generator().manual_seed(0))
     exact, plain, chosen = _model("sdpa"), _model("sdpa"), _model(TRAINING_SDPA)
     with torch.no_grad():
         reference = exact(input_ids=ids, use_cache=False).logits
@@ -65,8 +65,8 @@ def test_training_attention_runs_short_narrow_rows_in_fp32_under_cpu_autocast():
             in_fp32 = chosen(input_ids=ids, use_cache=False).logits.float()
     torch.testing.assert_close(in_fp32, reference, atol=0.05, rtol=0.05)  # the matmuls around it stay bf16
     assert not torch.equal(in_fp32, in_bf16)  # the attention itself did change precision
-    fp32_error, bf16_error = (in_fp32 - reference).abs().mean(), (in_bf16 - reference).abs().mean()
-    assert fp32_error < bf16_error
+    # (Whether that is closer to fp32 is a coin flip at this size: over 30 seeds of ids it was closer 15 times. The
+    # bf16 matmuls around attention dominate the error, and the path is chosen for speed, not accuracy.)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # and it trains: gradients reach the weights through it
         loss = chosen(input_ids=ids, labels=ids, use_cache=False).loss
     loss.backward()
