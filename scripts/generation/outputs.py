@@ -122,11 +122,11 @@ def write_story(files: SampleFiles, pieces, fps: float, sidecar: dict, recorder,
         for piece in pieces:
             recorder.add(piece)
             segment = piece.segment
-            if piece.window == 0:
+            if piece.window == 0:  # a new segment: its sheet row, and which of its frames the row shows
                 rows.append([])
                 labels.append(_short(f"{segment.start / fps:.1f} s: {segment.segment.prompt}"))
-            wanted = set(np.linspace(segment.start, segment.end - 1, min(SHEET_FRAMES, segment.frames)).round()
-                         .astype(int).tolist())
+                wanted = set(np.linspace(segment.start, segment.end - 1, min(SHEET_FRAMES, segment.frames)).round()
+                             .astype(int).tolist())
             rows[-1].extend(f for i, f in enumerate(piece.frames, start=piece.start) if i in wanted)
             stream.write(piece.frames)
             digest.update(np.ascontiguousarray(piece.frames, dtype=np.uint8).tobytes())
