@@ -4,7 +4,9 @@ A story clip starts as a world clip (its first segment, ``first_frames`` long, i
 clip of the world's one-object scenes) and goes on for more segments of ``segment_frames``
 each; at every boundary the object takes a new motion drawn from the world's vocabulary (one
 that keeps it inside the frame for the whole segment, so no bounce hides the motion) and, with
-``color_changes``, sometimes a new color. The track continues from where the last segment
+``color_changes``, sometimes a new color. Outside the "heldout" split no segment shows a held-out
+combination (a red object moving up, a blue triangle: :data:`reelm.data.synthetic.scene.HELD_OUT`),
+as no world clip of those splits does. The track continues from where the last segment
 left the object, so the clip is one continuous shot.
 
 Every segment carries its ground truth (``start``, ``end`` frames, the object's attributes as
@@ -12,6 +14,12 @@ Every segment carries its ground truth (``start``, ``end`` frames, the object's 
 alone (:func:`~reelm.data.synthetic.captions.typed_prompt`) and the way people tell a story
 ("a red circle moves to the right, then it moves up, then it turns blue and moves left"):
 :attr:`StoryClip.caption`.
+
+:func:`story_row` makes the LM's training story: a 2-segment clip of the world's clip length whose
+motion (or color) changes at a given frame, captioned by its second segment alone (the world's
+phrasing of it, or the way a story goes on: "then it moves up"). As a continuation example
+(:mod:`reelm.data.token_layout`, "Stories") its context shows the first segment and the text
+says what comes next.
 
 Follows: Phenaki's story prompts (a sentence a segment, one continuous video).
 """
@@ -24,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from reelm.core.config import ConfigError
-from reelm.data.synthetic.captions import DIRECTION_WORDS, typed_prompt
+from reelm.data.synthetic.captions import DIRECTION_WORDS, caption_for, typed_prompt
 from reelm.data.synthetic.render import render_frames
-from reelm.data.synthetic.scene import DECIMALS, EXTENTS, MOTIONS, SPEEDS, SPLITS, center_range, bounce
+from reelm.data.synthetic.scene import DECIMALS, EXTENTS, MOTIONS, SPEEDS, SPLITS, bounce, center_range, is_held_out
 from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 
 
@@ -80,6 +88,23 @@ def story_clip(world: WorldConfig, index: int, *, segments: int | tuple[int, int
     return StoryClip(np.concatenate(pieces), story, attributes, int(index))
 
 
+def story_row(world: WorldConfig, index: int, change_frame: int, *, color_changes: bool = True) -> tuple[StoryClip, str]:
+    """The training story ``index`` of ``world``: ``(clip, caption)``, a clip of ``world.num_frames`` frames whose
+    second segment starts at ``change_frame``, and that segment's caption (see the module docstring)."""
+    if not 2 <= change_frame <= world.num_frames - 2:
+        raise ConfigError(f"a story's change frame must leave 2 frames on each side of it, got {change_frame} "
+                          f"of {world.num_frames}")
+    clip = story_clip(world, index, segments=2, first_frames=change_frame,
+                      segment_frames=world.num_frames - change_frame, color_changes=color_changes)
+    rng = np.random.default_rng(np.random.SeedSequence([int(world.seed), SPLITS.index(world.split), int(index), 8]))
+    second = clip.segments[1]
+    if rng.random() < 0.5:
+        caption = second["sentence"]
+    else:
+        caption = caption_for({**clip.attributes, "objects": second["attributes"]["objects"]}, rng)
+    return clip, caption
+
+
 def _replace(world: WorldConfig, **changes) -> WorldConfig:
     import dataclasses
 
@@ -106,13 +131,17 @@ def _next_object(rng: np.random.Generator, world: WorldConfig, before: dict, hei
         end = last + np.asarray([ux, uy]) * step * frames
         return x_lo <= end[0] <= x_hi and y_lo <= end[1] <= y_hi
 
-    choices = [m for m in world.motions if m != before["motion"] and fits(m)]
+    def allowed(**change) -> bool:  # outside the "heldout" split no segment shows a held-out combination
+        return world.split == "heldout" or not is_held_out({"objects": [{**before, **change}]})
+
+    choices = [m for m in world.motions if m != before["motion"] and fits(m) and allowed(motion=m)]
     after = copy.deepcopy(before)
     after["motion"] = choices[int(rng.integers(len(choices)))] if choices else "static"
     after["speed"] = None if after["motion"] == "static" else speed
     if color_changes and rng.random() < 0.5:
-        colors = [c for c in world.colors if c != before["color"]]
-        after["color"] = colors[int(rng.integers(len(colors)))]
+        colors = [c for c in world.colors if c != before["color"] and allowed(motion=after["motion"], color=c)]
+        if colors:
+            after["color"] = colors[int(rng.integers(len(colors)))]
     ux, uy = MOTIONS[after["motion"]]
     t = np.arange(1, frames + 1)
     cx = np.round(bounce(last[0] + ux * step * t, x_lo, x_hi), DECIMALS)
