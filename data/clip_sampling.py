@@ -81,7 +81,7 @@ def load_clips(source: Source, row: SourceRow, spec: ClipSpec, rng: np.random.Ge
     if need_caption and not row.caption:
         raise SkipRow(SKIP_EMPTY_CAPTION, row.video)
     if isinstance(source, SyntheticSource):
-        return [Clip(frames=source.world.clip(source.world_index(row.index)).frames, start=0.0, is_image=False)]
+        return [Clip(frames=source.frames(row.index), start=0.0, is_image=False)]
     from reelm.data.video_read import NOT_FOUND, VideoReadError, probe, read_video
 
     path = Path(row.video)

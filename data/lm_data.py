@@ -4,7 +4,10 @@ Each pre-tokenized example (a code grid and its caption ids, see :mod:`reelm.dat
 becomes one sequence of a task drawn from the mixture — text-to-video, image-to-video,
 continuation, video-to-text or unconditional — built by the token layout. Conditional
 tasks drop their caption with probability ``text_dropout`` (the unconditional form used by
-classifier-free guidance). Sequences are packed greedily into ``block_size`` blocks
+classifier-free guidance). A training story (a row whose ``attributes`` hold a ``story``, see
+:class:`reelm.data.sources.StoryRows`) is always a continuation: its context is the story's first
+segment and its text the caption of the second, which the generated frames show (the layout's
+"Stories"). Sequences are packed greedily into ``block_size`` blocks
 (:mod:`reelm.data.packing`).
 
 Determinism and resume: epoch ``e`` visits the examples in the permutation drawn from
@@ -17,6 +20,7 @@ A validation split is carved out by example index (``val_fraction``), never shuf
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -81,6 +85,11 @@ def example_sequence(layout: TokenLayout, example: dict, mixture: MixtureConfig,
     t, h, w = example["grid"]
     grid = np.asarray(example["codes"], dtype=np.int64).reshape(t, h, w)
     caption = np.asarray(example["caption_ids"], dtype=np.int64)
+    story = story_context(example)
+    if story is not None:  # a training story: the context is its first segment, the text the second's caption
+        text = None if rng.random() < mixture.text_dropout else caption
+        seq = layout.sequence(Task.V2V, text=text, context=grid[:story], video=grid[story:], loss_on=mixture.loss_on)
+        return seq.input_ids, seq.loss_mask, TASK_INDEX[Task.V2V]
     weights = mixture.weights()
     if t < 2:  # an image (or 1-frame clip) has nothing to continue from
         weights[[TASK_INDEX[Task.I2V], TASK_INDEX[Task.V2V]]] = 0
@@ -101,6 +110,21 @@ def example_sequence(layout: TokenLayout, example: dict, mixture: MixtureConfig,
     else:
         seq = layout.sequence(task, video=grid, loss_on=mixture.loss_on)
     return seq.input_ids, seq.loss_mask, TASK_INDEX[task]
+
+
+def story_context(example: dict) -> int | None:
+    """The latent frames of a training story's first segment (its continuation context), or None for any other
+    example."""
+    attributes = example.get("attributes") or ""
+    if '"story"' not in attributes:  # the cheap test first: most examples are not stories
+        return None
+    story = json.loads(attributes).get("story")
+    if not story:
+        return None
+    k, t = int(story["context_latent_frames"]), int(example["grid"][0])
+    if not 1 <= k < t:
+        raise ReelmError(f"a story example of {t} latent frames cannot have {k} of context")
+    return k
 
 
 class PackedLoader:

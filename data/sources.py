@@ -141,23 +141,50 @@ class FolderSource(Source):
         return SourceRow(index=int(index), video=str(path), caption=_text(caption))
 
 
-class SyntheticSource(Source):
-    """Clips ``start .. start + num_clips - 1`` of a synthetic world split (rendered on demand)."""
+@dataclass(frozen=True)
+class StoryRows:
+    """Training stories (:func:`reelm.data.synthetic.stories.story_row`) after a synthetic source's clips: ``count``
+    of them, each changing at ``change_frame``, the first pixel frame after a continuation's
+    ``context_latent_frames`` (:mod:`reelm.data.token_layout`, "Stories")."""
 
-    def __init__(self, num_clips: int, world_cfg=None, start: int = 0):
+    count: int
+    change_frame: int
+    context_latent_frames: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
+            raise SourceError(f"the number of story clips must be a non-negative integer, got {self.count!r}")
+
+
+class SyntheticSource(Source):
+    """Clips ``start .. start + num_clips - 1`` of a synthetic world split (rendered on demand); with ``stories``,
+    that many training stories follow them (rows ``num_clips`` on, world indices ``start + row``): their
+    ``attributes`` are the first segment's, each segment's (and where it changes) under ``attributes["story"]``.
+    The clips' rows are the same with or without stories."""
+
+    def __init__(self, num_clips: int, world_cfg=None, start: int = 0, stories: StoryRows | None = None):
         from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 
         self.world = SyntheticWorld(world_cfg or WorldConfig())
         self.num_clips, self.start = int(num_clips), int(start)
+        self.stories = stories if stories and stories.count > 0 else None
         self.name = f"{SYNTHETIC}:{self.world.cfg.split}"
 
     def __len__(self) -> int:
-        return self.num_clips
+        return self.num_clips + (self.stories.count if self.stories else 0)
 
     def world_index(self, index: int) -> int:
         return self.start + int(index)
 
+    def is_story(self, index: int) -> bool:
+        return int(index) >= self.num_clips
+
     def row(self, index: int) -> SourceRow:
+        if self.is_story(index):
+            clip, caption = self._story(index)
+            return SourceRow(index=int(index), video=f"{self.name}:story:{self.world_index(index)}", caption=caption,
+                             attributes={**clip.attributes, "num_frames": self.world.cfg.num_frames,
+                                         "story": story_record(clip, self.stories)})
         attributes = self.world.attributes(self.world_index(index))
         return SourceRow(
             index=int(index),
@@ -166,11 +193,30 @@ class SyntheticSource(Source):
             attributes=attributes,
         )
 
+    def frames(self, index: int):
+        """Row ``index``'s frames, rendered."""
+        if self.is_story(index):
+            return self._story(index)[0].frames
+        return self.world.clip(self.world_index(index)).frames
+
+    def _story(self, index: int):
+        from reelm.data.synthetic.stories import story_row
+
+        return story_row(self.world.cfg, self.world_index(index), self.stories.change_frame)
+
+
+def story_record(clip, stories: StoryRows) -> dict:
+    """What a training story's row records: where it changes (in pixel and latent frames) and each segment's
+    prompt, sentence and objects."""
+    return {"change_frame": int(stories.change_frame), "context_latent_frames": int(stories.context_latent_frames),
+            "segments": [{key: s[key] for key in ("start", "end", "prompt", "sentence", "change", "attributes")}
+                         for s in clip.segments]}
+
 
 def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None, start: int = 0,
-                video_column: str | None = None, caption_column: str | None = None,
+                stories: StoryRows | None = None, video_column: str | None = None, caption_column: str | None = None,
                 confine_to_root: bool = False) -> Source:
-    """A source from ``"synthetic"`` (``world_cfg``, clips ``start`` on), a manifest path, a folder path,
+    """A source from ``"synthetic"`` (``world_cfg``, clips ``start`` on, ``stories`` among them), a manifest path, a folder path,
     a single video or image file, or a ``datasets.Dataset``.
 
     A manifest's paths are absolute or relative to its folder (the dataset root), and are read
@@ -186,7 +232,7 @@ def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None, star
     if spec is None or str(spec) == SYNTHETIC:
         if not num_clips:
             raise SourceError("the synthetic source needs a number of clips (--num-clips N)")
-        return SyntheticSource(num_clips, world_cfg, start)
+        return SyntheticSource(num_clips, world_cfg, start, stories)
     path = Path(spec)
     if not path.exists():
         raise SourceError(f"{path}: not found")

@@ -43,6 +43,14 @@ Sequences, one template per task; the block the model generates is always the la
   dropout in training is the same call. The ``uncond`` task is separate: video from
   nothing at all.
 
+- Stories (text tied to the moment it describes): the text of a v2v sequence describes the
+  generated block, not its context. A story is then a chain of continuations, each with its
+  segment's text, and needs no template of its own: a training story (a clip whose motion or
+  color changes where the context ends, :class:`reelm.data.sources.StoryRows`) is a v2v
+  sequence whose context shows the first segment and whose text is the second segment's
+  caption ("then it moves up"); generation (``reelm generate --story``) gives each window the
+  prompt of the segment it falls in. Every other task's sequences are unchanged.
+
 Follows: VideoPoet's task-prefixed multimodal sequences and Emu3's processor (visual
 codes in their own id range between begin/end markers, prefix-constrained decoding).
 """

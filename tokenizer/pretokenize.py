@@ -11,6 +11,7 @@ num_shards == shard_index``) and resumes by skipping the chunks already written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -36,9 +37,9 @@ from reelm.data.shards import (
     write_info,
     write_summary,
 )
-from reelm.data.sources import SourceOptions, SourceRow, SyntheticSource, open_source
+from reelm.data.sources import SourceOptions, SourceRow, StoryRows, SyntheticSource, open_source
 from reelm.data.synthetic.world import WorldOptions
-from reelm.data.token_layout import TokenLayout
+from reelm.data.token_layout import TokenLayout, continuation_context
 from reelm.data.video_read import frames_to_tensor
 from reelm.core.device import autocast, check_cpu_compile, resolve_device, train_in_bf16
 from reelm.core.errors import ReelmError
@@ -51,6 +52,8 @@ class TokenizeConfig:
     clip: ClipSpec = field(default_factory=ClipSpec)
     num_clips: int | None = None  # the synthetic source's size
     world: WorldOptions = field(default_factory=WorldOptions)  # what the synthetic source draws
+    story_clips: int = 0  # training stories after the synthetic source's clips (one object): their motion (or color)
+    # changes where a continuation's context ends (reelm.data.token_layout, "Stories")
     chunk_rows: int = 256  # source rows per written chunk
     num_shards: int = 1
     shard_index: int = 0
@@ -90,8 +93,13 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     check_clip_spec(spec, spatial=model.spatial_downsample, temporal=model.temporal_downsample)
     t, h, w = model.latent_shape(spec.num_frames, spec.size, spec.size)
     world = cfg.world.world_config(spec, seed=cfg.seed)
-    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start,
+    k = continuation_context(t)
+    stories = StoryRows(cfg.story_clips, model.pixel_frames(k), k) if cfg.story_clips else None
+    source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start, stories=stories,
                          **cfg.source.kwargs())
+    if stories and not isinstance(source, SyntheticSource):
+        raise ReelmError(f"{data}: training stories come from the synthetic world only ({cfg.story_clips} story "
+                         f"clips asked of another source)")
     identity = tokenizer_identity(model)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +111,7 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
         "latent_grid": [t, h, w],
         "source": source.name,
         **({"world": to_dict(cfg.world)} if isinstance(source, SyntheticSource) else {}),
+        **({"stories": dataclasses.asdict(stories)} if stories else {}),
         "num_rows": len(source),
         "num_shards": cfg.num_shards,
         "seed": cfg.seed,

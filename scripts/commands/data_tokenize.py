@@ -20,6 +20,10 @@ def register(group) -> None:
     p.add_argument("--data", default="synthetic", help="manifest path, folder, or 'synthetic' (default)")
     p.add_argument("--num-clips", type=int, help="number of synthetic clips (with --data synthetic)")
     add_world_flags(p, scope=" (with --data synthetic)")
+    p.add_argument("--story-clips", type=int, default=0,
+                   help="with --data synthetic and one object a clip: this many training stories after the clips, "
+                        "their motion (or color) changing where a continuation's context ends, captioned by what "
+                        "follows (default: 0)")
     p.add_argument("--out", required=True, help="output shard folder")
     p.add_argument("--num-frames", type=int, default=17, help="frames per clip (1 + 4k; default 17)")
     p.add_argument("--fps", type=float, default=8.0, help="clip frame rate (default 8)")
@@ -59,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
         shard_index=args.shard_index, workers=args.workers, batch_size=args.batch_size, precision=args.precision,
         compile=args.compile,
         text_tokenizer=args.text_tokenizer, text_vocab_size=args.text_vocab_size, seed=args.seed,
-        source=source_options(args),
+        story_clips=args.story_clips, source=source_options(args),
     )
     summary = tokenize_dataset(args.data, args.video_tokenizer, args.out, cfg, progress=args.progress,
                                device=args.device)

@@ -83,6 +83,7 @@ class DemoConfig:
     train_clips: int = 4000
     text_vocab_size: int = 512
     chunk_rows: int = 500
+    story_clips: int = 0  # training stories after the training clips (reelm.data.sources.StoryRows)
     # the LM
     lm: LMConfig = field(default_factory=demo_lm)
     lm_train: LMTrainConfig = field(default_factory=demo_lm_training)
@@ -105,4 +106,5 @@ class DemoConfig:
                                                 steps=max(MIN_STEPS, round(self.tokenizer_train.steps * factor))),
             lm_train=dataclasses.replace(self.lm_train, steps=max(MIN_STEPS, round(self.lm_train.steps * factor))),
             train_clips=max(MIN_CLIPS, round(self.train_clips * min(1.0, factor))),
+            story_clips=round(self.story_clips * min(1.0, factor)),
         )

@@ -76,9 +76,11 @@ def make_shards(cfg: DemoConfig, out: Path, progress: bool) -> dict:
 
     tokenize = TokenizeConfig(clip=cfg.clip, num_clips=cfg.train_clips, world=cfg.world,
                               chunk_rows=cfg.chunk_rows, text_vocab_size=cfg.text_vocab_size, seed=cfg.seed,
-                              batch_size=32)
+                              batch_size=32, story_clips=cfg.story_clips)
     summary = tokenize_dataset("synthetic", out / "tokenizer", out / "shards", tokenize, progress=progress)
-    return {"line": f"{summary['line']}; byte-level BPE of up to {cfg.text_vocab_size} tokens fitted on the captions",
+    stories = f" ({cfg.story_clips} of them training stories)" if cfg.story_clips else ""
+    return {"line": f"{summary['line']}{stories}; byte-level BPE of up to {cfg.text_vocab_size} tokens fitted on the "
+                    f"captions",
             "clips": summary["clips"], "skipped": summary["skipped"]}
 
 
