@@ -60,6 +60,7 @@ class StoryEvalConfig:
     guidance_scale: float | None = None  # None: the pipeline's default
     sampling: Sampling | None = None
     baseline: bool = True  # also each segment's prompt alone (single-prompt text-to-video)
+    context: str = "pixels"  # what each continuation window is given (reelm.generation.story.STORY_CONTEXTS)
     world: object = None  # WorldOptions; default: the model's training world (as `reelm eval generate`)
 
 
@@ -141,7 +142,7 @@ def evaluate_stories(model, out: str | Path, cfg: StoryEvalConfig, *, video_toke
             progress_bar(len(stories), desc="stories", unit="story", enabled=progress) as bar:
         for story in stories:
             segments = [_story_segment(s) for s in story["segments"]]
-            made = pipe.story(segments, seed=_story_seed(cfg.seed, story["id"]), **settings)
+            made = pipe.story(segments, seed=_story_seed(cfg.seed, story["id"]), context=cfg.context, **settings)
             planned = [{**s, "start": m["start_frame"], "end": m["end_frame"]}
                        for s, m in zip(story["segments"], made.segments)]
             scores = score_story(made.video, fps, planned, keys=keys, max_jump=max_jump)

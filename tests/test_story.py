@@ -17,6 +17,7 @@ from reelm.data.video_read import read_video
 from reelm.generation import VideoPipeline
 from reelm.generation.story import StoryError, StorySegment, parse_story_json, parse_story_text, plan_segments, \
     read_story
+from reelm.generation.pipeline import PipelineInputError
 from reelm.lm.sampling import Sampling
 
 
@@ -132,6 +133,36 @@ def test_a_story_from_a_first_frame(pipe):
     assert out.video.shape[0] == 17 and out.segments[0]["windows"][0]["task"] == "i2v"
 
 
+def test_a_story_can_continue_the_models_own_codes(pipe, monkeypatch):
+    given, made = [], []
+    real = pipe.continue_codes
+
+    def spy(codes, prompt=None, **kwargs):
+        given.append(np.array(codes))
+        out = real(codes, prompt, **kwargs)
+        made.append(out.codes[0])
+        return out
+
+    monkeypatch.setattr(pipe, "continue_codes", spy)
+    pieces = list(pipe.iter_story(STORY, seed=1, context="codes"))
+    first = pipe.text_to_video(STORY[0].prompt, num_frames=9, seed=pieces[0].seed)
+    # every later window: the first latent frame re-encoded from the decoded frame, then the model's own last codes
+    assert len(given) == len(pieces) - 1 == 3
+    np.testing.assert_array_equal(given[0][1:], first.codes[0][-1:])
+    for before, after in zip(made, given[1:]):
+        np.testing.assert_array_equal(after[1:], before[-1:])
+    assert all(p.context == {**p.context, "own_codes": 1} for p in pieces[1:])
+    out = pipe.story(STORY, seed=1, context="codes")
+    assert out.video.shape == (21, 32, 32, 3) and out.info["context"] == "codes"
+    np.testing.assert_array_equal(out.video, np.concatenate([p.frames for p in pieces]))
+    with pytest.raises(PipelineInputError, match="story context 'latents'"):
+        pipe.story(STORY, context="latents")
+    with pytest.raises(PipelineInputError, match=r"expected integer codes of shape \(t, 4, 4\)"):
+        real(np.zeros((1, 3, 3), np.int64), "x")
+    with pytest.raises(PipelineInputError, match="outside the codebook"):
+        real(np.full((2, 4, 4), 10**6), "x")
+
+
 def test_generate_story_writes_the_video_sheet_and_sidecar(pipe, tmp_path, capsys):
     story = tmp_path / "story.txt"
     story.write_text("9f: a red circle moves to the right\n1s: a blue square moves up\n")
@@ -158,6 +189,9 @@ def test_generate_story_refuses_flags_it_cannot_honour(pipe, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "drop PROMPT, --frames" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.mp4").exists()
+    assert main(["generate", "a prompt", "--story-context", "codes", "--model", str(pipe.model.path),
+                 "-o", str(tmp_path / "x.mp4"), "--no-progress"]) != 0
+    assert "--story-context is for stories" in capsys.readouterr().err
 
 
 def test_memory_stays_flat_in_the_story_length(pipe):

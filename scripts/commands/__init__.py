@@ -124,6 +124,15 @@ def world_options(args: argparse.Namespace, base=None):
     return replace(base if base is not None else WorldOptions(), **world_flags(args))
 
 
+def add_story_context_flag(parser: argparse.ArgumentParser) -> None:
+    """``--story-context``: what each continuation window of a story is given."""
+    from reelm.generation.story import STORY_CONTEXTS
+
+    parser.add_argument("--story-context", choices=STORY_CONTEXTS, default="pixels",
+                        help="stories: each window continues the last frames re-encoded (pixels, the default) or the "
+                             "model's own codes, only the context's first latent frame re-encoded (codes)")
+
+
 def add_sampling_flags(parser: argparse.ArgumentParser, *, default: str) -> None:
     """How generated ids are chosen: ``--temperature``, ``--top-k``, ``--top-p``, ``--greedy``."""
     parser.add_argument("--temperature", type=float, help=f"sampling temperature (default: {default})")

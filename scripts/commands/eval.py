@@ -11,6 +11,7 @@ from reelm.commands import (
     add_progress_flag,
     add_source_flags,
     add_sampling_flags,
+    add_story_context_flag,
     add_world_flags,
     sampling_from,
     world_flags,
@@ -63,6 +64,7 @@ def register(subparsers) -> None:
     p.add_argument("--num-stories", type=int, default=64, metavar="N", help="synthetic stories (default: 64)")
     p.add_argument("--story-segments", default="2-4", metavar="A-B", help="synthetic: segments a story (default: 2-4)")
     p.add_argument("--color-changes", action="store_true", help="synthetic stories: the object may change color")
+    add_story_context_flag(p)
     p.add_argument("--no-baseline", action="store_true", help="stories: skip each segment's prompt alone (the "
                    "single-prompt baseline the per-segment adherence is compared with)")
     p.add_argument("--video-tokenizer", metavar="DIR", help="use this video tokenizer instead of the model folder's")
@@ -135,6 +137,8 @@ def generate_main(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()
     if args.stories:
         return stories_main(args)
+    if args.story_context != "pixels":
+        raise ReelmError("--story-context is for stories: give --stories FILE|synthetic")
     for name in ("num_prompts", "num_samples", "batch_size", "frames"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -179,6 +183,7 @@ def stories_main(args: argparse.Namespace) -> int:
     cfg = StoryEvalConfig(stories=args.stories, num_stories=args.num_stories, min_segments=low, max_segments=high,
                           color_changes=args.color_changes, seed=args.seed, guidance_scale=args.guidance_scale,
                           sampling=sampling_from(args, DEFAULT_SAMPLING), baseline=not args.no_baseline,
+                          context=args.story_context,
                           world=world_options(args) if world_flags(args) else None)
     summary = evaluate_stories(args.model, args.out, cfg, video_tokenizer=args.video_tokenizer, device=args.device,
                                progress=args.progress)

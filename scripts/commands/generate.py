@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reelm.commands import add_device_flag, add_progress_flag, add_sampling_flags, sampling_from
+from reelm.commands import add_device_flag, add_progress_flag, add_sampling_flags, add_story_context_flag, sampling_from
 
 
 def register(subparsers) -> None:
@@ -30,6 +30,7 @@ def register(subparsers) -> None:
                    "'2s: a red circle moves right', '16f: ...') or JSON [{\"prompt\", \"seconds\"|\"frames\"}]; "
                    "each segment continues the frames before it under its own prompt (with --image: from that "
                    "first frame); the sheet has a row a segment, the sidecar each segment's frames, seed and context")
+    add_story_context_flag(p)
     p.add_argument("--num-samples", type=int, default=1, metavar="N", help="videos per prompt (default: 1)")
     p.add_argument("--frames", type=int, metavar="N", help="frames per video (default: the training length; "
                    "longer videos are made window by window)")
@@ -104,6 +105,8 @@ def generate_main(args: argparse.Namespace) -> int:
 
     if args.story:
         return story_main(args)
+    if args.story_context != "pixels":
+        raise ReelmError("--story-context is for stories: give --story FILE")
     if args.naming == "vbench":
         output = Path(args.output)
         if output.suffix.lower() in (".mp4", ".gif"):
@@ -210,7 +213,7 @@ def story_main(args: argparse.Namespace) -> int:
     fps = pipe.model.clip.fps
     planned = plan_segments(segments, fps, pipe.tokenizer.temporal_downsample)
     settings = dict(seed=args.seed, guidance_scale=args.guidance_scale, sampling=sampling_from(args, DEFAULT_SAMPLING),
-                    negative_prompt=args.negative_prompt, image=args.image)
+                    negative_prompt=args.negative_prompt, image=args.image, context=args.story_context)
     recorder = StoryRecorder(fps, args.seed)
     files = plan_samples(output, [None], 1)[0]
     began = time.perf_counter()

@@ -230,15 +230,15 @@ class VideoPipeline:
 
     def story(self, segments, *, seed: int | None = 0, guidance_scale: float = DEFAULT_GUIDANCE,
               sampling: Sampling | None = None, negative_prompt: str | None = None, image=None,
-              progress: Callable[[int], None] | None = None):
+              progress: Callable[[int], None] | None = None, context: str = "pixels"):
         """One video from a story: ``segments`` (a story file's path, or a list of
         :class:`reelm.generation.story.StorySegment`), each continuing the frames before it under its own prompt
-        (:mod:`reelm.generation.story_generation`). Returns a ``StoryOutput`` (the video, each segment's frames,
+        (:mod:`reelm.generation.story_generation`; ``context="codes"``: each window given the model's own codes). Returns a ``StoryOutput`` (the video, each segment's frames,
         seed and contexts, the settings); :meth:`iter_story` yields it window by window instead, in flat memory."""
         from reelm.generation.story_generation import StoryOutput, StoryRecorder, story_info
 
         settings = dict(seed=seed, guidance_scale=guidance_scale, sampling=sampling, negative_prompt=negative_prompt,
-                        image=image)
+                        image=image, context=context)
         recorder, frames = StoryRecorder(self.model.clip.fps, seed), []
         for piece in self.iter_story(segments, progress=progress, **settings):
             recorder.add(piece)
@@ -255,6 +255,20 @@ class VideoPipeline:
         return iter_story(self, list(segments), **kwargs)
 
     # --- generation ------------------------------------------------------------------------------
+
+    def continue_codes(self, codes, prompt: str | None = None, **kwargs) -> VideoPipelineOutput:
+        """Continue a ``(t, h, w)`` code grid of this model's video tokenizer (``1 <= t <`` the model's latent frames)
+        without decoding and re-encoding it: a story continues the model's own codes this way
+        (:func:`reelm.generation.story_generation.iter_story`, ``context="codes"``)."""
+        grid = np.asarray(codes)
+        h, w = self.layout.latent_hw
+        if grid.ndim != 3 or grid.shape[1:] != (h, w) or not 1 <= len(grid) < self.model.latent_frames \
+                or not np.issubdtype(grid.dtype, np.integer):
+            raise PipelineInputError(f"codes of shape {grid.shape} ({grid.dtype}): expected integer codes of shape "
+                                     f"(t, {h}, {w}) with 1 <= t < {self.model.latent_frames}")
+        if grid.min() < 0 or grid.max() >= self.tokenizer.codebook_size:
+            raise PipelineInputError(f"codes outside the codebook [0, {self.tokenizer.codebook_size})")
+        return self._generate(Task.V2V, [prompt], [grid.astype(np.int64)], **kwargs)
 
     @torch.inference_mode()
     def _generate(self, task: Task, prompts: list[str | None], conditions: list[np.ndarray | None], *,

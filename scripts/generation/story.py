@@ -32,6 +32,8 @@ from pathlib import Path
 
 from reelm.core.errors import ReelmError
 
+STORY_CONTEXTS = ("pixels", "codes")  # what a continuation window is given: re-encoded frames, or the model's codes
+
 
 class StoryError(ReelmError):
     """A story file or segment that cannot be used."""

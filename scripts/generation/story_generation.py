@@ -8,6 +8,11 @@ training) and the model generates what follows under the prompt of the segment i
 guidance on that prompt. A boundary between segments is only a change of prompt: the objects in
 the context carry over unless the new prompt changes them.
 
+With ``context="codes"`` a window is given the model's own codes instead, all but the context's
+first latent frame (which a causal tokenizer encodes as an image, so it is the one re-encoded
+from the decoded frame): no decode-and-encode round trip between windows. On the story-trained
+demo model it follows the segments' directions better (BENCHMARKS.md, "Story prompts").
+
 It yields a :class:`StoryPiece` for each window, holding only that window's new frames, and keeps
 only the context's frames between windows, so memory stays flat in the story's length.
 """
@@ -23,7 +28,7 @@ import numpy as np
 
 from reelm.core.seeds import derive_seed, text_key
 from reelm.data.token_layout import continuation_context
-from reelm.generation.story import PlannedSegment, StorySegment, plan_segments
+from reelm.generation.story import STORY_CONTEXTS, PlannedSegment, StorySegment, plan_segments
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,7 +41,8 @@ class StoryPiece:
     window: int  # the window's number within its segment
     seed: int | None
     task: str  # "t2v", "i2v" or "v2v"
-    context: dict | None  # the story frames re-encoded as the window's context, None for the first window
+    context: dict | None  # the story frames the window's context covers (and how many of its latent frames were
+    # the model's own codes, "own_codes"), None for the first window
     seconds: float
     tokens: int
 
@@ -62,11 +68,13 @@ def segment_seed(seed: int | None, index: int) -> int | None:
 
 def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guidance_scale: float | None = None,
                sampling=None, negative_prompt: str | None = None, image=None,
-               progress: Callable[[int], None] | None = None) -> Iterator[StoryPiece]:
+               progress: Callable[[int], None] | None = None, context: str = "pixels") -> Iterator[StoryPiece]:
     """The story's windows, in order (see the module docstring). ``image``: the story's first frame (a path or an
     ``(H, W, 3)`` uint8 array): the first window is then image-to-video."""
-    from reelm.generation.pipeline import DEFAULT_GUIDANCE
+    from reelm.generation.pipeline import DEFAULT_GUIDANCE, PipelineInputError
 
+    if context not in STORY_CONTEXTS:
+        raise PipelineInputError(f"story context {context!r}: choose from {', '.join(STORY_CONTEXTS)}")
     tokenizer = pipe.tokenizer
     planned = plan_segments(segments, pipe.model.clip.fps, tokenizer.temporal_downsample)
     window_latents = pipe.model.latent_frames
@@ -74,6 +82,7 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
     settings = dict(guidance_scale=DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale,
                     sampling=sampling, negative_prompt=negative_prompt, progress=progress)
     tail: np.ndarray | None = None  # the last frames made, as many as a context needs
+    codes: np.ndarray | None = None  # the last latent frames the model generated (context="codes")
     made = 0  # story frames made so far
     for segment in planned:
         remaining, window = segment.latent_frames, 0
@@ -89,17 +98,26 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
                     out = pipe.image_to_video(image, prompt, num_frames=frames, seed=chunk_seed, **settings)
                 else:
                     out = pipe.text_to_video(prompt, num_frames=frames, seed=chunk_seed, **settings)
-                task, context, video = out.info["task"], None, out.videos[0]
+                task, given, video = out.info["task"], None, out.videos[0]
             else:
                 have = min(k, tokenizer.latent_frames(len(tail)))
                 context_frames = tail[-tokenizer.pixel_frames(have):]
                 new = min(remaining, window_latents - have)
-                out = pipe.continue_video(context_frames, prompt, context_frames=have,
-                                          num_frames=tokenizer.pixel_frames(have + new), seed=chunk_seed, **settings)
+                own = have - 1 if context == "codes" else 0  # latent frames given as the model's own codes
+                if own:
+                    grid = np.concatenate([pipe.encode(context_frames[:1]), codes[-own:]])
+                    out = pipe.continue_codes(grid, prompt, num_frames=tokenizer.pixel_frames(have + new),
+                                              seed=chunk_seed, **settings)
+                else:
+                    out = pipe.continue_video(context_frames, prompt, context_frames=have,
+                                              num_frames=tokenizer.pixel_frames(have + new), seed=chunk_seed,
+                                              **settings)
                 task = out.info["task"]
-                context = {"latent_frames": have, "frames": [made - len(context_frames), made]}
+                given = {"latent_frames": have, "frames": [made - len(context_frames), made],
+                         **({"own_codes": own} if own else {})}
                 video = out.videos[0][len(context_frames):]
-            piece = StoryPiece(segment, video, made, window, chunk_seed, task, context,
+            codes = out.codes[0]
+            piece = StoryPiece(segment, video, made, window, chunk_seed, task, given,
                                time.perf_counter() - began, int(out.info["tokens"]["generated"]))
             yield piece
             made += len(video)
@@ -132,11 +150,12 @@ class StoryRecorder:
         record["generate_s"] = round(record["generate_s"] + piece.seconds, 3)
 
 
-def story_info(pipe, *, seed, guidance_scale, sampling, negative_prompt, image) -> dict:
+def story_info(pipe, *, seed, guidance_scale, sampling, negative_prompt, image, context: str = "pixels") -> dict:
     """The settings a story sidecar records beside its segments."""
     from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
 
     return {"task": "story", "seed": seed, "guidance_scale": DEFAULT_GUIDANCE if guidance_scale is None else
             guidance_scale, "sampling": (sampling or DEFAULT_SAMPLING).to_dict(), "negative_prompt": negative_prompt,
             "image": str(image) if isinstance(image, (str, Path)) else (None if image is None else "an array"), "fps": pipe.model.clip.fps, "trained_latent_frames": pipe.model.latent_frames,
-            "context_latent_frames": continuation_context(pipe.model.latent_frames), "model": pipe.model.identity()}
+            "context_latent_frames": continuation_context(pipe.model.latent_frames), "context": context,
+            "model": pipe.model.identity()}
