@@ -168,6 +168,9 @@ class SyntheticSource(Source):
         self.world = SyntheticWorld(world_cfg or WorldConfig())
         self.num_clips, self.start = int(num_clips), int(start)
         self.stories = stories if stories and stories.count > 0 else None
+        if self.stories and self.world.cfg.max_objects != 1:
+            raise SourceError(f"training stories follow one object: the world's max_objects must be 1 "
+                              f"(--max-objects 1), got {self.world.cfg.max_objects}")
         self.name = f"{SYNTHETIC}:{self.world.cfg.split}"
 
     def __len__(self) -> int:
@@ -216,8 +219,8 @@ def story_record(clip, stories: StoryRows) -> dict:
 def open_source(spec: Any, *, num_clips: int | None = None, world_cfg=None, start: int = 0,
                 stories: StoryRows | None = None, video_column: str | None = None, caption_column: str | None = None,
                 confine_to_root: bool = False) -> Source:
-    """A source from ``"synthetic"`` (``world_cfg``, clips ``start`` on, ``stories`` among them), a manifest path, a folder path,
-    a single video or image file, or a ``datasets.Dataset``.
+    """A source from ``"synthetic"`` (``world_cfg``, clips ``start`` on, then ``stories``), a manifest path, a
+    folder path, a single video or image file, or a ``datasets.Dataset``.
 
     A manifest's paths are absolute or relative to its folder (the dataset root), and are read
     wherever they lead. With ``confine_to_root`` a path that leads outside the root

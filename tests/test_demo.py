@@ -92,3 +92,19 @@ def test_demo_runs_every_stage_resumes_after_kills_and_reuses_finished_stages(tm
     assert again.returncode == 0 and again.stdout.count("done before") == len(STAGES)
     other = _demo(out, "--set", "eval_samples=3")
     assert other.returncode == 1 and "other settings" in other.stderr and "\n" not in other.stderr.strip()
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_as_its_default(tmp_path):
+    import dataclasses
+
+    from reelm.core.config import to_dict
+    from reelm.core.errors import ReelmError
+    from reelm.demo.demo_config import DemoConfig
+    from reelm.demo.run import CONFIG_FILE, _check_settings
+
+    saved = json.loads(json.dumps(to_dict(DemoConfig())))
+    del saved["story_clips"]  # a folder made before training stories existed
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))
+    _check_settings(tmp_path, DemoConfig())
+    with pytest.raises(ReelmError, match=r"\(story_clips differ\)"):
+        _check_settings(tmp_path, dataclasses.replace(DemoConfig(), story_clips=5))

@@ -69,6 +69,8 @@ def test_training_stories_follow_the_synthetic_sources_clips_which_they_leave_as
         assert row.caption == caption
     with pytest.raises(SourceError, match="number of story clips"):
         StoryRows(-1, 5, 2)
+    with pytest.raises(SourceError, match="max_objects must be 1"):
+        open_source("synthetic", num_clips=10, world_cfg=dataclasses.replace(WORLD, max_objects=2), stories=STORIES)
 
 
 def test_stories_outside_the_heldout_split_show_no_held_out_combination():
@@ -138,6 +140,9 @@ def test_pre_tokenized_story_rows_become_story_shards(tmp_path):
     assert len(stories) == 6 and len(shards.dataset) == 22
     for example in stories:
         assert example["grid"][0] == 3 and ":story:" in example["source"]
+    with pytest.raises(ReelmError, match="too short; use at least 9"):
+        tokenize_dataset("synthetic", tmp_path / "vtok", tmp_path / "short",
+                         dataclasses.replace(cfg, clip=ClipSpec(num_frames=5, fps=8.0, size=32)), progress=False)
     with pytest.raises(ReelmError, match="synthetic world only"):
         tokenize_dataset(datasets.Dataset.from_list([{"video": "x.mp4", "caption": "c"}]), tmp_path / "vtok",
                          tmp_path / "other", cfg, progress=False)

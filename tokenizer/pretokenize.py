@@ -94,6 +94,10 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
     t, h, w = model.latent_shape(spec.num_frames, spec.size, spec.size)
     world = cfg.world.world_config(spec, seed=cfg.seed)
     k = continuation_context(t)
+    if cfg.story_clips and t < 3:
+        raise ReelmError(f"training stories change where a continuation's context ends: clips of {spec.num_frames} "
+                         f"frames ({t} latent frames) are too short; use at least "
+                         f"{model.pixel_frames(3)} (--num-frames)")
     stories = StoryRows(cfg.story_clips, model.pixel_frames(k), k) if cfg.story_clips else None
     source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start, stories=stories,
                          **cfg.source.kwargs())

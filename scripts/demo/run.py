@@ -63,7 +63,9 @@ def _check_settings(out: Path, cfg: DemoConfig) -> None:
     path = out / CONFIG_FILE
     settings = to_dict(cfg)
     if path.is_file():
-        saved = load_json(path)
+        # a setting added since the folder was made ran as its default then: a saved run without it resumes
+        defaults = json.loads(json.dumps(to_dict(DemoConfig())))
+        saved = {**{k: v for k, v in defaults.items() if k not in load_json(path)}, **load_json(path)}
         if saved != json.loads(json.dumps(settings)):
             changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
             raise ReelmError(f"{out} holds a demo run made with other settings ({', '.join(changed)} differ); "
