@@ -29,6 +29,7 @@ TINY = [
     (r"\bsteps=\d+", "steps=2"),
     (r"--num-clips \d+", "--num-clips 12"),
     (r"--num-stories \d+", "--num-stories 2"),
+    (r"--story-clips \d+", "--story-clips 4"),
     (r"\bnum_clips=\d+", "num_clips=12"),
     (r"--vocab-size \d+", "--vocab-size 300"),
     (r"--frames 51", "--frames 25"),

@@ -1,12 +1,12 @@
 """What ``reelm demo`` does at each stage, and how its steps scale with the time budget.
 
 The training steps are the ones measured to fit the whole pipeline into 15 minutes on the
-reference 2-core CPU without a GPU (this default: 13.4 minutes from a fresh clone on a 2-core
-Xeon with AMX, BENCHMARKS.md "Prompts followed: the time saved, spent on steps"): 64 x 64 clips
-of 9 frames at 8 fps (3 latent frames of 8 x 8 codes) of the demo's world (:func:`demo_world`),
-the ``tiny`` video tokenizer and LM (with video positions, loss on every token but the text
-prompts', captions weighted 3, no unconditional task), both trained in bf16 where the CPU
-multiplies bf16 natively (``precision=auto``; the reference machine has AMX) and the LM's
+reference 2-core CPU without a GPU (13.4 minutes from a fresh clone on a 2-core Xeon with AMX
+before the training stories were added, BENCHMARKS.md "Prompts followed: the time saved, spent on
+steps"): 64 x 64 clips of 9 frames at 8 fps (3 latent frames of 8 x 8 codes) of the demo's world
+(:func:`demo_world`), 300 training stories after its 4,000 clips, the ``tiny`` video tokenizer and
+LM (with video positions, loss on every token but the text prompts', captions weighted 3, no
+unconditional task), both trained in bf16 where the CPU multiplies bf16 natively (``precision=auto``; the reference machine has AMX) and the LM's
 layers compiled: on a CPU without native bf16 the same steps take about 1.5x as long (use
 ``--budget-minutes`` to fit a budget there).
 ``--budget-minutes B`` scales the two training stages' steps (and the training set) by
@@ -83,7 +83,8 @@ class DemoConfig:
     train_clips: int = 4000
     text_vocab_size: int = 512
     chunk_rows: int = 500
-    story_clips: int = 0  # training stories after the training clips (reelm.data.sources.StoryRows)
+    story_clips: int = 300  # training stories after the training clips (reelm.data.sources.StoryRows): 300 keep every
+    # other target, 600 do not (BENCHMARKS.md, "Training for stories")
     # the LM
     lm: LMConfig = field(default_factory=demo_lm)
     lm_train: LMTrainConfig = field(default_factory=demo_lm_training)
