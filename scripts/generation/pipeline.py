@@ -233,8 +233,9 @@ class VideoPipeline:
               progress: Callable[[int], None] | None = None, context: str = "pixels"):
         """One video from a story: ``segments`` (a story file's path, or a list of
         :class:`reelm.generation.story.StorySegment`), each continuing the frames before it under its own prompt
-        (:mod:`reelm.generation.story_generation`; ``context="codes"``: each window given the model's own codes). Returns a ``StoryOutput`` (the video, each segment's frames,
-        seed and contexts, the settings); :meth:`iter_story` yields it window by window instead, in flat memory."""
+        (:mod:`reelm.generation.story_generation`; ``context="codes"``: each window is given the model's own
+        codes). Returns a ``StoryOutput`` (the video, each segment's frames, seed and contexts, the settings);
+        :meth:`iter_story` yields it window by window instead, in flat memory."""
         from reelm.generation.story_generation import StoryOutput, StoryRecorder, story_info
 
         settings = dict(seed=seed, guidance_scale=guidance_scale, sampling=sampling, negative_prompt=negative_prompt,

@@ -10,8 +10,9 @@ the context carry over unless the new prompt changes them.
 
 With ``context="codes"`` a window is given the model's own codes instead, all but the context's
 first latent frame (which a causal tokenizer encodes as an image, so it is the one re-encoded
-from the decoded frame): no decode-and-encode round trip between windows. On the story-trained
-demo model it follows the segments' directions better (BENCHMARKS.md, "Story prompts").
+from the decoded frame): no decode-and-encode round trip between windows. On the demo
+trained with 600 stories it follows more of the segments' directions (BENCHMARKS.md, "Training for
+stories").
 
 It yields a :class:`StoryPiece` for each window, holding only that window's new frames, and keeps
 only the context's frames between windows, so memory stays flat in the story's length.
