@@ -88,7 +88,7 @@ class LMTrainConfig:
     keep_last: int = 3  # 0: keep every checkpoint
     max_nonfinite_steps: int = 5  # a step with a NaN/Inf loss or gradient is skipped; this many in a row stop the run
     seed: int = 0
-    zero_stage: int = 2
+    zero_stage: int | str = "auto"  # 0-3, or auto: 0 on one process (nothing to shard), 2 on several
     activation_checkpointing: bool = False
     compile: bool | None = None  # torch.compile each decoder layer; None: see use_compile
     split_documents: bool | None = None  # one row per document in each micro-batch; None: see use_split_documents
@@ -153,6 +153,24 @@ def _init_model(init_from: str, given: LMConfig | None, layout: TokenLayout) -> 
     return cfg
 
 
+AUTO_ZERO_STAGE = "auto"
+
+
+def resolve_zero_stage(cfg: LMTrainConfig, world_size: int) -> LMTrainConfig:
+    """``cfg`` with ``zero_stage="auto"`` made a stage: 0 on one process, where ZeRO has nothing to shard and stage 2's
+    bucket copies and fp32-partition round trip cost 4-10 % of a ``small`` step (BENCHMARKS.md), 2 on several.
+    The resolved stage is what the run saves, so a resume reads the stage it ran with."""
+    if cfg.zero_stage == AUTO_ZERO_STAGE:
+        return dataclasses.replace(cfg, zero_stage=0 if world_size == 1 else 2)
+    _check_zero_stage(cfg.zero_stage)
+    return cfg
+
+
+def _check_zero_stage(stage) -> None:
+    if isinstance(stage, bool) or stage not in range(4):
+        raise ConfigError(f"training config: zero_stage {stage!r} is not one of 0, 1, 2, 3 or auto")
+
+
 def with_deepspeed_stage(cfg: LMTrainConfig, ds_raw: dict) -> LMTrainConfig:
     """``cfg`` with the ZeRO stage a DeepSpeed config sets explicitly (a shipped ``zeroN`` or a file's)."""
     stage = config_zero_stage(ds_raw)
@@ -165,8 +183,7 @@ def check_config(cfg: LMTrainConfig, lm_cfg: LMConfig) -> None:
     bad = [f"{name}={getattr(cfg, name)}" for name in positive if getattr(cfg, name) < 1]
     if bad:
         raise ConfigError(f"training config: {', '.join(bad)}: must be at least 1 (e.g. --steps 100)")
-    if cfg.zero_stage not in range(4):
-        raise ConfigError(f"training config: zero_stage {cfg.zero_stage} is not one of 0, 1, 2, 3")
+    _check_zero_stage(cfg.zero_stage)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"training config: precision={cfg.precision!r}: choose from {', '.join(PRECISIONS)}")
     if cfg.compile and cfg.zero_stage == 3:
@@ -479,7 +496,8 @@ def train(data: str | Path, out: str | Path, *, model: LMConfig | None = None, c
     ``model`` and ``config`` are typed configs, e.g. ``train(shards, out, model=preset("tiny"),
     config=LMTrainConfig(steps=1500, lr=2e-3))``; on resume, ``None`` means the checkpoint's, and
     given ones must agree with it (:func:`reelm.core.resume.plan_resume`). A shipped DeepSpeed
-    config (``zero0`` .. ``zero3``) or a file's explicit ZeRO stage sets ``zero_stage``.
+    config (``zero0`` .. ``zero3``) or a file's explicit ZeRO stage sets ``zero_stage``; ``"auto"`` (the
+    default) is 0 on one process and 2 on several (:func:`resolve_zero_stage`).
     ``peak_flops`` is one device's peak FLOP/s for MFU (measured when None). ``stop_at``
     ends this invocation after that step, with a checkpoint, as if interrupted. ``report_to``:
     the trackers (:func:`reelm.core.trackers.resolve_report_to`); ``on_checkpoint``: see the
@@ -506,6 +524,7 @@ def train(data: str | Path, out: str | Path, *, model: LMConfig | None = None, c
         model = _init_model(config.init_from, model, shards.layout)
     if model is None or config is None:
         raise ConfigError("no LM config: pass --preset (tiny, small, base or large) to start a run")
+    config = resolve_zero_stage(config, dist.world_size)
     ds_raw = load_deepspeed_config(deepspeed_config or f"zero{config.zero_stage}")
     config = with_deepspeed_stage(config, ds_raw)
     check_config(config, model)

@@ -24,6 +24,7 @@ class Outer:
     width: int = 32
     inner: Inner = field(default_factory=Inner)
     path: str | None = None
+    stage: int | str = "auto"
 
 
 def test_config_round_trips_through_json():
@@ -47,6 +48,9 @@ def test_overrides_parse_values_and_reject_unknown_keys():
         apply_overrides(Outer(), ["inner.nope=1"])
     with pytest.raises(ConfigError):
         apply_overrides(Outer(), ["width"])
+    # a field of numbers or strings reads a number as a number, anything else as the string
+    assert apply_overrides(Outer(), ["stage=2"]).stage == 2 and apply_overrides(Outer(), ["stage=auto"]).stage == "auto"
+    assert apply_overrides(Outer(), ["stage=true"]).stage == "true" and apply_overrides(Outer(), ["name=2"]).name == "2"
 
 
 def _write(step_value):

@@ -29,7 +29,7 @@ from reelm.data.token_layout import IGNORE_INDEX
 from reelm.lm.loss_meter import shift_left, token_losses
 from reelm.core.device import cxx_compiler
 from reelm.lm.model import preset
-from reelm.lm.train import LMTrainConfig, train, use_compile
+from reelm.lm.train import LMTrainConfig, resolve_zero_stage, train, use_compile
 
 CAPTIONS = [f"a {c} {s} moves {m}" for c in ("red", "blue", "green", "yellow")
             for s in ("circle", "square", "triangle") for m in ("left", "right", "up", "down")]
@@ -106,7 +106,7 @@ def shards(tmp_path_factory):
 def straight(shards, tmp_path_factory):
     """10 uninterrupted ZeRO-2 steps with checkpoints at 5 and 10."""
     out = tmp_path_factory.mktemp("straight")
-    return out, run(shards, out, 10)
+    return out, run(shards, out, 10, "zero_stage=2")
 
 
 def test_tiny_model_overfits_a_handful_of_sequences(tmp_path):
@@ -236,6 +236,20 @@ def test_compile_is_on_by_default_only_for_cpu_training_under_zero_0_to_2_with_a
     assert use_compile(LMTrainConfig(), cpu) == (cxx_compiler() is not None)
     with inductor_config.patch({"cpp.cxx": (None, "no-such-c++-compiler")}):
         assert not use_compile(LMTrainConfig(), cpu)
+
+
+def test_zero_stage_auto_is_zero_0_on_one_process_and_2_on_several_and_the_run_saves_what_it_resolved(shards,
+                                                                                                      tmp_path):
+    assert LMTrainConfig().zero_stage == "auto"
+    assert resolve_zero_stage(LMTrainConfig(), world_size=1).zero_stage == 0
+    assert resolve_zero_stage(LMTrainConfig(), world_size=4).zero_stage == 2
+    assert resolve_zero_stage(LMTrainConfig(zero_stage=3), world_size=1).zero_stage == 3
+    result = run(shards, tmp_path / "auto", 2, "checkpoint_every=2")
+    assert read_meta(result.checkpoint, "lm")["train"]["zero_stage"] == 0
+    with pytest.raises(ReelmError, match="zero_stage 'two' is not one of 0, 1, 2, 3 or auto"):
+        run(shards, tmp_path / "bad", 2, "zero_stage=two")
+    with pytest.raises(ReelmError, match="zero_stage 5 is not one of 0, 1, 2, 3 or auto"):
+        run(shards, tmp_path / "bad", 2, "zero_stage=5")
 
 
 def test_training_config_rejects_compile_under_zero3_and_flags_that_are_not_booleans(shards, tmp_path):

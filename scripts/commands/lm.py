@@ -38,8 +38,9 @@ def register(subparsers) -> None:
                         "(peft) on the attention projections, the model frozen (same as --set lora.rank=RANK; "
                         "lora.alpha, lora.target_modules too); checkpoints hold the adapter and name the base")
     parser.add_argument("--deepspeed-config", metavar="zeroN|PATH",
-                        help=f"one of {', '.join(SHIPPED_CONFIGS)} (shipped; default zero<zero_stage>, "
-                        "i.e. zero2) or a DeepSpeed JSON file whose \"auto\" values reelm fills in")
+                        help=f"one of {', '.join(SHIPPED_CONFIGS)} (shipped; default zero<zero_stage>, and "
+                        "zero_stage=auto is zero0 on one process, zero2 on several) or a DeepSpeed JSON file whose "
+                        "\"auto\" values reelm fills in")
     add_set_flag(parser, "lr=1e-3, micro_batch_size=4, mixture.t2v=1, model.num_layers=2")
     add_config_flags(parser, "sections preset, model, train")
     parser.add_argument("--peak-flops", type=float, metavar="FLOPS",

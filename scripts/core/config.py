@@ -270,6 +270,13 @@ def parse_value(hint: Any, raw: str) -> Any:
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     kinds = set(typing.get_args(hint)) if union else {hint}
     if str in kinds and raw != "null":
+        if kinds & {int, float}:  # a union of numbers and strings (zero_stage: 2 or auto) reads a number as one
+            try:
+                number = json.loads(raw)
+            except json.JSONDecodeError:
+                return raw
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                return number
         return raw
     if bool in kinds and raw.lower() in ("true", "false"):
         return raw.lower() == "true"
