@@ -86,6 +86,7 @@ class GenerationEvalConfig:
     i3d_path: str | None = None
     inception_path: str | None = None
     clip_path: str | None = None
+    weights: str = "model"  # how the decode steps read the LM's weights (reelm.lm.decode_weights): model, fp16, int8
 
 
 def evaluate_generation(model: str | Path | VideoPipeline, out: str | Path, cfg: GenerationEvalConfig, *,
@@ -103,7 +104,7 @@ def evaluate_generation(model: str | Path | VideoPipeline, out: str | Path, cfg:
 
 def _evaluate(model, out, cfg: GenerationEvalConfig, dist, video_tokenizer, progress: bool) -> dict | None:
     pipe = model if isinstance(model, VideoPipeline) else \
-        VideoPipeline.from_pretrained(model, video_tokenizer=video_tokenizer, device=str(dist.device))
+        VideoPipeline.from_pretrained(model, video_tokenizer=video_tokenizer, device=str(dist.device), weights=cfg.weights)
     if cfg.i3d_path or cfg.inception_path:  # a distribution metric will need a reference that means something
         check_reference(pipe.model.meta, cfg.reference_data)
     world = eval_world(pipe, cfg)

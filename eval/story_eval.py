@@ -62,6 +62,7 @@ class StoryEvalConfig:
     baseline: bool = True  # also each segment's prompt alone (single-prompt text-to-video)
     context: str = "pixels"  # what each continuation window is given (reelm.generation.story.STORY_CONTEXTS)
     world: object = None  # WorldOptions; default: the model's training world (as `reelm eval generate`)
+    weights: str = "model"  # how the decode steps read the LM's weights (reelm.lm.decode_weights): model, fp16, int8
 
 
 def continuity_at(frames: np.ndarray, boundary: int, fps: float, *, changed_color: str | None, max_jump: float) -> dict:
@@ -123,7 +124,7 @@ def evaluate_stories(model, out: str | Path, cfg: StoryEvalConfig, *, video_toke
     from reelm.generation.pipeline import VideoPipeline
 
     pipe = model if isinstance(model, VideoPipeline) else \
-        VideoPipeline.from_pretrained(model, video_tokenizer=video_tokenizer, device=device)
+        VideoPipeline.from_pretrained(model, video_tokenizer=video_tokenizer, device=device, weights=cfg.weights)
     world = eval_world(pipe, GenerationEvalConfig(world=cfg.world, seed=cfg.seed))
     keys = varied_attributes(world)
     fps = pipe.model.clip.fps

@@ -10,7 +10,9 @@ row writing the same cache slot per step (prompts are left-padded, pads masked o
   builds index tensors), keeps the hidden states 2-D, reads rotary angles from a
   table the model's rotary module fills once, writes keys and values in place and attends
   over the filled part of the cache only (``scripts/bench/bench_generate.py`` measures it
-  against the next one as path ``reelm_layers``).
+  against the next one as path ``reelm_layers``). Its projections come from
+  :mod:`reelm.lm.decode_weights`: the model's own weights, or packed copies in fp16 or int8
+  (a layer's query, key and value as one product, its gate and up as another).
 - :class:`LayerStep`: the model's own decoder layers, for configurations the lean step
   does not cover (biases, other activations, rotary scaling that changes with length).
 
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM, StaticCache
 
 from reelm.core.errors import ReelmError
+from reelm.lm.decode_weights import DecodeWeights
 
 CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 STEP_KINDS = ("auto", "lean", "layers")
@@ -52,16 +55,31 @@ def lean_unsupported(model) -> str | None:
     return None
 
 
-def make_step(kind: str, model, cache: StaticCache, max_positions: int):
-    """The step named ``kind`` (``auto``: lean where the model allows it, else the model's layers)."""
+def packed_unsupported(kind: str, model, weights: str) -> str | None:
+    """Why the step ``kind`` cannot read weights in format ``weights`` for ``model`` (``None`` when it can)."""
+    if weights == "model":
+        return None
+    why = "the model's own layers read the model's weights" if kind == "layers" else lean_unsupported(model)
+    return None if why is None else f"weights {weights}: only the lean decode step reads them ({why}); use model"
+
+
+def make_step(kind: str, model, cache: StaticCache, max_positions: int, weights: DecodeWeights | None = None):
+    """The step named ``kind`` (``auto``: lean where the model allows it, else the model's layers).
+
+    ``weights``: the projections in the chosen format (:mod:`reelm.lm.decode_weights`; None: the
+    model's own). Only the lean step reads packed formats.
+    """
     if kind not in STEP_KINDS:
         raise DecodeStepError(f"decode step {kind!r}: choose from {list(STEP_KINDS)}")
     reason = lean_unsupported(model)
     if kind == "lean" and reason:
         raise DecodeStepError(f"decode step 'lean': {reason}; use 'layers' or 'auto'")
+    unreadable = packed_unsupported(kind, model, "model" if weights is None else weights.format)
+    if unreadable:
+        raise DecodeStepError(unreadable)
     if kind == "layers" or reason:
         return LayerStep(model, cache)
-    return LeanLlamaStep(model, cache, max_positions)
+    return LeanLlamaStep(model, cache, max_positions, weights)
 
 
 class LeanLlamaStep:
@@ -69,22 +87,15 @@ class LeanLlamaStep:
 
     kind = "lean"
 
-    def __init__(self, model, cache: StaticCache, max_positions: int):
+    def __init__(self, model, cache: StaticCache, max_positions: int, weights: DecodeWeights | None = None):
         inner = model.model
         self.embed = inner.embed_tokens.weight
         self.cell_positions = _cell_table(getattr(model, "video_positions", None))
         self.norm = inner.norm
         self.cache = cache
-        self.layers = [
-            (layer, layer.self_attn, [weight.t() for weight in (layer.self_attn.q_proj.weight,
-                                                                layer.self_attn.k_proj.weight,
-                                                                layer.self_attn.v_proj.weight,
-                                                                layer.self_attn.o_proj.weight,
-                                                                layer.mlp.gate_proj.weight,
-                                                                layer.mlp.up_proj.weight,
-                                                                layer.mlp.down_proj.weight)])
-            for layer in inner.layers
-        ]  # the projections as (in, out) views, for plain matmuls
+        weights = weights if weights is not None else DecodeWeights(model, "model")
+        self.packed = weights.format != "model"  # [qkv, o, gate_up, down] instead of the seven projections
+        self.layers = [(layer, layer.self_attn, projections) for layer, projections in zip(inner.layers, weights.layers)]
         attention = self.layers[0][1]
         self.head_dim = attention.head_dim
         self.num_heads = model.config.num_attention_heads
@@ -113,20 +124,26 @@ class LeanLlamaStep:
         cos = self.cos[positions][:, None]  # (rows, 1, head_dim): the same angles for every head
         sin = self.sin[positions][:, None]
         bias = None if key_bias is None else key_bias[..., : slot + 1]
-        for index, (layer, attention, (wq, wk, wv, wo, wg, wu, wd)) in enumerate(self.layers):
+        for index, (layer, attention, projections) in enumerate(self.layers):
             x = _rms_norm(hidden, layer.input_layernorm)
-            q = _rotate(torch.mm(x, wq).view(rows, heads, head_dim), cos, sin)
-            k = _rotate(torch.mm(x, wk).view(rows, kv_heads, head_dim), cos, sin)
+            if self.packed:
+                qkv, o_proj, gate_up, down = projections
+                q, k, v = qkv.split(qkv(x))
+            else:
+                q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down = projections
+                q, k, v = q_proj(x), k_proj(x), v_proj(x)
+            q = _rotate(q.view(rows, heads, head_dim), cos, sin)
             cached = self.cache.layers[index]
-            cached.keys[:, :, slot] = k
-            cached.values[:, :, slot] = torch.mm(x, wv).view(rows, kv_heads, head_dim)
+            cached.keys[:, :, slot] = _rotate(k.view(rows, kv_heads, head_dim), cos, sin)
+            cached.values[:, :, slot] = v.view(rows, kv_heads, head_dim)
             out = F.scaled_dot_product_attention(
                 q[:, :, None], cached.keys[:, :, : slot + 1], cached.values[:, :, : slot + 1], attn_mask=bias,
                 scale=attention.scaling, enable_gqa=self.gqa,
             )  # (rows, heads, 1, head_dim)
-            hidden = hidden + torch.mm(out.reshape(rows, heads * head_dim), wo)
+            hidden = hidden + o_proj(out.reshape(rows, heads * head_dim))
             x = _rms_norm(hidden, layer.post_attention_layernorm)
-            hidden = hidden + torch.mm(F.silu(torch.mm(x, wg)) * torch.mm(x, wu), wd)
+            gate, up = gate_up.split(gate_up(x)) if self.packed else (gate_proj(x), up_proj(x))
+            hidden = hidden + down(F.silu(gate) * up)
         return _rms_norm(hidden, self.norm)
 
     def select_rows(self, index: torch.Tensor) -> None:

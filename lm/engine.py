@@ -42,14 +42,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import StaticCache
 
 from reelm.data.token_layout import GenerationPlan, LayoutError, TokenLayout
 from reelm.core.device import synchronize
 from reelm.core.errors import ReelmError
 from reelm.lm.constraints import PlanTable, step_schedule
-from reelm.lm.decode_step import CACHE_ARGUMENT, STEP_KINDS, DecodeStepError, lean_unsupported, make_step
+from reelm.lm.decode_step import (CACHE_ARGUMENT, STEP_KINDS, DecodeStepError, lean_unsupported, make_step,
+                                  packed_unsupported)
+from reelm.lm.decode_weights import DecodeWeights, WeightFormatError, check_format
 from reelm.lm.sampling import Sampling, sample
 
 
@@ -96,6 +97,7 @@ class GenerationStats:
     prefill_s: float
     decode_s: float
     step: str  # the decode step: "lean" or "layers"
+    weights: str  # the format the decode steps read the weights in: "model", "fp16" or "int8"
     cfg_scale: float
     seed: int | list[int] | None  # one seed for the batch, or one per sample
     sampling: dict
@@ -135,11 +137,15 @@ class GenerationEngine:
     """Generates from a Hugging Face Llama (``reelm.lm.model``) over a token layout; see the module docstring.
 
     ``step``: ``"auto"`` (the lean step where the model allows it), ``"lean"`` or
-    ``"layers"`` (the model's own decoder layers). ``check_every``: steps between the
-    checks that drop finished rows (only batches with text targets finish early).
+    ``"layers"`` (the model's own decoder layers). ``weights``: the format the decode steps
+    read the weights in (:mod:`reelm.lm.decode_weights`: ``"model"``, ``"fp16"``, ``"int8"``;
+    the packed ones are copied at the first decode and need the lean step; the prefill always
+    runs the model's own weights). ``check_every``: steps between the checks that drop
+    finished rows (only batches with text targets finish early).
     """
 
-    def __init__(self, model, layout: TokenLayout, *, step: str = "auto", check_every: int = 16):
+    def __init__(self, model, layout: TokenLayout, *, step: str = "auto", weights: str = "model",
+                 check_every: int = 16):
         if getattr(model.config, "model_type", None) not in ("llama", "reelm_llama"):
             raise GenerationError(f"model type {getattr(model.config, 'model_type', None)!r}: "
                                   "the engine runs reelm's Llama LMs")
@@ -152,12 +158,19 @@ class GenerationEngine:
             raise GenerationError(f"step 'lean': {lean_unsupported(model)}; use 'layers' or 'auto'")
         if check_every < 1:
             raise GenerationError(f"check_every {check_every}: expected a positive integer")
+        try:
+            check_format(weights, next(model.parameters()).device)
+        except WeightFormatError as exc:
+            raise GenerationError(str(exc)) from None
+        if packed_unsupported(step, model, weights):
+            raise GenerationError(packed_unsupported(step, model, weights))
         self.model = model
         self.layout = layout
         self.step_kind = step
+        self.weights = weights
         self.check_every = check_every
-        head = model.get_output_embeddings()
-        self._head_weight, self._head_bias = head.weight, head.bias
+        self._head_weight = model.get_output_embeddings().weight
+        self._packed: DecodeWeights | None = None  # packed weights, made at the first decode
 
     @property
     def device(self) -> torch.device:
@@ -203,7 +216,8 @@ class GenerationEngine:
         start = time.perf_counter()
         rows = torch.arange(samples, device=self.device) // num_samples  # (samples,) request of each row
         expand = torch.cat([rows, rows + len(requests)]) if guided else rows  # (model rows,) prompt of each
-        decode, logits, positions, key_bias, width = self._prefill(prompts + unconditional, expand, steps)
+        weights = self._decode_weights()
+        decode, logits, positions, key_bias, width = self._prefill(prompts + unconditional, expand, steps, weights)
         codes_seen = self._codes_seen(prompts + unconditional, expand)  # (model rows,) or None: no video positions
         codes = self.layout.code_range
         synchronize(self.device)
@@ -224,7 +238,7 @@ class GenerationEngine:
             if schedule.forced[t]:
                 chosen = torch.full_like(states, lo)
             else:
-                step_logits = logits[:, lo:hi] if t == 0 else self._head(hidden, lo, hi)  # (model rows, hi - lo)
+                step_logits = logits[:, lo:hi] if t == 0 else weights.head(hidden, lo, hi)  # (model rows, hi - lo)
                 if guided:
                     cond, uncond = step_logits.float().chunk(2)
                     step_logits = uncond + cfg_scale * (cond - uncond)
@@ -272,12 +286,12 @@ class GenerationEngine:
         results = self._samples(grid, prompts, num_samples)
         stats = GenerationStats(
             samples=samples, model_rows=len(expand), tokens=sum(len(s.ids) for s in results), steps=taken,
-            forwards=forwards, prefill_s=prefill_s, decode_s=decode_s, step=decode.kind,
+            forwards=forwards, prefill_s=prefill_s, decode_s=decode_s, step=decode.kind, weights=weights.format,
             cfg_scale=float(cfg_scale), seed=seed, sampling=sampling.to_dict(),
         )
         return GenerationResult(results, grid, stats)
 
-    def _prefill(self, prompts: list[np.ndarray], expand: torch.Tensor, steps: int):
+    def _prefill(self, prompts: list[np.ndarray], expand: torch.Tensor, steps: int, weights: DecodeWeights):
         """One forward of the distinct ``prompts`` (left-padded) into a new cache, whose rows are then copied to
         the model rows (``expand``: the prompt of each).
 
@@ -297,7 +311,7 @@ class GenerationEngine:
         out = self.model(input_ids=prompt_ids, attention_mask=None if valid is None else valid.long(),
                          position_ids=positions, use_cache=True, logits_to_keep=1, **{CACHE_ARGUMENT: cache})
         cache.reorder_cache(expand)
-        decode = make_step(self.step_kind, self.model, cache, width + steps)
+        decode = make_step(self.step_kind, self.model, cache, width + steps, weights)
         key_bias = None  # (model rows, 1, 1, cache) additive: 0 where a row attends, -inf elsewhere
         if valid is not None or decode.kind == "layers":
             key_bias = torch.full((len(expand), 1, 1, width + steps), float("-inf"), dtype=self._head_weight.dtype,
@@ -356,9 +370,14 @@ class GenerationEngine:
             unconditional.append(uncond)
         return unconditional
 
-    def _head(self, hidden: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        bias = None if self._head_bias is None else self._head_bias[lo:hi]
-        return F.linear(hidden, self._head_weight[lo:hi], bias)
+    def _decode_weights(self) -> DecodeWeights:
+        """The decode steps' weights: views of the model's own, made afresh each call (so a moved or updated model
+        is read as it is now), or the packed copies, made once."""
+        if self.weights == "model":
+            return DecodeWeights(self.model, "model")
+        if self._packed is None:
+            self._packed = DecodeWeights(self.model, self.weights)
+        return self._packed
 
 
 def _check_arguments(requests: list, sampling, cfg_scale, num_samples) -> None:

@@ -30,6 +30,18 @@ def add_device_flag(parser: argparse.ArgumentParser) -> None:
                         help="auto (a GPU when there is one), cpu, cuda or cuda:N (default: auto)")
 
 
+def add_weights_flag(parser: argparse.ArgumentParser) -> None:
+    """``--weights model|fp16|int8``: the format generation's decode steps read the LM's weights in
+    (:mod:`reelm.lm.decode_weights`)."""
+    from reelm.lm.decode_weights import WEIGHT_FORMATS
+
+    parser.add_argument("--weights", choices=WEIGHT_FORMATS, default="model",
+                        help="how token-by-token decoding reads the LM's weights: model (as loaded: fp32 on CPUs, "
+                        "bf16 on GPUs; default), fp16 (half the bytes, fp32 arithmetic) or int8 (a quarter, "
+                        "per-channel int8); fp16 and int8 are CPU formats, faster where reading the weights bounds "
+                        "a token (BENCHMARKS.md, generation)")
+
+
 def add_progress_flag(parser: argparse.ArgumentParser) -> None:
     """``--no-progress``: the one flag that turns progress bars off (``args.progress``)."""
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reelm.commands import add_device_flag
+from reelm.commands import add_device_flag, add_weights_flag
 
 DEFAULT_PORT = 7860  # Gradio's default: the port this field's local demos use
 
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help="folder for the videos, contact sheets and sidecars (default: a "
                    "fresh temporary folder, printed)")
     add_device_flag(p)
+    add_weights_flag(p)
     p.set_defaults(func=main)
 
 
@@ -45,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         log.addHandler(handler)
     log.setLevel(logging.INFO)
     hf_logging.disable_progress_bar()
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, weights=args.weights)
     app = create_app(pipe, out=args.out)
     print(f"reelm app: serving {args.model} on {server.url} (Ctrl-C to stop; --host 0.0.0.0 to expose it on your "
           f"network)\nreelm app: samples go to {app.state.out}", flush=True)

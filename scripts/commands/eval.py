@@ -12,6 +12,7 @@ from reelm.commands import (
     add_source_flags,
     add_sampling_flags,
     add_story_context_flag,
+    add_weights_flag,
     add_world_flags,
     sampling_from,
     world_flags,
@@ -95,6 +96,7 @@ def register(subparsers) -> None:
     p.add_argument("--inception", metavar="FILE", help="torch-fidelity's Inception weights for FID / KID / IS")
     p.add_argument("--clip", metavar="DIR", help="a CLIP model folder for CLIPSIM")
     add_device_flag(p)
+    add_weights_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=generate_main)
 
@@ -150,7 +152,7 @@ def generate_main(args: argparse.Namespace) -> int:
         image_to_video=args.image_to_video, continuation=args.continuation, captions=args.captions,
         reference=args.reference, reference_data=args.reference_data, binding_clips=args.binding_clips,
         world=world_options(args) if world_flags(args) else None,
-        i3d_path=args.i3d, inception_path=args.inception, clip_path=args.clip)
+        i3d_path=args.i3d, inception_path=args.inception, clip_path=args.clip, weights=args.weights)
     try:
         summary = evaluate_generation(args.model, args.out, cfg, video_tokenizer=args.video_tokenizer,
                                       device=args.device, progress=args.progress)
@@ -183,7 +185,7 @@ def stories_main(args: argparse.Namespace) -> int:
     cfg = StoryEvalConfig(stories=args.stories, num_stories=args.num_stories, min_segments=low, max_segments=high,
                           color_changes=args.color_changes, seed=args.seed, guidance_scale=args.guidance_scale,
                           sampling=sampling_from(args, DEFAULT_SAMPLING), baseline=not args.no_baseline,
-                          context=args.story_context,
+                          context=args.story_context, weights=args.weights,
                           world=world_options(args) if world_flags(args) else None)
     summary = evaluate_stories(args.model, args.out, cfg, video_tokenizer=args.video_tokenizer, device=args.device,
                                progress=args.progress)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reelm.commands import add_device_flag, add_progress_flag, add_sampling_flags, add_story_context_flag, sampling_from
+from reelm.commands import (add_device_flag, add_progress_flag, add_sampling_flags, add_story_context_flag, add_weights_flag,
+                            sampling_from)
 
 
 def register(subparsers) -> None:
@@ -72,6 +73,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed: the same seed and settings give the same output "
                    "(default: 0)")
     add_device_flag(p)
+    add_weights_flag(p)
     add_progress_flag(p)
 
 
@@ -85,7 +87,7 @@ def _pipeline(args: argparse.Namespace):
 
     clip = ClipSpec(num_frames=args.frames or 17, fps=args.fps, size=args.size) if args.size and args.fps else None
     return VideoPipeline.from_pretrained(args.model, video_tokenizer=args.video_tokenizer, device=args.device,
-                                         clip=clip)
+                                         clip=clip, weights=args.weights)
 
 
 def _bar(enabled: bool, total: int | None, what: str):

@@ -55,7 +55,7 @@ from reelm.core.device import torch_threads
 from reelm.core.seeds import derive_seed, text_key
 from reelm.core.errors import ReelmError
 from reelm.generation.model_folder import ModelFolder, lm_dtype, load_model_folder
-from reelm.lm.engine import GenerationEngine, Progress, Request
+from reelm.lm.engine import GenerationEngine, GenerationError, Progress, Request
 from reelm.lm.sampling import Sampling
 
 # Chosen on the demo's model (BENCHMARKS.md, "Sampling defaults"): guidance 2 moves 86 % of text-to-video objects the
@@ -105,25 +105,38 @@ class CaptionOutput:
 
 
 class VideoPipeline:
-    """Generation from one model folder (see the module docstring). ``step`` picks the engine's decode step."""
+    """Generation from one model folder (see the module docstring). ``step`` picks the engine's decode step,
+    ``weights`` the format its decode steps read the LM's weights in (``"model"``, ``"fp16"``, ``"int8"``:
+    :mod:`reelm.lm.decode_weights`)."""
 
-    def __init__(self, model: ModelFolder, *, step: str = "auto", threads: int | None = CPU_DECODE_THREADS):
+    def __init__(self, model: ModelFolder, *, step: str = "auto", weights: str = "model",
+                 threads: int | None = CPU_DECODE_THREADS):
         self.model = model
         self._step, self._threads = step, threads
+        self.weights = weights
         self.threads = threads if model.device.type == "cpu" else None
         self.layout = model.layout
         self.tokenizer = model.video_tokenizer
-        self.engine = GenerationEngine(model.lm, model.layout, step=step)
+        self.engine = self._engine()
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, video_tokenizer: str | Path | None = None, device: str = "auto",
-                        clip=None, step: str = "auto", torch_dtype: torch.dtype | str | None = None) -> VideoPipeline:
+                        clip=None, step: str = "auto", torch_dtype: torch.dtype | str | None = None,
+                        weights: str = "model") -> VideoPipeline:
         """Open a run folder (its latest checkpoint) or a ``step-NNNNNN`` folder; see :func:`load_model_folder`.
 
         ``torch_dtype`` (``torch.bfloat16``, ``"float32"``, ...; None or ``"auto"``: bf16 on GPUs that
-        support it, fp32 elsewhere) is the LM's; the video tokenizer stays in fp32."""
+        support it, fp32 elsewhere) is the LM's; the video tokenizer stays in fp32. ``weights``: ``"fp16"``
+        or ``"int8"`` decode from packed copies of the weights (CPUs; half or a quarter of fp32's bytes a
+        token), ``"model"`` (the default) from the LM's own."""
         return cls(load_model_folder(path, video_tokenizer=video_tokenizer, device=device, clip=clip,
-                                     dtype=torch_dtype), step=step)
+                                     dtype=torch_dtype), step=step, weights=weights)
+
+    def _engine(self) -> GenerationEngine:
+        try:
+            return GenerationEngine(self.model.lm, self.layout, step=self._step, weights=self.weights)
+        except GenerationError as exc:
+            raise PipelineInputError(str(exc)) from None
 
     @property
     def device(self) -> torch.device:
@@ -143,7 +156,7 @@ class VideoPipeline:
         self.model.video_tokenizer.to(chosen)
         self.model = dataclasses.replace(self.model, device=chosen)
         self.threads = self._threads if chosen.type == "cpu" else None
-        self.engine = GenerationEngine(self.model.lm, self.layout, step=self._step)  # its masks live on the device
+        self.engine = self._engine()  # its masks (and packed weights) live on the device
         return self
 
     # --- the four jobs, and stories -----------------------------------------------------------
@@ -223,7 +236,7 @@ class VideoPipeline:
                 captions.append(parsed.text)
                 sequences.append(sample.sequence)
         info = {"task": Task.V2T.value, "max_tokens": max_tokens, "sampling": sampling.to_dict(), "seed": seed,
-                "batch_size": batch_size, "model": self.model.identity(),
+                "batch_size": batch_size, "model": self.model.identity(), "weights": self.weights,
                 "tokens": sum(s["tokens"] for s in stats),
                 "timings": {"encode_s": encode_s, "generate_s": sum(s["total_s"] for s in stats)}}
         return CaptionOutput(captions, sequences, info)
@@ -339,7 +352,7 @@ class VideoPipeline:
                              for k, (p, n) in enumerate(zip(sample_prompts, numbers))],
             "guidance_scale": guidance_scale, "negative_prompt": negative_prompt,
             "sampling": sampling.to_dict(), "batch_size": batch_size,
-            "fps": self.model.clip.fps, "model": self.model.identity(),
+            "fps": self.model.clip.fps, "model": self.model.identity(), "weights": self.weights,
             "tokens": {"generated": sum(s["tokens"] for s in stats),
                        "per_video": int(total * self.layout.codes_per_frame)},
             "engine": stats, "timings": {**timings, "total_s": time.perf_counter() - began},

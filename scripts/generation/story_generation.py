@@ -159,4 +159,4 @@ def story_info(pipe, *, seed, guidance_scale, sampling, negative_prompt, image, 
             guidance_scale, "sampling": (sampling or DEFAULT_SAMPLING).to_dict(), "negative_prompt": negative_prompt,
             "image": str(image) if isinstance(image, (str, Path)) else (None if image is None else "an array"), "fps": pipe.model.clip.fps, "trained_latent_frames": pipe.model.latent_frames,
             "context_latent_frames": continuation_context(pipe.model.latent_frames), "context": context,
-            "model": pipe.model.identity()}
+            "model": pipe.model.identity(), "weights": pipe.weights}
