@@ -471,14 +471,30 @@ def test_bench_generate_runs_end_to_end(capsys):
     assert tiny["cfg_over_unguided_time_paired"] == pytest.approx(sum(rounds) / 2, rel=1e-3)
 
 
-def test_bench_generate_times_the_engine_over_bf16_weights_and_says_how_often_it_agrees_with_fp32(capsys):
+def test_bench_generate_times_the_engine_reading_fewer_bytes_and_says_how_often_it_agrees_with_fp32(capsys):
     bench = load_bench_script("bench_generate")
     bench.main(["--presets", "tiny", "--frames", "2", "--latent-hw", "2,4", "--text-vocab", "300",
                 "--codebook", "64", "--repeats", "2", "--batch", "2", "--threads", "1", "--top-k", "10",
-                "--paths", "reelm,hf_generate,reelm_bf16,reelm_bf16_batch", "--sections", "presets"])
-    tiny = json.loads(capsys.readouterr().out)["presets"]["tiny"]
-    assert tiny["reelm_bf16"]["tokens"] == tiny["reelm"]["tokens"] == 2 * 8 + 2
-    assert tiny["reelm_bf16_batch"]["tokens"] == 2 * tiny["reelm_bf16"]["tokens"]
+                "--paths", "reelm,hf_generate,reelm_batch,reelm_bf16,reelm_bf16_batch,reelm_int8,reelm_fp16_batch",
+                "--sections", "presets,bandwidth"])
+    report = json.loads(capsys.readouterr().out)
+    tiny = report["presets"]["tiny"]
+    assert tiny["reelm_bf16"]["tokens"] == tiny["reelm"]["tokens"] == tiny["reelm_int8"]["tokens"] == 2 * 8 + 2
+    assert tiny["reelm_bf16_batch"]["tokens"] == tiny["reelm_fp16_batch"]["tokens"] == 2 * tiny["reelm_bf16"]["tokens"]
     assert tiny["reelm_bf16_over_hf_generate"] == pytest.approx(
         tiny["reelm_bf16"]["tokens_per_s"] / tiny["hf_generate"]["tokens_per_s"], rel=1e-3)
-    assert 0.0 < tiny["bf16_token_agreement"] <= 1.0  # the markers at least agree; sampled codes may not
+    assert tiny["reelm_int8_over_reelm"] == pytest.approx(
+        tiny["reelm_int8"]["tokens_per_s"] / tiny["reelm"]["tokens_per_s"], rel=1e-3)
+    assert tiny["fp16_batch_over_fp32_batch_tokens_per_s"] == pytest.approx(
+        tiny["reelm_fp16_batch"]["tokens_per_s"] / tiny["reelm_batch"]["tokens_per_s"], rel=1e-3)
+    for variant in ("bf16", "int8"):  # the markers at least agree; sampled codes may not
+        assert 0.0 < tiny[f"{variant}_token_agreement"] <= 1.0
+    assert "fp16_token_agreement" not in tiny  # only for the variants timed at batch 1
+    # the bound of each format: the measured read bandwidth over the bytes a step reads (weights + one row's cache)
+    weights, row = tiny["weight_bytes_per_video_step_by_format"], tiny["kv_bytes_per_row_step_mean"]
+    assert weights["fp16"] == weights["model"] // 2 == weights["bf16"] and weights["int8"] == weights["model"] // 4
+    bandwidth = report["bandwidth"]["read_bytes_per_s"]
+    assert bandwidth == max(report["bandwidth"]["read_bytes_per_s_by_probe"][p] for p in ("sum", "matrix_vector"))
+    bound = tiny["read_bound_tokens_per_s"]
+    assert bound["int8"]["batch_1"] == pytest.approx(bandwidth / (weights["int8"] + row), rel=1e-3)
+    assert bound["bf16"]["batch_2"] == pytest.approx(2 * bandwidth / (weights["bf16"] + 2 * (row // 2)), rel=1e-3)

@@ -15,19 +15,22 @@ a ``--latent-hw`` grid, and one t2v prompt (a caption of ``--caption-ids`` text 
   caption lengths in one call, and ``reelm_samples``: ``--batch`` samples of the one prompt;
 - optional (``--paths``): ``reelm_layers`` (the engine stepping through the model's own
   decoder layers instead of its lean step), ``hf_generate_static`` (``generate()`` with
-  ``cache_implementation="static"``), and ``reelm_bf16`` / ``reelm_bf16_batch``: the engine over a
-  bf16 copy of the weights (its KV cache is bf16 too), against the fp32 ``generate()``; with
-  ``reelm_bf16`` the report also gives the share of tokens the bf16 engine samples as the fp32
-  one does under the same seeds (``bf16_token_agreement``).
+  ``cache_implementation="static"``), and the engine reading fewer bytes a step, against the fp32
+  ``generate()``: ``reelm_bf16`` / ``reelm_bf16_batch`` over a bf16 copy of the weights (its KV
+  cache is bf16 too), ``reelm_fp16`` / ``reelm_fp16_batch`` and ``reelm_int8`` / ``reelm_int8_batch``
+  over the fp32 model with the decode step's weights packed in fp16 or int8
+  (:mod:`reelm.lm.decode_weights`; fp32 cache). For each of these the report also gives the share
+  of tokens it samples as the fp32 engine does under the same seeds (``bf16_token_agreement``, ...).
 
 The paths run interleaved, the order reversing from repeat to repeat, after one untimed
 warm-up each, so a drift in the machine's speed falls on all alike; the figures are medians
 over ``--repeats``; each ratio comes twice: of the medians, and (``_paired``) the median
 over rounds of the ratio within a round, which a drift between rounds does not move. Each
 call is timed whole (prefill and decode). The report also holds
-the bytes a video step reads (the weights, with the head's code rows only, and the mean
-cached keys and values of one row) and a measured read bandwidth: their quotient bounds the
-tokens/s of any fp32 decoder on this machine.
+the bytes a video step reads (the weights, with the head's code rows only, in each format, and
+the mean cached keys and values of one row) and a measured read bandwidth: their quotient bounds
+the tokens/s of any decoder reading that many bytes on this machine (``read_bound_tokens_per_s``,
+at batch 1 and at ``--batch`` rows).
 
 Prints one JSON object, assembled from the sections of ``SECTIONS``.
 
@@ -52,8 +55,9 @@ from pathlib import Path
 from typing import Callable
 
 DEFAULT_PATHS = ("reelm", "hf_generate", "reelm_cfg", "reelm_batch", "reelm_samples")
-BATCH_PATHS = ("reelm_batch", "reelm_samples", "reelm_bf16_batch")
-OPTIONAL_PATHS = ("reelm_layers", "hf_generate_static", "reelm_bf16", "reelm_bf16_batch")
+VARIANTS = ("bf16", "fp16", "int8")  # bf16: a bf16 copy of the model; fp16, int8: the decode step's weights packed
+BATCH_PATHS = ("reelm_batch", "reelm_samples", *(f"reelm_{v}_batch" for v in VARIANTS))
+OPTIONAL_PATHS = ("reelm_layers", "hf_generate_static", *(f"reelm_{v}{b}" for v in VARIANTS for b in ("", "_batch")))
 
 
 def bench_layout(text_vocab: int, codebook: int, latent_hw: tuple[int, int]):
@@ -87,18 +91,24 @@ def time_interleaved(paths: dict[str, Callable[[], int]], repeats: int) -> dict[
     return {name: (seconds[name], tokens[name]) for name in names}
 
 
-def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
-    """Bytes per second of a single-pass sum over a large fp32 tensor (the median of ``repeats``)."""
+def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
+    """Bytes per second of two single passes over a large fp32 tensor (medians of ``repeats``): a sum, and a
+    matrix-vector product (the read of a decode step's projections); ``best`` is the faster of the two."""
     import torch
 
     data = torch.ones(megabytes * 2**20 // 4)
-    data.sum()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        data.sum()
-        times.append(time.perf_counter() - start)
-    return data.numel() * 4 / statistics.median(times)
+    matrix, vector = data.view(-1, 1024), torch.ones(1024)
+    figures = {}
+    for name, read in (("sum", data.sum), ("matrix_vector", lambda: torch.mv(matrix, vector))):
+        read()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            read()
+            times.append(time.perf_counter() - start)
+        figures[name] = round(data.numel() * 4 / statistics.median(times))
+    figures["best"] = max(figures.values())
+    return figures
 
 
 def token_agreement(reference, other, requests, sampling, seeds) -> float:
@@ -120,6 +130,7 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
     import numpy as np
     import torch
 
+    from reelm.lm.decode_weights import bytes_per_weight
     from reelm.lm.engine import GenerationEngine, Request
     from reelm.lm.flops import non_embedding_parameters
     import dataclasses
@@ -140,8 +151,11 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k)
     engine = GenerationEngine(model, layout)
     layers = GenerationEngine(model, layout, step="layers")
-    bf16_paths = {"reelm_bf16", "reelm_bf16_batch"} & set(paths)
-    engine_bf16 = GenerationEngine(copy.deepcopy(model).to(torch.bfloat16), layout) if bf16_paths else None
+    variants = {}  # the engines reading fewer bytes a step, by variant
+    for variant in VARIANTS:
+        if {f"reelm_{variant}", f"reelm_{variant}_batch"} & set(paths):
+            variants[variant] = (GenerationEngine(copy.deepcopy(model).to(torch.bfloat16), layout) if variant == "bf16"
+                                 else GenerationEngine(model, layout, weights=variant))
     tokens_per_video = args.frames * layout.codes_per_frame + 2
     prompt_ids = torch.from_numpy(prompt)[None]
     seeds = iter(range(10**9))
@@ -166,24 +180,37 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
         "reelm_samples": reelm(engine, [request], num_samples=args.batch),
         "reelm_layers": reelm(layers, [request]),
         "hf_generate_static": hf_generate(cache_implementation="static"),
-        **({"reelm_bf16": reelm(engine_bf16, [request]), "reelm_bf16_batch": reelm(engine_bf16, batch)}
-           if engine_bf16 is not None else {}),
     }
+    for variant, variant_engine in variants.items():
+        available[f"reelm_{variant}"] = reelm(variant_engine, [request])
+        available[f"reelm_{variant}_batch"] = reelm(variant_engine, batch)
     chosen = {path: available[path] for path in paths if path not in BATCH_PATHS or name in args.batch_presets}
     measured = time_interleaved(chosen, args.repeats)
 
     head = model.get_output_embeddings().weight
-    step_bytes = (non_embedding_parameters(model) + layout.codebook_size * head.shape[1]) * head.element_size()
     config = model.config
+    weights = non_embedding_parameters(model) + layout.codebook_size * head.shape[1]
     kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads * (config.hidden_size //
                                                                               config.num_attention_heads)
+    kv_row = kv_bytes * head.element_size() * (len(prompt) + tokens_per_video // 2)
+    step_bytes = {fmt: int(weights * bytes_per_weight(fmt, head.dtype)) for fmt in ("model", "fp16", "int8")}
+    step_bytes["bf16"] = weights * 2
     result = {
         "non_embedding_parameters": non_embedding_parameters(model),
         "vocab_size": model.config.vocab_size,
         "decode_step": engine.generate([Request(prompt, frames=1)], seed=0).stats.step,
-        "weight_bytes_per_video_step": step_bytes,
-        "kv_bytes_per_row_step_mean": kv_bytes * head.element_size() * (len(prompt) + tokens_per_video // 2),
+        "weight_bytes_per_video_step": step_bytes["model"],
+        "weight_bytes_per_video_step_by_format": step_bytes,
+        "kv_bytes_per_row_step_mean": kv_row,
     }
+    if args.bandwidth:
+        kv_of = {"bf16": kv_row // 2}  # the bf16 copy's cache is bf16; the packed formats keep an fp32 cache
+        bound = {}
+        for fmt, nbytes in step_bytes.items():
+            row = kv_of.get(fmt, kv_row)
+            bound[fmt] = {"batch_1": round(args.bandwidth / (nbytes + row), 1),
+                          f"batch_{args.batch}": round(args.batch * args.bandwidth / (nbytes + args.batch * row), 1)}
+        result["read_bound_tokens_per_s"] = bound
     for path, (seconds, tokens) in measured.items():
         median = statistics.median(seconds)
         result[path] = {"tokens": tokens, "seconds_median": round(median, 6),
@@ -207,15 +234,19 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
         "samples_over_single_tokens_per_s": ("reelm_samples", "reelm"),
         "lean_over_layers": ("reelm", "reelm_layers"),
         "hf_static_over_dynamic": ("hf_generate_static", "hf_generate"),
-        "reelm_bf16_over_hf_generate": ("reelm_bf16", "hf_generate"),
-        "reelm_bf16_over_reelm": ("reelm_bf16", "reelm"),
-        "bf16_batch_over_bf16_single_tokens_per_s": ("reelm_bf16_batch", "reelm_bf16"),
     }
+    for variant in VARIANTS:
+        ratios[f"reelm_{variant}_over_hf_generate"] = (f"reelm_{variant}", "hf_generate")
+        ratios[f"reelm_{variant}_over_reelm"] = (f"reelm_{variant}", "reelm")
+        ratios[f"{variant}_batch_over_{variant}_single_tokens_per_s"] = (f"reelm_{variant}_batch", f"reelm_{variant}")
+        ratios[f"{variant}_batch_over_fp32_batch_tokens_per_s"] = (f"reelm_{variant}_batch", "reelm_batch")
     for key, (a, b) in ratios.items():
         result[key] = ratio(a, b, "tokens_per_s")
         result[key + "_paired"] = paired(a, b)
-    if "reelm_bf16" in paths:
-        result["bf16_token_agreement"] = token_agreement(engine, engine_bf16, [request], sampling, seeds=range(8))
+    for variant, variant_engine in variants.items():
+        if f"reelm_{variant}" in paths:
+            result[f"{variant}_token_agreement"] = token_agreement(engine, variant_engine, [request], sampling,
+                                                                   seeds=range(8))
     result["cfg_over_unguided_time"] = ratio("reelm_cfg", "reelm", "seconds_median")
     result["cfg_over_unguided_time_paired"] = paired("reelm_cfg", "reelm", of="seconds")
     return {key: value for key, value in result.items() if value is not None}
@@ -234,7 +265,8 @@ def section_presets(args) -> dict:
 
 
 def section_bandwidth(args) -> dict:
-    return {"read_bytes_per_s": round(read_bandwidth())}
+    figures = args.bandwidth_figures or read_bandwidth()
+    return {"read_bytes_per_s": figures["best"], "read_bytes_per_s_by_probe": figures}
 
 
 def section_end_to_end(args) -> dict:
@@ -326,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             "text_vocab": args.text_vocab, "codebook": args.codebook, "caption_ids": args.caption_ids,
             "top_k": args.top_k, "temperature": args.temperature, "cfg_scale": args.cfg_scale, "batch": args.batch,
             "batch_presets": args.batch_presets, "repeats": args.repeats,
-            "dtype": "float32 (the reelm_bf16 paths: bfloat16 weights and cache)",
+            "dtype": "float32 (reelm_bf16: bfloat16 weights and cache; reelm_fp16, reelm_int8: the decode step's "
+                     "weights packed, fp32 cache)",
             "video_positions": args.video_positions,
         },
         "environment": {
@@ -335,7 +368,11 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_start": list(os.getloadavg()),
         },
     }
-    for name in [s for s in args.sections.split(",") if s]:
+    sections = [s for s in args.sections.split(",") if s]
+    # measured first, alone, so that the presets can state each path's bound
+    args.bandwidth_figures = read_bandwidth() if "bandwidth" in sections else None
+    args.bandwidth = args.bandwidth_figures["best"] if args.bandwidth_figures else None
+    for name in sections:
         if name not in SECTIONS:
             raise SystemExit(f"--sections: unknown {name!r}; choose from {list(SECTIONS)}")
         with contextlib.redirect_stdout(sys.stderr):  # generate() may import DeepSpeed, which logs to stdout
