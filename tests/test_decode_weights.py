@@ -144,3 +144,22 @@ def test_the_weights_flag_reaches_the_engine_and_the_sidecar(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_code:
         main(["generate", "a red circle", "--model", str(folder), "-o", str(out), "--weights", "int4"])
     assert exit_code.value.code == 2 and "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_bench_decode_weights_reports_speed_agreement_and_adherence_per_format(tmp_path, capsys):
+    from conftest import load_bench_script
+
+    folder = make_model_folder(tmp_path / "model")
+    bench = load_bench_script("bench_decode_weights")
+    capsys.readouterr()  # what making the folder printed (DeepSpeed's accelerator line)
+    assert bench.main(["--model", str(folder), "--formats", "int8", "--num-prompts", "2", "--batch-size", "2",
+                       "--repeats", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["formats"]) == ["model", "int8"] and report["prompts"] == 4  # the reference is always run
+    model, int8 = report["formats"]["model"], report["formats"]["int8"]
+    assert model["token_agreement"] == 1.0 and model["over_model"] == 1.0
+    assert 0.0 <= int8["token_agreement"] <= 1.0 and len(int8["seconds_all"]) == 2
+    assert int8["tokens"] == model["tokens"] and int8["tokens_per_s"] == pytest.approx(
+        int8["tokens"] / int8["seconds"], rel=1e-2)
+    color = model["adherence"]["all"]["color"]
+    assert color["total"] == 4 and color["interval"][0] <= color["accuracy"] <= color["interval"][1]

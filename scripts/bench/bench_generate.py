@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
+    from reelm.core.device import cpu_name
+
     torch.set_num_threads(args.threads)
     report = {
         "settings": {
@@ -364,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "environment": {
             "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "cpu": cpu_name(), "cores": os.cpu_count(),
             "load_average_start": list(os.getloadavg()),
         },
     }
@@ -380,17 +382,6 @@ def main(argv: list[str] | None = None) -> int:
     report["environment"]["load_average_end"] = list(os.getloadavg())
     print(json.dumps(report, indent=2))
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

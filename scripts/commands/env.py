@@ -43,7 +43,7 @@ def collect() -> dict:
     """The facts, as plain JSON-ready data."""
     import torch
 
-    from reelm.core.device import compute_dtype, native_bf16, resolve_device, train_in_bf16
+    from reelm.core.device import compute_dtype, cpu_name, native_bf16, resolve_device, train_in_bf16
     from reelm.lm.model import select_attention
 
     device = resolve_device("auto")
@@ -55,7 +55,7 @@ def collect() -> dict:
         "packages": {name: _version(name) for name in PACKAGES},
         "ffmpeg": _ffmpeg(),
         "gpu": gpu,
-        "cpu": {"threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": {"name": cpu_name(), "threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability(),
                 "amx": _cpu_check("_is_amx_tile_supported"), "avx512_bf16": _cpu_check("_is_avx512_bf16_supported")},
         "reelm_would_use": {
             "device": str(device),

@@ -62,6 +62,20 @@ def native_bf16(device: torch.device) -> bool:
     return any(check is not None and bool(check()) for check in checks)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere what ``platform`` knows), for benchmark reports."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def train_in_bf16(device: torch.device, precision: str = "auto") -> bool:
     """Whether training on ``device`` runs in bf16 mixed precision under the ``precision`` setting.
 
