@@ -14,7 +14,11 @@ bandwidth bound"). Reading fewer of them is the lever; the formats (``WEIGHT_FOR
 - ``int8``: a quarter of fp32's bytes, weight-only: each output channel's weights scaled to
   [-127, 127] by one scale of its own (symmetric), activations rounded to bf16, and
   ``torch._weight_int8pack_mm`` (PyTorch's own weight-only int8 kernel). About 1 % of a
-  projection's output norm.
+  projection's output norm. Reading a quarter of the bytes pays only where the kernel keeps up:
+  on an AVX2 CPU it multiplies about 5 G weights/s, so a ``small`` step gains less than with
+  ``fp16`` (BENCHMARKS.md). FBGEMM's dynamic int8 (activations quantized too) was measured and
+  left out: no faster than ``fp16`` at ``small``, twice as slow at ``tiny`` (a fixed ~0.1 ms a
+  call), twice ``int8``'s error, and its activation range is shared across a batch.
 
 The packed formats are CPU formats (FBGEMM and the int8 kernel's CPU build); on GPUs, load the
 model in bf16 instead. Every row is computed on its own (no activation statistics shared across

@@ -244,9 +244,9 @@ def bench_preset(name: str, args, paths: list[str]) -> dict:
         result[key] = ratio(a, b, "tokens_per_s")
         result[key + "_paired"] = paired(a, b)
     for variant, variant_engine in variants.items():
-        if f"reelm_{variant}" in paths:
+        if f"reelm_{variant}" in paths and args.agreement_seeds:
             result[f"{variant}_token_agreement"] = token_agreement(engine, variant_engine, [request], sampling,
-                                                                   seeds=range(8))
+                                                                   seeds=range(args.agreement_seeds))
     result["cfg_over_unguided_time"] = ratio("reelm_cfg", "reelm", "seconds_median")
     result["cfg_over_unguided_time_paired"] = paired("reelm_cfg", "reelm", of="seconds")
     return {key: value for key, value in result.items() if value is not None}
@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated paths (default: {','.join(DEFAULT_PATHS)}; "
                              f"optional: {','.join(OPTIONAL_PATHS)})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    parser.add_argument("--agreement-seeds", type=int, default=8, metavar="N",
+                        help="seeds of the token agreement of each variant with fp32 (default: 8; 0: none; on these "
+                        "random weights it says little: bench_decode_weights.py measures it on a trained model)")
     parser.add_argument("--video-positions", action="store_true",
                         help="LMs with video positions (reelm.lm.model.VideoLlamaForCausalLM), as the demo trains")
     parser.add_argument("--sections", default=",".join(SECTIONS),
