@@ -135,3 +135,33 @@ def test_generate_eval_under_torchrun_equals_one_process(generated, tmp_path):
     a, b = (json.loads((d / "summary.json").read_text()) for d in (out, tmp_path / "two"))
     assert _without_timings(a) == _without_timings(b)
     assert (out / "samples.jsonl").read_text() == (tmp_path / "two" / "samples.jsonl").read_text()
+
+
+def test_generate_eval_split_across_local_processes_equals_one_process(generated, tmp_path):
+    """What the demo runs: the eval in one process a core (reelm.core.distributed.run_local_ranks)."""
+    import functools
+
+    from reelm.core.distributed import run_local_ranks
+    from reelm.eval.generation_eval import GenerationEvalConfig, evaluate_generation
+
+    out, _ = generated
+    folder = json.loads((out / "summary.json").read_text())["protocol"]["model"]["model"]
+    cfg = GenerationEvalConfig(num_prompts=3, num_samples=2, image_to_video=2, continuation=2, captions=3,
+                               batch_size=2)
+    evaluate = functools.partial(evaluate_generation, device="cpu", progress=False)
+    summary = run_local_ranks(evaluate, 2, folder, tmp_path / "two", cfg)
+    assert summary["report"] == str(tmp_path / "two" / "report.html")  # rank 0's summary comes back
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (out, tmp_path / "two"))
+    assert _without_timings(a) == _without_timings(b)
+    assert (out / "samples.jsonl").read_text() == (tmp_path / "two" / "samples.jsonl").read_text()
+
+
+def test_local_ranks_join_one_group_and_a_failing_rank_is_one_line():
+    from reelm.core.distributed import DistInfo, init_distributed, run_local_ranks
+    from reelm.core.errors import ReelmError
+
+    info = run_local_ranks(init_distributed, 2, "cpu")
+    assert info == DistInfo(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    with pytest.raises(ReelmError, match=r"^rank \d of 2: ValueError: invalid literal for int\(\) with base 10: 'x'$"):
+        run_local_ranks(int, 2, "x")
+    assert run_local_ranks(int, 1, "7") == 7  # one process: called here

@@ -95,6 +95,63 @@ def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
     return bool(value.item())
 
 
+def run_local_ranks(fn, nprocs: int, *args):
+    """``fn(*args)`` in ``nprocs`` fresh local processes, ranks of one gloo group on the CPU, one thread each, as
+    ``torchrun --nproc_per_node nprocs`` would start them; returns rank 0's result (``fn`` and ``args`` must
+    pickle; ``nprocs`` 1 runs ``fn`` here).
+
+    For batch jobs that split their work by rank (``reelm eval generate``) where one process would
+    leave cores idle. A rank that fails, or dies, stops the others; its error is raised here in one line.
+    """
+    import multiprocessing
+    import queue
+
+    from reelm.core.errors import ReelmError
+
+    if nprocs == 1:
+        return fn(*args)
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    port = str(_free_port())
+    procs = [ctx.Process(target=_local_rank, args=(rank, nprocs, port, results, fn, args), daemon=True)
+             for rank in range(nprocs)]
+    for proc in procs:
+        proc.start()
+    outcomes: dict[int, object] = {}
+    try:
+        while len(outcomes) < nprocs:
+            try:
+                rank, ok, value = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [r for r, proc in enumerate(procs) if r not in outcomes and proc.exitcode not in (None, 0)]
+                if dead:
+                    raise ReelmError(f"rank {dead[0]} of {nprocs} died (exit code {procs[dead[0]].exitcode})") from None
+                continue
+            if not ok:
+                raise ReelmError(f"rank {rank} of {nprocs}: {value}")
+            outcomes[rank] = value
+        return outcomes[0]
+    finally:
+        for proc in procs:
+            if len(outcomes) < nprocs and proc.is_alive():
+                proc.terminate()
+            proc.join()
+
+
+def _local_rank(rank: int, nprocs: int, port: str, results, fn, args) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(nprocs), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(nprocs),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    try:
+        value = fn(*args)
+    except BaseException as exc:  # reported to the parent, which raises it
+        results.put((rank, False, f"{type(exc).__name__}: {exc}"))
+        return
+    finally:
+        shutdown_distributed()
+    results.put((rank, True, value if rank == 0 else None))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -102,7 +102,16 @@ def train_lm(cfg: DemoConfig, out: Path, progress: bool) -> dict:
     return {"line": line, "step": result.step, "metrics": result.metrics, "checkpoint": str(result.checkpoint)}
 
 
+EVAL_PROCESSES = 4  # at most: the eval decodes on one thread a process, so each core can take a share of its batches
+
+
 def generate_and_score(cfg: DemoConfig, out: Path, progress: bool) -> dict:
+    """The generation eval, split across one process a core (up to :data:`EVAL_PROCESSES`): it decodes token by
+    token on one thread, and its batches are seeded by their number, so the split changes no score."""
+    import functools
+    import os
+
+    from reelm.core.distributed import run_local_ranks
     from reelm.eval.generation_eval import GenerationEvalConfig, evaluate_generation
     from reelm.generation.pipeline import DEFAULT_GUIDANCE
 
@@ -111,7 +120,9 @@ def generate_and_score(cfg: DemoConfig, out: Path, progress: bool) -> dict:
         guidance_scale=DEFAULT_GUIDANCE if cfg.guidance_scale is None else cfg.guidance_scale,
         image_to_video=cfg.image_to_video, continuation=cfg.continuation, captions=cfg.captions,
         binding_clips=cfg.binding_clips, world=cfg.world)
-    summary = evaluate_generation(out / "lm", out / "eval" / "generate", eval_cfg, device="cpu", progress=progress)
+    processes = max(1, min(os.cpu_count() or 1, EVAL_PROCESSES))
+    evaluate = functools.partial(evaluate_generation, device="cpu", progress=progress)
+    summary = run_local_ranks(evaluate, processes, out / "lm", out / "eval" / "generate", eval_cfg)
     seen = summary["adherence"].get("seen", {}).get("accuracy")
     held = summary["adherence"].get("held-out", {}).get("accuracy")
     line = (f"{summary['counts']['samples']} text-to-video samples ({seen:.0%} of attributes right on seen, "
