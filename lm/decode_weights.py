@@ -69,12 +69,10 @@ class Projection:
         if fmt == "model":
             if len(weights) != 1:
                 raise ValueError("the model format keeps each weight as it is: one matrix a projection")
-            self.dtype = weights[0].dtype
             self._weight = weights[0].t()  # (in, out) view, for torch.mm
             self.nbytes = weights[0].numel() * weights[0].element_size()
             return
         weight = torch.cat([w.detach().float() for w in weights]) if len(weights) > 1 else weights[0].detach().float()
-        self.dtype = weights[0].dtype
         if fmt == "fp16":
             self._packed = torch.ops.quantized.linear_prepack_fp16(weight, None)
             self.nbytes = weight.numel() * 2
