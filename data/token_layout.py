@@ -292,8 +292,9 @@ class TokenLayout:
         taken = sorted(set(vocab) & {special_token(name) for name in SPECIAL_TOKENS})
         if taken:
             raise LayoutError(
-                f"text tokenizer already holds reelm special tokens {taken}; "
-                "pass a plain text tokenizer or TokenLayout.load the layout folder"
+                f"text tokenizer already holds reelm special tokens {taken}: it is a token layout's; pass a plain "
+                "text tokenizer, or the layout's folder (TokenLayout.load; 'reelm data tokenize --text-tokenizer' "
+                "reuses the layout when its token_layout.json sits beside the tokenizer.json)"
             )
         if not vocab:
             raise LayoutError("text tokenizer: its vocabulary is empty")

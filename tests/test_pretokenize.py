@@ -153,3 +153,29 @@ def test_a_compiled_encoder_gives_the_codes_of_the_eager_one_and_pads_short_batc
     assert a["row"] == b["row"] == list(range(5)) and a["grid"] == b["grid"]
     codes_a, codes_b = (np.concatenate([np.asarray(c) for c in x["codes"]]) for x in (a, b))
     assert (codes_a != codes_b).mean() <= 0.01  # the same arithmetic reordered: at most a boundary code or two
+
+
+def test_a_model_or_shard_folders_tokenizer_makes_shards_of_the_same_layout(tmp_path, video_tokenizer):
+    """Fine-tuning shards: ``--text-tokenizer`` naming a layout's tokenizer.json (a model folder's, a shard folder's
+    ``layout/``) reuses that layout whole, as ``reelm lm train --init-from`` requires; a plain one builds anew."""
+    from reelm.data.token_layout import LayoutError, TokenLayout
+
+    cfg = TokenizeConfig(clip=SPEC, num_clips=4, chunk_rows=4, batch_size=4, text_vocab_size=300)
+    tokenize_dataset("synthetic", video_tokenizer, tmp_path / "first", cfg, progress=False)
+    first = load_shards(tmp_path / "first").layout
+    model_like = tmp_path / "model"
+    first.save(model_like)  # a model folder holds token_layout.json beside tokenizer.json, as a layout folder does
+    for given in (tmp_path / "first" / "layout" / "tokenizer.json", model_like / "tokenizer.json", model_like):
+        out = tmp_path / f"again-{given.parent.name}-{given.name}"
+        tokenize_dataset("synthetic", video_tokenizer, out, apply_overrides(cfg, [f"text_tokenizer={given}"]),
+                         progress=False)
+        assert load_shards(out).layout == first == TokenLayout.load(out / "layout")
+    torch.manual_seed(1)
+    other = tmp_path / "other_vtok"
+    save_tokenizer(VideoTokenizer(PRESETS["tiny"]()).eval(), other)
+    with pytest.raises(LayoutError, match="its layout belongs to another video tokenizer"):
+        tokenize_dataset("synthetic", other, tmp_path / "bad", apply_overrides(
+            cfg, [f"text_tokenizer={model_like / 'tokenizer.json'}"]), progress=False)
+    with pytest.raises(LayoutError, match=r"its layout .* is for \d+ codes on a 4x4 grid, the video tokenizer makes"):
+        tokenize_dataset("synthetic", video_tokenizer, tmp_path / "bad2", apply_overrides(
+            cfg, ["text_tokenizer=" + str(model_like / "tokenizer.json"), "clip.size=64"]), progress=False)
