@@ -156,11 +156,13 @@ def _init_model(init_from: str, given: LMConfig | None, layout: TokenLayout) -> 
 AUTO_ZERO_STAGE = "auto"
 
 
-def resolve_zero_stage(cfg: LMTrainConfig, world_size: int) -> LMTrainConfig:
+def resolve_zero_stage(cfg: LMTrainConfig, world_size: int, resumed_stage: int | None = None) -> LMTrainConfig:
     """``cfg`` with ``zero_stage="auto"`` made a stage: 0 on one process, where ZeRO has nothing to shard and stage 2's
     bucket copies and fp32-partition round trip cost 4-10 % of a ``small`` step (BENCHMARKS.md), 2 on several.
-    The resolved stage is what the run saves, so a resume reads the stage it ran with."""
+    On a resume, ``auto`` is the stage the run saved (``resumed_stage``): the resolved stage is what a run saves."""
     if cfg.zero_stage == AUTO_ZERO_STAGE:
+        if resumed_stage is not None:
+            return dataclasses.replace(cfg, zero_stage=resumed_stage)
         return dataclasses.replace(cfg, zero_stage=0 if world_size == 1 else 2)
     _check_zero_stage(cfg.zero_stage)
     return cfg
@@ -497,7 +499,7 @@ def train(data: str | Path, out: str | Path, *, model: LMConfig | None = None, c
     config=LMTrainConfig(steps=1500, lr=2e-3))``; on resume, ``None`` means the checkpoint's, and
     given ones must agree with it (:func:`reelm.core.resume.plan_resume`). A shipped DeepSpeed
     config (``zero0`` .. ``zero3``) or a file's explicit ZeRO stage sets ``zero_stage``; ``"auto"`` (the
-    default) is 0 on one process and 2 on several (:func:`resolve_zero_stage`).
+    default) is 0 on one process and 2 on several, or on resume the run's own (:func:`resolve_zero_stage`).
     ``peak_flops`` is one device's peak FLOP/s for MFU (measured when None). ``stop_at``
     ends this invocation after that step, with a checkpoint, as if interrupted. ``report_to``:
     the trackers (:func:`reelm.core.trackers.resolve_report_to`); ``on_checkpoint``: see the
@@ -524,7 +526,7 @@ def train(data: str | Path, out: str | Path, *, model: LMConfig | None = None, c
         model = _init_model(config.init_from, model, shards.layout)
     if model is None or config is None:
         raise ConfigError("no LM config: pass --preset (tiny, small, base or large) to start a run")
-    config = resolve_zero_stage(config, dist.world_size)
+    config = resolve_zero_stage(config, dist.world_size, saved["train"].get("zero_stage") if saved else None)
     ds_raw = load_deepspeed_config(deepspeed_config or f"zero{config.zero_stage}")
     config = with_deepspeed_stage(config, ds_raw)
     check_config(config, model)

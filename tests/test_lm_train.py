@@ -244,6 +244,8 @@ def test_zero_stage_auto_is_zero_0_on_one_process_and_2_on_several_and_the_run_s
     assert resolve_zero_stage(LMTrainConfig(), world_size=1).zero_stage == 0
     assert resolve_zero_stage(LMTrainConfig(), world_size=4).zero_stage == 2
     assert resolve_zero_stage(LMTrainConfig(zero_stage=3), world_size=1).zero_stage == 3
+    assert resolve_zero_stage(LMTrainConfig(), world_size=1, resumed_stage=2).zero_stage == 2  # a resume keeps its own
+    assert resolve_zero_stage(LMTrainConfig(zero_stage=1), world_size=1, resumed_stage=2).zero_stage == 1
     result = run(shards, tmp_path / "auto", 2, "checkpoint_every=2")
     assert read_meta(result.checkpoint, "lm")["train"]["zero_stage"] == 0
     with pytest.raises(ReelmError, match="zero_stage 'two' is not one of 0, 1, 2, 3 or auto"):

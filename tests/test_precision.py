@@ -48,7 +48,7 @@ def test_the_precision_setting_decides(monkeypatch):
 
 
 def test_bf16_is_torch_autocast_on_cpus_and_deepspeed_bf16_on_gpus():
-    cfg = LMTrainConfig()
+    cfg = LMTrainConfig(zero_stage=2)  # as train() resolves it before the DeepSpeed config
     on_cpu = resolve_deepspeed_config(load_deepspeed_config("zero2"), cfg, world_size=1, bf16=True, device_type="cpu")
     assert on_cpu["bf16"]["enabled"] is False
     assert on_cpu["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
