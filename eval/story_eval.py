@@ -196,16 +196,22 @@ def story_summary(records: list[dict], cfg: StoryEvalConfig, keys) -> dict:
     return summary
 
 
+def synthetic_stories(cfg: StoryEvalConfig, world, first_frames: int) -> list:
+    """The ``synthetic`` stories of ``cfg`` in ``world``: its :class:`~reelm.data.synthetic.stories.StoryClip` s, each
+    rendered from the ground truth (its frames are what a perfect model would make), the first segment
+    ``first_frames`` long."""
+    from reelm.data.synthetic.stories import story_clip
+
+    one = dataclasses.replace(world, split="val", max_objects=1)
+    return [story_clip(one, STORY_START + i, segments=(cfg.min_segments, cfg.max_segments), first_frames=first_frames,
+                       segment_frames=cfg.segment_frames, color_changes=cfg.color_changes)
+            for i in range(cfg.num_stories)]
+
+
 def _stories(cfg: StoryEvalConfig, world, pipe) -> list[dict]:
     if cfg.stories == "synthetic":
-        from reelm.data.synthetic.stories import story_clip
-
-        one = dataclasses.replace(world, split="val", max_objects=1)
-        first = pipe.model.clip.num_frames
         stories = []
-        for i in range(cfg.num_stories):
-            clip = story_clip(one, STORY_START + i, segments=(cfg.min_segments, cfg.max_segments), first_frames=first,
-                              segment_frames=cfg.segment_frames, color_changes=cfg.color_changes)
+        for i, clip in enumerate(synthetic_stories(cfg, world, pipe.model.clip.num_frames)):
             stories.append({"id": i, "caption": clip.caption, "segments": [
                 {"prompt": s["prompt"], "frames": s["end"] - s["start"], "expected": s["attributes"],
                  "change": s["change"]} for s in clip.segments]})

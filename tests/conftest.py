@@ -42,6 +42,26 @@ def single_thread_isolated():
     os.environ.update(saved_env)
 
 
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE", "LOCAL_SIZE")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``reelm`` child process: one OpenMP thread, none of the launcher variables a
+    training in this process may have left, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
+    return {**env, "OMP_NUM_THREADS": "1", **extra}
+
+
+def free_port() -> str:
+    """A free local TCP port for a launcher's rendezvous: tests run in parallel (pytest -n), so never the
+    launchers' fixed default 29500."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 def load_bench_script(name: str):
     """A benchmark script of ``scripts/bench/`` as a module: they are not part of the installed package."""
     import importlib.util

@@ -20,6 +20,8 @@ from reelm.eval.audit.audit_run import AuditError, audit_dataset
 from reelm.eval.audit.scoring import precision_recall, read_jsonl
 from reelm.eval.audit.signals import MAX_HASHES, FrameSignals
 
+from conftest import child_env, free_port
+
 FPS = 8.0
 WORLD = WorldConfig(num_frames=17, fps=FPS, max_objects=1, textured_backgrounds=False, sizes=("large",),
                     motions=("left", "right", "up", "down"), speeds=("slow",), seed=3)
@@ -319,15 +321,9 @@ def test_torchrun_splits_the_audit_and_merges_it(defect_folder, tmp_path):
     single = tmp_path / "one"
     audit_dataset(root / "manifest.jsonl", single, AuditConfig(clip=SPEC), progress=False)
     two = tmp_path / "two"
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                           port, "-m", "reelm.cli", "data", "audit", str(root / "manifest.jsonl"), "--out", str(two),
-                           "--num-frames", "5", "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+                           free_port(), "-m", "reelm.cli", "data", "audit", str(root / "manifest.jsonl"), "--out", str(two),
+                           "--num-frames", "5", "--no-progress"], env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((two / "parts").glob("part-*-of-00002.jsonl"))) == 2
     assert (two / "audit.jsonl").read_text() == (single / "audit.jsonl").read_text()

@@ -4,7 +4,6 @@ finished stages, and a run killed (SIGKILL) mid-training resumes and finishes.""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from reelm.data.video_read import read_video
+
+from conftest import child_env
 
 SMALL = ["--budget-minutes", "0.05", "--no-progress",
          "--set", "clip.size=32", "--set", "heldout_clips=4", "--set", "tokenizer_eval_clips=4", "--set", "eval_prompts=2",
@@ -27,16 +28,14 @@ STAGES = ("data", "tokenizer", "shards", "lm", "generate")
 
 
 def _demo(out: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = child_env()
     return subprocess.run([str(Path(sys.executable).parent / "reelm"), "demo", "--out", str(out), *SMALL, *extra],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _kill_when(out: Path, path: str, *extra: str) -> None:
     """Start the demo and SIGKILL it as soon as ``out / path`` exists (a checkpoint mid-way through a stage)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = child_env()
     process = subprocess.Popen([str(Path(sys.executable).parent / "reelm"), "demo", "--out", str(out), *SMALL, *extra],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 300

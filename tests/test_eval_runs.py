@@ -4,7 +4,6 @@ per-sample results, the protocol, reports with pictures, runs that reproduce, an
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_model_folder
+from conftest import child_env, free_port, make_model_folder
 from reelm.cli import main
 from reelm.data.synthetic.world import SyntheticWorld, WorldConfig
 from reelm.data.video_read import frames_to_tensor, read_video, tensor_to_frames
@@ -124,13 +123,10 @@ def test_generate_eval_reproduces(generated, tmp_path):
 @pytest.mark.slow
 def test_generate_eval_under_torchrun_equals_one_process(generated, tmp_path):
     out, args = generated
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                            "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
     torchrun = str(Path(sys.executable).parent / "torchrun")
     reelm = str(Path(sys.executable).parent / "reelm")
-    done = subprocess.run([torchrun, "--nproc_per_node", "2", reelm, *args, "--out", str(tmp_path / "two")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", free_port(), reelm, *args,
+                           "--out", str(tmp_path / "two")], env=child_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = (json.loads((d / "summary.json").read_text()) for d in (out, tmp_path / "two"))
     assert _without_timings(a) == _without_timings(b)

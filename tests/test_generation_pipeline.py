@@ -21,7 +21,7 @@ from reelm.data.video_read import read_video
 from reelm.data.video_write import write_mp4
 from reelm.generation import VideoPipeline
 from reelm.generation.model_folder import load_model_folder
-from conftest import make_model_folder
+from conftest import child_env, free_port, make_model_folder
 from reelm.lm.sampling import Sampling
 from reelm.tokenizer.tokenizer_checkpoint import save_tokenizer
 from reelm.tokenizer.model import PRESETS, VideoTokenizer
@@ -168,7 +168,6 @@ def test_vbench_naming_writes_prompt_named_videos_into_a_folder(pipe, tmp_path, 
 
 @pytest.mark.slow
 def test_prompts_split_across_torchrun_processes_give_the_one_process_videos(pipe, tmp_path):
-    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -176,13 +175,10 @@ def test_prompts_split_across_torchrun_processes_give_the_one_process_videos(pip
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle moves up\na blue circle\na green square moves to the left\n")
     assert main(_generate_args(pipe, prompts, tmp_path / "one" / "v.gif", "--num-samples", "2")) == 0
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                            "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
     torchrun, reelm = (str(Path(sys.executable).parent / name) for name in ("torchrun", "reelm"))
-    done = subprocess.run([torchrun, "--nproc_per_node", "2", reelm,
+    done = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", free_port(), reelm,
                            *_generate_args(pipe, prompts, tmp_path / "two" / "v.gif", "--num-samples", "2")],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=child_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 1 of 2" in done.stdout and "rank 0 of 2" in done.stdout
     names = sorted(p.name for p in (tmp_path / "one").glob("*.gif"))

@@ -4,7 +4,6 @@ model, the Hugging Face export, crash-safe checkpoints, and 2-process ZeRO-2 thr
 import dataclasses
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from reelm.core.device import cxx_compiler
 from reelm.lm.model import preset
 from reelm.lm.train import LMTrainConfig, resolve_zero_stage, train, use_compile
 
+from conftest import child_env, free_port
+
 CAPTIONS = [f"a {c} {s} moves {m}" for c in ("red", "blue", "green", "yellow")
             for s in ("circle", "square", "triangle") for m in ("left", "right", "up", "down")]
 HW, FRAMES, CODEBOOK = (4, 4), 3, 64
@@ -38,7 +39,6 @@ CLIP = {"num_frames": 9, "fps": 8.0, "size": 32, "temporal_crop": "center", "cli
 VIDEO_TOKENIZER = {"codebook_size": CODEBOOK, "latent_hw": list(HW), "fingerprint": "test-video-tokenizer"}
 COMMON = ["block_size=128", "micro_batch_size=2", "log_every=1", "val_every=5", "val_batches=2",
           "checkpoint_every=5", "warmup_steps=2", "lr=2e-3", "keep_last=0"]
-LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE", "LOCAL_SIZE")
 
 
 def make_shards(out: Path, num_clips: int, seed: int = 0) -> TokenLayout:
@@ -330,7 +330,7 @@ def test_a_fine_tune_starts_from_a_model_folder_with_a_new_optimizer(shards, str
                            str(shards), "--out", str(tmp_path / "cli"), "--steps", "1", "--set", "block_size=128",
                            "--set", "compile=false", "--set", "val_every=0", "--peak-flops", "1e11", "--no-progress"],
                           capture_output=True, text=True,
-                          env={**{k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}, "OMP_NUM_THREADS": "1"})
+                          env=child_env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_meta(tmp_path / "cli" / "step-000001", "lm")["config"] == read_meta(out / "step-000010", "lm")["config"]
 
@@ -452,10 +452,11 @@ def test_deepspeed_configs_fill_auto_values_and_reject_disagreements():
 
 
 def _launch(*args, cwd):
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+    env = {k: v for k, v in child_env().items() if k != "OMP_NUM_THREADS"}
     reelm = str(Path(sys.executable).parent / "reelm")
     deepspeed = str(Path(sys.executable).parent / "deepspeed")
-    done = subprocess.run([deepspeed, "--num_gpus", "2", reelm, "lm", "train", *args], cwd=cwd, env=env,
+    done = subprocess.run([deepspeed, "--num_gpus", "2", "--master_port", free_port(), reelm, "lm", "train", *args],
+                          cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
