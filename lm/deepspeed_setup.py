@@ -53,6 +53,22 @@ def build_optimizer(model: torch.nn.Module, cfg: LMTrainConfig) -> torch.optim.A
     return kind(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)
 
 
+def restore_torch_linear() -> None:
+    """Undo ZeRO-3's process-wide swap of ``torch.nn.functional.linear`` for its memory-efficient version.
+
+    DeepSpeed makes the swap when a stage-3 engine is built and leaves it in place ("persists unless
+    manually reset"): after a ZeRO-3 training, every later ``F.linear`` in the process (a notebook,
+    the tests) went through DeepSpeed's autograd function, and ``torch.jit`` could not save a
+    module that calls it. The original is where DeepSpeed keeps it, as its own compile path restores it.
+    """
+    import sys
+
+    patched = sys.modules.get("deepspeed.runtime.zero.partition_parameters")
+    original = getattr(getattr(patched, "InsertPostInitMethodToModuleSubClasses", None), "linear_bk", None)
+    if original is not None:
+        torch.nn.functional.linear = original
+
+
 def build_engine(model: torch.nn.Module, cfg: LMTrainConfig, ds_config: dict):
     """``(engine, scheduler)``: the model wrapped by DeepSpeed with reelm's optimizer and schedule."""
     import deepspeed

@@ -50,7 +50,7 @@ from reelm.core.distributed import DistInfo, init_distributed
 from reelm.core.errors import ReelmError
 from reelm.lm.lm_checkpoint import KIND, load_training_state, load_weights, remove_stale_staging, save_training_checkpoint
 from reelm.lm.lora import LoRAConfig, apply_lora, check_lora, lora_record
-from reelm.lm.deepspeed_setup import build_engine
+from reelm.lm.deepspeed_setup import build_engine, restore_torch_linear
 from reelm.lm.ds_config import config_zero_stage, load_deepspeed_config, resolve_deepspeed_config
 from reelm.lm.flops import flops_per_token, measure_peak_flops
 from reelm.lm.loss_meter import MODALITIES, LossMeter, shift_left, target_modality, token_losses
@@ -531,11 +531,14 @@ def train(data: str | Path, out: str | Path, *, model: LMConfig | None = None, c
     config = with_deepspeed_stage(config, ds_raw)
     check_config(config, model)
     plan = _check_resume(saved, model, config, dist.world_size, shards.layout) if saved else None
-    trainer = LMTrainer(dist, shards, run_dir, model, config, ds_raw, saved=saved, peak_flops=peak_flops,
-                        report_to=report_to, progress=progress, on_checkpoint=on_checkpoint)
-    if plan is not None:
-        trainer.restore(plan)
-    return trainer.run(stop_at)
+    try:
+        trainer = LMTrainer(dist, shards, run_dir, model, config, ds_raw, saved=saved, peak_flops=peak_flops,
+                            report_to=report_to, progress=progress, on_checkpoint=on_checkpoint)
+        if plan is not None:
+            trainer.restore(plan)
+        return trainer.run(stop_at)
+    finally:
+        restore_torch_linear()  # a ZeRO-3 engine swaps F.linear for the whole process
 
 
 def _saved(run_dir: Path, resume: bool) -> dict | None:

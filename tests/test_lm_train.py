@@ -254,6 +254,15 @@ def test_zero_stage_auto_is_zero_0_on_one_process_and_2_on_several_and_the_run_s
         run(shards, tmp_path / "bad", 2, "zero_stage=5")
 
 
+def test_a_zero3_run_gives_the_process_back_its_own_linear(shards, tmp_path):
+    """DeepSpeed swaps F.linear process-wide for a stage-3 engine; after the run it is torch's again, so a module
+    made later in the process scripts and saves (it failed: 'strides() called on an undefined Tensor')."""
+    original = torch.nn.functional.linear
+    run(shards, tmp_path / "z3", 1, "zero_stage=3", "compile=false", "val_every=0")
+    assert torch.nn.functional.linear is original
+    torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), str(tmp_path / "linear.pt"))
+
+
 def test_training_config_rejects_compile_under_zero3_and_flags_that_are_not_booleans(shards, tmp_path):
     with pytest.raises(ReelmError, match="ZeRO stages 0-2"):
         run(shards, tmp_path / "a", 2, "compile=true", "zero_stage=3")
