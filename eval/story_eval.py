@@ -15,7 +15,11 @@ video (:meth:`reelm.generation.VideoPipeline.story`) and scores it:
   consecutive frames inside segments, its baseline;
 - **baseline** (``baseline=True``): each segment's prompt also generated alone as a single-prompt
   text-to-video clip with the same settings, scored the same way: the story's per-segment adherence
-  over this is the issue's ratio, measured on the same prompts in the same run.
+  over this is the issue's ratio, measured on the same prompts in the same run. The continuity rule
+  is also applied *inside* each of these clips, where a continuation's new frames would start
+  (:func:`inside_boundary`): there nothing changes (one prompt, one window), so what it keeps is
+  how consistently the model draws one object across a clip, the bar a story's boundaries are
+  measured against (``continuity_alone`` in the summary).
 
 ``synthetic`` stories are the world's story clips (:mod:`reelm.data.synthetic.stories`) of the
 ``heldout``-free ``val`` split: never trained on. A FILE is a story file (``reelm generate --story``'s
@@ -93,6 +97,15 @@ def continuity_at(frames: np.ndarray, boundary: int, fps: float, *, changed_colo
     return record
 
 
+def inside_boundary(latent_frames: int, temporal_downsample: int) -> int:
+    """The frame of a single clip of ``latent_frames`` latent frames where a continuation's new frames would start
+    (after :func:`reelm.data.token_layout.continuation_context` latent frames: frame 5 of a 9-frame clip), the
+    point :func:`continuity_at` is applied to inside single-prompt clips."""
+    from reelm.data.token_layout import continuation_context
+
+    return 1 + (continuation_context(latent_frames) - 1) * temporal_downsample
+
+
 def max_jump_for(world, height: int, width: int) -> float:
     """Twice the fastest per-frame step of the world's objects, plus the reader's slack, in pixels."""
     fastest = max((SPEEDS[s] for s in world.speeds), default=0.0)
@@ -154,7 +167,8 @@ def evaluate_stories(model, out: str | Path, cfg: StoryEvalConfig, *, video_toke
                       "boundaries": scores["boundaries"], "inside_psnr": scores["inside_psnr"],
                       "seconds": round(sum(m["generate_s"] for m in made.segments), 3)}
             if cfg.baseline:
-                record["baseline"] = _baseline(pipe, story, planned, cfg, keys, fps, settings)
+                record["baseline"], record["baseline_inside"] = _baseline(pipe, story, planned, cfg, keys, fps,
+                                                                          settings, max_jump=max_jump)
             write_mp4(out / "stories" / record["file"], made.video, fps)
             record["video"] = made.video
             records.append(record)
@@ -193,6 +207,12 @@ def story_summary(records: list[dict], cfg: StoryEvalConfig, keys) -> dict:
         summary["ratio"] = {key: _divide(adherence["attributes"][key]["accuracy"], baseline["attributes"][key]["accuracy"])
                             for key in keys}
         summary["ratio"]["all"] = _divide(adherence["accuracy"], baseline["accuracy"])
+    inside = [b for r in records for b in r.get("baseline_inside", [])]
+    if inside:
+        summary["continuity_alone"] = _ratio(sum(b["kept"] for b in inside), len(inside))
+        summary["continuity_alone"]["broken"] = _counts([b.get("reason", "").split(" ")[0] for b in inside
+                                                         if not b["kept"]])
+        summary["ratio"]["continuity"] = _divide(summary["continuity"]["share"], summary["continuity_alone"]["share"])
     return summary
 
 
@@ -249,12 +269,17 @@ def _story_seed(seed: int, story: int) -> int:
     return derive_seed(seed, text_key("story-eval"), story)
 
 
-def _baseline(pipe, story, planned, cfg, keys, fps, settings) -> list[dict]:
-    """Each segment's prompt alone: a text-to-video clip of the model's length, scored on the segment's attributes."""
+def _baseline(pipe, story, planned, cfg, keys, fps, settings, *, max_jump: float) -> tuple[list[dict], list[dict]]:
+    """Each segment's prompt alone: a text-to-video clip of the model's length, scored on the segment's attributes,
+    and the continuity rule inside each clip (at :func:`inside_boundary`)."""
     prompts = [s["prompt"] for s in planned]
     out = pipe.text_to_video(prompts, seed=_story_seed(cfg.seed, 100_000 + story["id"]), **settings)
-    return [_lean(score_against(read_clip(video, fps, 1), _only(s["expected"], keys)))
-            for video, s in zip(out.videos, planned) if s.get("expected") is not None]
+    scores = [_lean(score_against(read_clip(video, fps, 1), _only(s["expected"], keys)))
+              for video, s in zip(out.videos, planned) if s.get("expected") is not None]
+    at = inside_boundary(pipe.model.latent_frames, pipe.tokenizer.temporal_downsample)
+    inside = [{k: v for k, v in continuity_at(video, at, fps, changed_color=None, max_jump=max_jump).items()
+               if k in ("frame", "kept", "reason")} for video in out.videos]
+    return scores, inside
 
 
 def _only(expected: dict, keys) -> dict:

@@ -16,7 +16,8 @@ from reelm.data.synthetic.scene import MOTIONS, SPEEDS
 from reelm.data.synthetic.stories import story_clip
 from reelm.data.synthetic.world import WorldConfig
 from reelm.eval.adherence import read_clip, score_against
-from reelm.eval.story_eval import StoryEvalConfig, continuity_at, evaluate_stories, max_jump_for, score_story
+from reelm.eval.story_eval import (StoryEvalConfig, continuity_at, evaluate_stories, inside_boundary, max_jump_for,
+                                   score_story, story_summary)
 
 WORLD = WorldConfig(num_frames=9, fps=8.0, max_objects=1, textured_backgrounds=False, shapes=("circle", "square", "triangle"),
                     sizes=("large",), motions=("left", "right", "up", "down", "static"), speeds=("slow",),
@@ -91,6 +92,30 @@ def test_score_story_reads_every_segment_and_boundary():
     assert [b["kept"] for b in scores["boundaries"]] == [True, True] and scores["inside_psnr"] > 20
 
 
+def test_inside_boundary_is_where_a_continuation_starts():
+    assert inside_boundary(3, 4) == 5  # a 9-frame clip: the continuation keeps 2 latent frames (frames 0-4)
+    assert inside_boundary(5, 4) == 9 and inside_boundary(2, 4) == 1 and inside_boundary(3, 2) == 3
+    clip = story_clip(WORLD, 2, segments=2)
+    one = clip.frames[:clip.segments[1]["start"]]  # the first segment alone: one prompt, nothing changes
+    assert len(one) == 9
+    assert continuity_at(one, inside_boundary(3, 4), 8.0, changed_color=None, max_jump=max_jump_for(WORLD, 64, 64))["kept"]
+
+
+def test_story_summary_sets_continuity_beside_the_same_rule_inside_single_clips():
+    score = score_against([{"shape": "circle"}], {"objects": [{"shape": "circle"}]})
+
+    def record(kept: bool, inside: list[bool]) -> dict:
+        return {"segments": [{"score": score}, {}], "inside_psnr": 30.0, "seconds": 1.0, "baseline": [score],
+                "boundaries": [{"kept": kept, "psnr": 30.0, **({} if kept else {"reason": "shape changed"})}],
+                "baseline_inside": [{"kept": k, **({} if k else {"reason": "shape changed"})} for k in inside]}
+
+    summary = story_summary([record(True, [True, False]), record(False, [True, True])], StoryEvalConfig(), ("shape",))
+    assert summary["continuity"]["kept"] == 1 and summary["continuity_alone"]["kept"] == 3
+    assert summary["continuity_alone"]["total"] == 4 and summary["continuity_alone"]["broken"] == {"shape": 1}
+    assert summary["ratio"]["continuity"] == round(0.5 / 0.75, 4)
+    assert "continuity_alone" not in story_summary([record(True, [])], StoryEvalConfig(), ("shape",))
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     return make_model_folder(tmp_path_factory.mktemp("story_eval"))
@@ -103,7 +128,9 @@ def test_story_eval_end_to_end(model, tmp_path):
     assert summary["stories"] == 2 == len(records) and summary["continuity"]["total"] == sum(
         len(r["segments"]) - 1 for r in records)
     assert all(r["segments"][0]["start"] == 0 and "score" in r["segments"][0] for r in records)
-    assert len(records[0]["baseline"]) == len(records[0]["segments"])
+    assert len(records[0]["baseline"]) == len(records[0]["segments"]) == len(records[0]["baseline_inside"])
+    assert summary["continuity_alone"]["total"] == sum(len(r["segments"]) for r in records)
+    assert {b["frame"] for r in records for b in r["baseline_inside"]} == {5}  # the tiny model makes 9-frame clips
     assert (tmp_path / "report.html").is_file() and (tmp_path / "stories" / "story-000.mp4").is_file()
 
 

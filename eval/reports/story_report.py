@@ -52,8 +52,11 @@ def write_story_report(out: Path, summary: dict, records: list[dict], fps: float
                          f"{base['accuracy']:.1%}" if base.get("total") else "",
                          (summary.get("ratio") or {}).get(key) or ""])
     share = continuity["share"]
-    rows.append(["continuity kept at boundaries", f"{share:.1%} of {continuity['total']}" if share is not None else "-",
-                 "", ""])
+    alone = summary.get("continuity_alone") or {}
+    rows.append(["continuity kept at boundaries (alone: the rule inside each prompt's clip)",
+                 f"{share:.1%} of {continuity['total']}" if share is not None else "-",
+                 f"{alone['share']:.1%} of {alone['total']}" if alone.get("share") is not None else "",
+                 (summary.get("ratio") or {}).get("continuity") or ""])
     rows.append(["PSNR across a boundary / inside segments (median dB)",
                  f"{summary['boundary_psnr']} / {summary['inside_psnr']}", "", ""])
     head.table(rows, ["measure", "in stories", "each prompt alone (baseline)", "ratio"])

@@ -196,7 +196,10 @@ def stories_main(args: argparse.Namespace) -> int:
             print(f"  segment {key:<8} {value['accuracy']:.1%} of {value['total']}"
                   + (f"  ({ratio:.2f}x each prompt alone)" if ratio is not None else ""))
     if continuity["total"]:
-        print(f"  continuity kept at {continuity['share']:.1%} of {continuity['total']} boundaries")
+        alone = summary.get("continuity_alone")
+        print(f"  continuity kept at {continuity['share']:.1%} of {continuity['total']} boundaries"
+              + (f"  (the same rule inside each prompt's clip alone: {alone['share']:.1%} of {alone['total']})"
+                 if alone else ""))
     print(f"reelm eval generate --stories: {summary['report']}")
     return 0
 
