@@ -186,7 +186,8 @@ def evaluate_stories(model, out: str | Path, cfg: StoryEvalConfig, *, video_toke
 
 
 def story_summary(records: list[dict], cfg: StoryEvalConfig, keys) -> dict:
-    """Per-segment adherence (per attribute), the baseline's, their ratio, and continuity kept at boundaries."""
+    """Per-segment adherence (per attribute), the baseline's, their ratio, and continuity kept at boundaries (in all,
+    by boundary index and, with the baseline, inside single-prompt clips)."""
     segments = [s["score"] for r in records for s in r["segments"] if "score" in s]
     adherence = aggregate(segments) if segments else None
     boundaries = [b for r in records for b in r["boundaries"]]
@@ -196,7 +197,7 @@ def story_summary(records: list[dict], cfg: StoryEvalConfig, keys) -> dict:
                "boundary_psnr": _median([b["psnr"] for b in boundaries]),
                "inside_psnr": _median([r["inside_psnr"] for r in records if r["inside_psnr"] is not None]),
                "broken": _counts([b.get("reason", "").split(" ")[0] for b in boundaries if not b["kept"]]),
-               "by_segments": {}}
+               "by_boundary": _by_boundary(records), "by_segments": {}}
     for n in sorted({len(r["segments"]) for r in records}):
         group = [r for r in records if len(r["segments"]) == n]
         summary["by_segments"][str(n)] = {"stories": len(group), "seconds": _median([r["seconds"] for r in group])}
@@ -214,6 +215,13 @@ def story_summary(records: list[dict], cfg: StoryEvalConfig, keys) -> dict:
                                                          if not b["kept"]])
         summary["ratio"]["continuity"] = _divide(summary["continuity"]["share"], summary["continuity_alone"]["share"])
     return summary
+
+
+def _by_boundary(records: list[dict]) -> dict:
+    """Continuity kept at each story's 1st, 2nd, 3rd ... boundary: whether it drifts as windows follow each other."""
+    count = max((len(r["boundaries"]) for r in records), default=0)
+    return {str(i + 1): _ratio(sum(r["boundaries"][i]["kept"] for r in records if len(r["boundaries"]) > i),
+                               sum(len(r["boundaries"]) > i for r in records)) for i in range(count)}
 
 
 def synthetic_stories(cfg: StoryEvalConfig, world, first_frames: int) -> list:

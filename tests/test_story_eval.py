@@ -114,6 +114,10 @@ def test_story_summary_sets_continuity_beside_the_same_rule_inside_single_clips(
     assert summary["continuity_alone"]["total"] == 4 and summary["continuity_alone"]["broken"] == {"shape": 1}
     assert summary["ratio"]["continuity"] == round(0.5 / 0.75, 4)
     assert "continuity_alone" not in story_summary([record(True, [])], StoryEvalConfig(), ("shape",))
+    longer = record(True, [])
+    longer["boundaries"] = longer["boundaries"] + [{"kept": False, "psnr": 20.0, "reason": "color changed"}]
+    by = story_summary([record(False, []), longer], StoryEvalConfig(), ("shape",))["by_boundary"]
+    assert {i: (v["kept"], v["total"]) for i, v in by.items()} == {"1": (1, 2), "2": (0, 1)}
 
 
 @pytest.fixture(scope="module")

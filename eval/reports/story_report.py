@@ -57,6 +57,10 @@ def write_story_report(out: Path, summary: dict, records: list[dict], fps: float
                  f"{share:.1%} of {continuity['total']}" if share is not None else "-",
                  f"{alone['share']:.1%} of {alone['total']}" if alone.get("share") is not None else "",
                  (summary.get("ratio") or {}).get("continuity") or ""])
+    by = summary.get("by_boundary") or {}
+    if len(by) > 1:
+        rows.append(["continuity at the 1st / 2nd / ... boundary of a story",
+                     " / ".join(f"{v['share']:.0%} of {v['total']}" for v in by.values()), "", ""])
     rows.append(["PSNR across a boundary / inside segments (median dB)",
                  f"{summary['boundary_psnr']} / {summary['inside_psnr']}", "", ""])
     head.table(rows, ["measure", "in stories", "each prompt alone (baseline)", "ratio"])

@@ -200,6 +200,7 @@ def stories_main(args: argparse.Namespace) -> int:
         print(f"  continuity kept at {continuity['share']:.1%} of {continuity['total']} boundaries"
               + (f"  (the same rule inside each prompt's clip alone: {alone['share']:.1%} of {alone['total']})"
                  if alone else ""))
+        print("  by boundary: " + ", ".join(f"{i}: {v['kept']}/{v['total']}" for i, v in summary["by_boundary"].items()))
     print(f"reelm eval generate --stories: {summary['report']}")
     return 0
 
