@@ -150,10 +150,24 @@ class StoryRows:
     count: int
     change_frame: int
     context_latent_frames: int
+    anchor_gaps: tuple[int, ...] = ()  # with gaps, each row draws one of 0 (none) and these: an anchored row
+    # (:func:`reelm.data.synthetic.stories.story_row`'s ``anchor_gap``), what a story window sees with an anchor
 
     def __post_init__(self) -> None:
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise SourceError(f"the number of story clips must be a non-negative integer, got {self.count!r}")
+        if any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in self.anchor_gaps):
+            raise SourceError(f"story anchor gaps must be positive numbers of frames, got {list(self.anchor_gaps)}")
+
+    def anchor_gap(self, world_index: int, seed: int) -> int:
+        """The anchor gap of the story at ``world_index``: 0 or one of ``anchor_gaps``, drawn per row."""
+        if not self.anchor_gaps:
+            return 0
+        import numpy as np
+
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(world_index), 9]))
+        choices = (0, *self.anchor_gaps)
+        return int(choices[int(rng.integers(len(choices)))])
 
 
 class SyntheticSource(Source):
@@ -205,13 +219,16 @@ class SyntheticSource(Source):
     def _story(self, index: int):
         from reelm.data.synthetic.stories import story_row
 
-        return story_row(self.world.cfg, self.world_index(index), self.stories.change_frame)
+        at = self.world_index(index)
+        return story_row(self.world.cfg, at, self.stories.change_frame,
+                         anchor_gap=self.stories.anchor_gap(at, self.world.cfg.seed))
 
 
 def story_record(clip, stories: StoryRows) -> dict:
-    """What a training story's row records: where it changes (in pixel and latent frames) and each segment's
-    prompt, sentence and objects."""
+    """What a training story's row records: where it changes (in pixel and latent frames), its anchor gap and each
+    segment's prompt, sentence and objects."""
     return {"change_frame": int(stories.change_frame), "context_latent_frames": int(stories.context_latent_frames),
+            "anchor_gap": int(clip.anchor_gap),
             "segments": [{key: s[key] for key in ("start", "end", "prompt", "sentence", "change", "attributes")}
                          for s in clip.segments]}
 

@@ -163,6 +163,30 @@ def test_a_story_can_continue_the_models_own_codes(pipe, monkeypatch):
         real(np.full((2, 4, 4), 10**6), "x")
 
 
+def test_a_story_can_anchor_each_window_on_its_first_frame(pipe, monkeypatch):
+    plain = pipe.story(STORY, seed=1)
+    given = []
+    real = pipe.continue_video
+
+    def spy(video, prompt=None, **kwargs):
+        given.append(np.array(video))
+        return real(video, prompt, **kwargs)
+
+    monkeypatch.setattr(pipe, "continue_video", spy)
+    out = pipe.story(STORY, seed=1, context="anchor")
+    assert out.video.shape == plain.video.shape == (21, 32, 32, 3) and out.info["context"] == "anchor"
+    np.testing.assert_array_equal(out.video[:9], plain.video[:9])  # the first window is the same text-to-video
+    # every later window: the story's first frame, then the last 4 frames made (the context's second latent frame)
+    assert len(given) == 3 and all(len(g) == 5 for g in given)
+    for g, made in zip(given, (9, 13, 17)):
+        np.testing.assert_array_equal(g[0], out.video[0])
+        np.testing.assert_array_equal(g[1:], out.video[made - 4:made])
+    windows = [w for s in out.segments[1:] for w in s["windows"]]
+    assert [w["context"] for w in windows] == [{"latent_frames": 2, "frames": [made - 4, made], "anchor_frame": 0}
+                                               for made in (9, 13, 17)]
+    assert not np.array_equal(out.video, plain.video)
+
+
 def test_generate_story_writes_the_video_sheet_and_sidecar(pipe, tmp_path, capsys):
     story = tmp_path / "story.txt"
     story.write_text("9f: a red circle moves to the right\n1s: a blue square moves up\n")

@@ -16,7 +16,7 @@ from reelm.data.lm_data import MixtureConfig, example_sequence, story_context
 from reelm.data.shards import load_shards
 from reelm.data.sources import SourceError, StoryRows, open_source
 from reelm.data.synthetic.captions import parse_caption
-from reelm.data.synthetic.stories import story_row
+from reelm.data.synthetic.stories import story_clip, story_row
 from reelm.data.synthetic.world import WorldConfig, WorldOptions
 from reelm.data.text_tokenizer import train_text_tokenizer
 from reelm.data.token_layout import Task, TokenLayout
@@ -48,6 +48,40 @@ def test_a_training_story_changes_where_the_context_ends_and_is_captioned_by_wha
     assert 0 < sentences < 12, "both ways of saying what follows are drawn"
     with pytest.raises(ReelmError, match="change frame"):
         story_row(WORLD, 0, change_frame=8)
+
+
+def test_an_anchored_story_row_is_the_longer_story_with_the_frames_between_its_first_and_its_context_left_out():
+    for index in range(6):
+        clip, caption = story_row(WORLD, index, change_frame=5, anchor_gap=8)
+        whole = story_clip(WORLD, index, segments=2, first_frames=13, segment_frames=4, color_changes=True)
+        assert clip.anchor_gap == 8 and len(clip.frames) == WORLD.num_frames
+        np.testing.assert_array_equal(clip.frames, np.concatenate([whole.frames[:1], whole.frames[9:]]))
+        first, second = clip.segments
+        assert (first["start"], first["end"], second["start"], second["end"]) == (0, 5, 5, 9)
+        assert first["track"] == whole.segments[0]["track"][:1] + whole.segments[0]["track"][9:] and len(first["track"]) == 5
+        assert second["change"] == whole.segments[1]["change"] and caption
+        score = score_against(read_clip(clip.frames[5:], WORLD.fps), second["attributes"])
+        assert score["attributes"]["shape"]["accuracy"] == 1
+    plain, _ = story_row(WORLD, 0, change_frame=5)
+    assert plain.anchor_gap == 0
+    with pytest.raises(ReelmError, match="anchor gap"):
+        story_row(WORLD, 0, change_frame=5, anchor_gap=-4)
+
+
+def test_story_rows_draw_their_anchor_gaps_per_row():
+    rows = StoryRows(40, change_frame=5, context_latent_frames=2, anchor_gaps=(4, 8))
+    gaps = [rows.anchor_gap(i, seed=0) for i in range(40)]
+    assert set(gaps) == {0, 4, 8} and gaps == [rows.anchor_gap(i, seed=0) for i in range(40)]
+    assert gaps != [rows.anchor_gap(i, seed=1) for i in range(40)]
+    assert {STORIES.anchor_gap(i, seed=0) for i in range(40)} == {0}
+    source = open_source("synthetic", num_clips=2, world_cfg=WORLD, stories=rows)
+    for index in range(2, 12):
+        row = source.row(index)
+        gap = rows.anchor_gap(source.world_index(index), WORLD.seed)
+        assert row.attributes["story"]["anchor_gap"] == gap
+        np.testing.assert_array_equal(source.frames(index), story_row(WORLD, index, 5, anchor_gap=gap)[0].frames)
+    with pytest.raises(SourceError, match="anchor gaps"):
+        StoryRows(4, 5, 2, anchor_gaps=(0,))
 
 
 def test_training_stories_follow_the_synthetic_sources_clips_which_they_leave_as_they_were():
@@ -140,6 +174,12 @@ def test_pre_tokenized_story_rows_become_story_shards(tmp_path):
     assert len(stories) == 6 and len(shards.dataset) == 22
     for example in stories:
         assert example["grid"][0] == 3 and ":story:" in example["source"]
+    anchored = tokenize_dataset("synthetic", tmp_path / "vtok", tmp_path / "anchored",
+                                dataclasses.replace(cfg, story_anchor_windows=2), progress=False)
+    assert json.loads((tmp_path / "anchored" / "shards.json").read_text())["stories"]["anchor_gaps"] == [4, 8]
+    gaps = [json.loads(e["attributes"])["story"]["anchor_gap"] for e in load_shards(tmp_path / "anchored").dataset
+            if story_context(e)]
+    assert len(gaps) == 6 and set(gaps) <= {0, 4, 8} and set(gaps) - {0}, anchored
     with pytest.raises(ReelmError, match="too short; use at least 9"):
         tokenize_dataset("synthetic", tmp_path / "vtok", tmp_path / "short",
                          dataclasses.replace(cfg, clip=ClipSpec(num_frames=5, fps=8.0, size=32)), progress=False)

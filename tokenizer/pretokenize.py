@@ -54,6 +54,8 @@ class TokenizeConfig:
     world: WorldOptions = field(default_factory=WorldOptions)  # what the synthetic source draws
     story_clips: int = 0  # training stories after the synthetic source's clips (one object): their motion (or color)
     # changes where a continuation's context ends (reelm.data.token_layout, "Stories")
+    story_anchor_windows: int = 0  # > 0: each training story is drawn plain or anchored, its context's first frame the
+    # story's first, 1 .. this many windows back (StoryRows.anchor_gaps; a story's context="anchor")
     chunk_rows: int = 256  # source rows per written chunk
     num_shards: int = 1
     shard_index: int = 0
@@ -98,7 +100,10 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
         raise ReelmError(f"training stories change where a continuation's context ends: clips of {spec.num_frames} "
                          f"frames ({t} latent frames) are too short; use at least "
                          f"{model.pixel_frames(3)} (--num-frames)")
-    stories = StoryRows(cfg.story_clips, model.pixel_frames(k), k) if cfg.story_clips else None
+    if cfg.story_anchor_windows < 0:
+        raise ReelmError(f"--story-anchor-windows must be 0 or more, got {cfg.story_anchor_windows}")
+    gaps = tuple(model.temporal_downsample * (t - k) * i for i in range(1, cfg.story_anchor_windows + 1))
+    stories = StoryRows(cfg.story_clips, model.pixel_frames(k), k, gaps) if cfg.story_clips else None
     source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start, stories=stories,
                          **cfg.source.kwargs())
     if stories and not isinstance(source, SyntheticSource):
@@ -115,7 +120,8 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
         "latent_grid": [t, h, w],
         "source": source.name,
         **({"world": to_dict(cfg.world)} if isinstance(source, SyntheticSource) else {}),
-        **({"stories": dataclasses.asdict(stories)} if stories else {}),
+        **({"stories": {k: v for k, v in dataclasses.asdict(stories).items() if k != "anchor_gaps" or v}}
+           if stories else {}),  # anchor_gaps only where set: shard folders written before it resume as they were
         "num_rows": len(source),
         "num_shards": cfg.num_shards,
         "seed": cfg.seed,

@@ -44,6 +44,7 @@ class StoryClip:
     segments: list[dict]  # each: index, start, end, prompt, sentence, change, attributes ({"objects": [...]})
     attributes: dict  # the first segment's world attributes (background, geometry, split, seed, index)
     index: int
+    anchor_gap: int = 0  # frames left out after the first (an anchored training row, see story_row)
 
     @property
     def changes(self) -> list[int]:
@@ -88,14 +89,27 @@ def story_clip(world: WorldConfig, index: int, *, segments: int | tuple[int, int
     return StoryClip(np.concatenate(pieces), story, attributes, int(index))
 
 
-def story_row(world: WorldConfig, index: int, change_frame: int, *, color_changes: bool = True) -> tuple[StoryClip, str]:
+def story_row(world: WorldConfig, index: int, change_frame: int, *, color_changes: bool = True,
+              anchor_gap: int = 0) -> tuple[StoryClip, str]:
     """The training story ``index`` of ``world``: ``(clip, caption)``, a clip of ``world.num_frames`` frames whose
-    second segment starts at ``change_frame``, and that segment's caption (see the module docstring)."""
+    second segment starts at ``change_frame``, and that segment's caption (see the module docstring).
+
+    ``anchor_gap > 0`` makes an *anchored* row, what a story window sees with an identity anchor
+    (:func:`reelm.generation.story_generation.iter_story`, ``context="anchor"``): the story's first frame, then
+    the frames from ``anchor_gap + 1`` on, as if ``anchor_gap`` frames had been made between them. The first
+    segment is ``anchor_gap`` frames longer, so the change still falls at ``change_frame`` of the row."""
     if not 2 <= change_frame <= world.num_frames - 2:
         raise ConfigError(f"a story's change frame must leave 2 frames on each side of it, got {change_frame} "
                           f"of {world.num_frames}")
-    clip = story_clip(world, index, segments=2, first_frames=change_frame,
+    if anchor_gap < 0:
+        raise ConfigError(f"a story's anchor gap is a number of frames, got {anchor_gap}")
+    clip = story_clip(world, index, segments=2, first_frames=change_frame + anchor_gap,
                       segment_frames=world.num_frames - change_frame, color_changes=color_changes)
+    if anchor_gap:
+        segments = [{**s, "start": max(0, s["start"] - anchor_gap), "end": s["end"] - anchor_gap,
+                     "track": s["track"][:1] + s["track"][anchor_gap + 1:] if s["index"] == 0 else s["track"]} for s in clip.segments]
+        clip = StoryClip(np.concatenate([clip.frames[:1], clip.frames[anchor_gap + 1:]]), segments, clip.attributes,
+                         clip.index, anchor_gap)
     rng = np.random.default_rng(np.random.SeedSequence([int(world.seed), SPLITS.index(world.split), int(index), 8]))
     second = clip.segments[1]
     if rng.random() < 0.5:

@@ -142,7 +142,9 @@ def add_story_context_flag(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--story-context", choices=STORY_CONTEXTS, default="pixels",
                         help="stories: each window continues the last frames re-encoded (pixels, the default) or the "
-                             "model's own codes, only the context's first latent frame re-encoded (codes)")
+                             "model's own codes, only the context's first latent frame re-encoded (codes), or the last "
+                             "frames with the story's first frame in place of the first (anchor: for a model trained "
+                             "with --story-anchor-windows)")
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser, *, default: str) -> None:

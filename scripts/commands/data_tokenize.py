@@ -24,6 +24,10 @@ def register(group) -> None:
                    help="with --data synthetic and one object a clip: this many training stories after the clips, "
                         "their motion (or color) changing where a continuation's context ends, captioned by what "
                         "follows (default: 0)")
+    p.add_argument("--story-anchor-windows", type=int, default=0,
+                   help="with --story-clips: draw each story plain or anchored, its context's first frame the "
+                        "story's first frame from 1 to this many windows back, as a story made with "
+                        "--story-context anchor sees it (default: 0, plain)")
     p.add_argument("--out", required=True, help="output shard folder")
     p.add_argument("--num-frames", type=int, default=17, help="frames per clip (1 + 4k; default 17)")
     p.add_argument("--fps", type=float, default=8.0, help="clip frame rate (default 8)")
@@ -63,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
         shard_index=args.shard_index, workers=args.workers, batch_size=args.batch_size, precision=args.precision,
         compile=args.compile,
         text_tokenizer=args.text_tokenizer, text_vocab_size=args.text_vocab_size, seed=args.seed,
-        story_clips=args.story_clips, source=source_options(args),
+        story_clips=args.story_clips, story_anchor_windows=args.story_anchor_windows, source=source_options(args),
     )
     summary = tokenize_dataset(args.data, args.video_tokenizer, args.out, cfg, progress=args.progress,
                                device=args.device)

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from reelm.core.errors import ReelmError
 
-STORY_CONTEXTS = ("pixels", "codes")  # what a continuation window is given: re-encoded frames, or the model's codes
+STORY_CONTEXTS = ("pixels", "codes", "anchor")  # what a continuation window is given: re-encoded frames, the model's
+# codes, or re-encoded frames whose first is the story's first frame (reelm.generation.story_generation)
 
 
 class StoryError(ReelmError):

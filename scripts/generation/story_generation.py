@@ -14,6 +14,11 @@ from the decoded frame): no decode-and-encode round trip between windows. On the
 trained with 600 stories it follows more of the segments' directions (BENCHMARKS.md, "Training for
 stories").
 
+With ``context="anchor"`` a window's context starts with the story's first frame (an identity
+anchor: its image latent) in place of the first of its last frames, the rest as with ``pixels``.
+A model learns to use it from anchored training stories (``reelm data tokenize
+--story-anchor-windows``); BENCHMARKS.md, "Where the missing continuity is lost", says what it keeps.
+
 It yields a :class:`StoryPiece` for each window, holding only that window's new frames, and keeps
 only the context's frames between windows, so memory stays flat in the story's length.
 """
@@ -84,6 +89,7 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
                     sampling=sampling, negative_prompt=negative_prompt, progress=progress)
     tail: np.ndarray | None = None  # the last frames made, as many as a context needs
     codes: np.ndarray | None = None  # the last latent frames the model generated (context="codes")
+    first: np.ndarray | None = None  # the story's first frame (context="anchor")
     made = 0  # story frames made so far
     for segment in planned:
         remaining, window = segment.latent_frames, 0
@@ -103,6 +109,9 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
             else:
                 have = min(k, tokenizer.latent_frames(len(tail)))
                 context_frames = tail[-tokenizer.pixel_frames(have):]
+                anchored = context == "anchor" and have > 1
+                if anchored:  # the story's first frame in place of the context's first (its image latent)
+                    context_frames = np.concatenate([first, context_frames[1:]])
                 new = min(remaining, window_latents - have)
                 own = have - 1 if context == "codes" else 0  # latent frames given as the model's own codes
                 if own:
@@ -114,10 +123,11 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
                                               num_frames=tokenizer.pixel_frames(have + new), seed=chunk_seed,
                                               **settings)
                 task = out.info["task"]
-                given = {"latent_frames": have, "frames": [made - len(context_frames), made],
-                         **({"own_codes": own} if own else {})}
+                given = {"latent_frames": have, "frames": [made - len(context_frames) + anchored, made],
+                         **({"own_codes": own} if own else {}), **({"anchor_frame": 0} if anchored else {})}
                 video = out.videos[0][len(context_frames):]
             codes = out.codes[0]
+            first = video[:1] if first is None else first
             piece = StoryPiece(segment, video, made, window, chunk_seed, task, given,
                                time.perf_counter() - began, int(out.info["tokens"]["generated"]))
             yield piece
