@@ -49,7 +49,10 @@ Sequences, one template per task; the block the model generates is always the la
   color changes where the context ends, :class:`reelm.data.sources.StoryRows`) is a v2v
   sequence whose context shows the first segment and whose text is the second segment's
   caption ("then it moves up"); generation (``reelm generate --story``) gives each window the
-  prompt of the segment it falls in. Every other task's sequences are unchanged.
+  prompt of the segment it falls in. An *anchored* training story (``--story-anchor-windows``) is
+  the same v2v sequence whose context's first latent frame (the image latent) is the story's
+  first frame and whose second shows the frames just before the change, as a window made with
+  ``--story-context anchor`` sees it. Every other task's sequences are unchanged.
 
 Follows: VideoPoet's task-prefixed multimodal sequences and Emu3's processor (visual
 codes in their own id range between begin/end markers, prefix-constrained decoding).
