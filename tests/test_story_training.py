@@ -180,6 +180,9 @@ def test_pre_tokenized_story_rows_become_story_shards(tmp_path):
     gaps = [json.loads(e["attributes"])["story"]["anchor_gap"] for e in load_shards(tmp_path / "anchored").dataset
             if story_context(e)]
     assert len(gaps) == 6 and set(gaps) <= {0, 4, 8} and set(gaps) - {0}, anchored
+    with pytest.raises(ReelmError, match="give --story-clips N too"):
+        tokenize_dataset("synthetic", tmp_path / "vtok", tmp_path / "none",
+                         dataclasses.replace(cfg, story_clips=0, story_anchor_windows=2), progress=False)
     with pytest.raises(ReelmError, match="too short; use at least 9"):
         tokenize_dataset("synthetic", tmp_path / "vtok", tmp_path / "short",
                          dataclasses.replace(cfg, clip=ClipSpec(num_frames=5, fps=8.0, size=32)), progress=False)

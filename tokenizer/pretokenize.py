@@ -102,6 +102,8 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
                          f"{model.pixel_frames(3)} (--num-frames)")
     if cfg.story_anchor_windows < 0:
         raise ReelmError(f"--story-anchor-windows must be 0 or more, got {cfg.story_anchor_windows}")
+    if cfg.story_anchor_windows and not cfg.story_clips:
+        raise ReelmError("--story-anchor-windows anchors training stories: give --story-clips N too")
     gaps = tuple(model.temporal_downsample * (t - k) * i for i in range(1, cfg.story_anchor_windows + 1))
     stories = StoryRows(cfg.story_clips, model.pixel_frames(k), k, gaps) if cfg.story_clips else None
     source = open_source(data, num_clips=cfg.num_clips, world_cfg=world, start=cfg.world.start, stories=stories,

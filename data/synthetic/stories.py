@@ -106,8 +106,9 @@ def story_row(world: WorldConfig, index: int, change_frame: int, *, color_change
     clip = story_clip(world, index, segments=2, first_frames=change_frame + anchor_gap,
                       segment_frames=world.num_frames - change_frame, color_changes=color_changes)
     if anchor_gap:
-        segments = [{**s, "start": max(0, s["start"] - anchor_gap), "end": s["end"] - anchor_gap,
-                     "track": s["track"][:1] + s["track"][anchor_gap + 1:] if s["index"] == 0 else s["track"]} for s in clip.segments]
+        first, second = clip.segments
+        segments = [{**first, "end": first["end"] - anchor_gap, "track": first["track"][:1] + first["track"][anchor_gap + 1:]},
+                    {**second, "start": second["start"] - anchor_gap, "end": second["end"] - anchor_gap}]
         clip = StoryClip(np.concatenate([clip.frames[:1], clip.frames[anchor_gap + 1:]]), segments, clip.attributes,
                          clip.index, anchor_gap)
     rng = np.random.default_rng(np.random.SeedSequence([int(world.seed), SPLITS.index(world.split), int(index), 8]))
