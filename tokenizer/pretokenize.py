@@ -122,7 +122,8 @@ def tokenize_dataset(data: Any, video_tokenizer: str | Path, out: str | Path, cf
         "latent_grid": [t, h, w],
         "source": source.name,
         **({"world": to_dict(cfg.world)} if isinstance(source, SyntheticSource) else {}),
-        **({"stories": {k: v for k, v in dataclasses.asdict(stories).items() if k != "anchor_gaps" or v}}
+        **({"stories": {key: value for key, value in dataclasses.asdict(stories).items()
+                        if key != "anchor_gaps" or value}}
            if stories else {}),  # anchor_gaps only where set: shard folders written before it resume as they were
         "num_rows": len(source),
         "num_shards": cfg.num_shards,

@@ -123,7 +123,8 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
                                               num_frames=tokenizer.pixel_frames(have + new), seed=chunk_seed,
                                               **settings)
                 task = out.info["task"]
-                given = {"latent_frames": have, "frames": [made - len(context_frames) + anchored, made],
+                recent = len(context_frames) - 1 if anchored else len(context_frames)  # the story's last frames given
+                given = {"latent_frames": have, "frames": [made - recent, made],
                          **({"own_codes": own} if own else {}), **({"anchor_frame": 0} if anchored else {})}
                 video = out.videos[0][len(context_frames):]
             codes = out.codes[0]
