@@ -66,6 +66,7 @@ class StoryEvalConfig:
     baseline: bool = True  # also each segment's prompt alone (single-prompt text-to-video)
     context: str = "pixels"  # what each continuation window is given (reelm.generation.story.STORY_CONTEXTS)
     world: object = None  # WorldOptions; default: the model's training world (as `reelm eval generate`)
+    candidates: int = 1  # continuation windows sampled a window, one kept by evaluate_stories' choose
     weights: str = "model"  # how the decode steps read the LM's weights (reelm.lm.decode_weights): model, fp16, int8
 
 
@@ -130,8 +131,10 @@ def score_story(frames: np.ndarray, fps: float, segments: list[dict], *, keys, m
 
 
 def evaluate_stories(model, out: str | Path, cfg: StoryEvalConfig, *, video_tokenizer: str | Path | None = None,
-                     device: str = "auto", progress: bool = True) -> dict:
-    """Make and score every story (see the module docstring); returns the summary."""
+                     device: str = "auto", progress: bool = True, choose=None) -> dict:
+    """Make and score every story (see the module docstring); returns the summary. ``choose``: with
+    ``cfg.candidates > 1``, the critic that keeps one of each window's candidates
+    (:func:`reelm.generation.story_generation.iter_story`)."""
     from reelm.core.device import torch_threads
     from reelm.eval.generation_eval import GenerationEvalConfig, eval_world, varied_attributes
     from reelm.generation.pipeline import VideoPipeline
@@ -156,7 +159,8 @@ def evaluate_stories(model, out: str | Path, cfg: StoryEvalConfig, *, video_toke
             progress_bar(len(stories), desc="stories", unit="story", enabled=progress) as bar:
         for story in stories:
             segments = [_story_segment(s) for s in story["segments"]]
-            made = pipe.story(segments, seed=_story_seed(cfg.seed, story["id"]), context=cfg.context, **settings)
+            made = pipe.story(segments, seed=_story_seed(cfg.seed, story["id"]), context=cfg.context,
+                              candidates=cfg.candidates, choose=choose, **settings)
             planned = [{**s, "start": m["start_frame"], "end": m["end_frame"]}
                        for s, m in zip(story["segments"], made.segments)]
             scores = score_story(made.video, fps, planned, keys=keys, max_jump=max_jump)

@@ -187,6 +187,42 @@ def test_a_story_can_anchor_each_window_on_its_first_frame(pipe, monkeypatch):
     assert not np.array_equal(out.video, plain.video)
 
 
+def test_a_story_can_keep_the_best_of_n_windows_by_a_critic(pipe):
+    plain = pipe.story(STORY, seed=1)
+    seen = []
+
+    def last(window):  # keeps the last candidate; sees the frames before and every candidate's frames and codes
+        seen.append(window)
+        return len(window.frames) - 1
+
+    out = pipe.story(STORY, seed=1, candidates=3, choose=last)
+    assert out.video.shape == plain.video.shape == (21, 32, 32, 3)
+    np.testing.assert_array_equal(out.video[:9], plain.video[:9])  # the first window has no candidates
+    assert len(seen) == 3 and all(len(w.frames) == len(w.codes) == 3 for w in seen)
+    first = seen[0]
+    assert first.prompt == STORY[1].prompt and first.context_latent_frames == 2
+    np.testing.assert_array_equal(first.before[-5:], plain.video[4:9])
+    assert all(f.shape == (4, 32, 32, 3) for f in first.frames) and first.codes[0].shape == (3, 4, 4)
+    # sample 0 of a window is the window a story without candidates makes (its codes; decoding in a batch of 3 may
+    # round a pixel the other way); the kept one goes on in the video
+    alone = pipe.continue_video(plain.video[4:9], STORY[1].prompt, num_frames=9,
+                                seed=plain.segments[1]["windows"][0]["seed"])
+    np.testing.assert_array_equal(first.codes[0], alone.codes[0])
+    assert np.abs(first.frames[0].astype(int) - plain.video[9:13]).max() <= 1
+    for window, made in zip(seen, (9, 13, 17)):
+        np.testing.assert_array_equal(out.video[made:made + 4], window.frames[-1])
+    windows = [w for s in out.segments[1:] for w in s["windows"]]
+    assert [w["context"]["candidate"] for w in windows] == [[2, 3]] * 3
+    assert out.info["candidates"] == 3 and out.info["choose"] == "last"
+    assert np.abs(pipe.story(STORY, seed=1, candidates=3, choose=lambda w: 0).video.astype(int) - plain.video).max() <= 1
+    with pytest.raises(PipelineInputError, match="candidates=2 needs a choose function"):
+        pipe.story(STORY, candidates=2)
+    with pytest.raises(PipelineInputError, match="candidates 0: expected a positive integer"):
+        pipe.story(STORY, candidates=0)
+    with pytest.raises(PipelineInputError, match=r"choose returned 3: expected a candidate's index, 0 \.\. 2"):
+        pipe.story(STORY, candidates=3, choose=lambda w: 3)
+
+
 def test_generate_story_writes_the_video_sheet_and_sidecar(pipe, tmp_path, capsys):
     story = tmp_path / "story.txt"
     story.write_text("9f: a red circle moves to the right\n1s: a blue square moves up\n")

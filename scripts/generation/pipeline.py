@@ -243,16 +243,18 @@ class VideoPipeline:
 
     def story(self, segments, *, seed: int | None = 0, guidance_scale: float = DEFAULT_GUIDANCE,
               sampling: Sampling | None = None, negative_prompt: str | None = None, image=None,
-              progress: Callable[[int], None] | None = None, context: str = "pixels"):
+              progress: Callable[[int], None] | None = None, context: str = "pixels", candidates: int = 1,
+              choose=None):
         """One video from a story: ``segments`` (a story file's path, or a list of
         :class:`reelm.generation.story.StorySegment`), each continuing the frames before it under its own prompt
         (:mod:`reelm.generation.story_generation`; ``context="codes"``: each window is given the model's own
-        codes). Returns a ``StoryOutput`` (the video, each segment's frames, seed and contexts, the settings);
+        codes; ``candidates`` and ``choose``: each continuation window the best of N by the caller's critic).
+        Returns a ``StoryOutput`` (the video, each segment's frames, seed and contexts, the settings);
         :meth:`iter_story` yields it window by window instead, in flat memory."""
         from reelm.generation.story_generation import StoryOutput, StoryRecorder, story_info
 
         settings = dict(seed=seed, guidance_scale=guidance_scale, sampling=sampling, negative_prompt=negative_prompt,
-                        image=image, context=context)
+                        image=image, context=context, candidates=candidates, choose=choose)
         recorder, frames = StoryRecorder(self.model.clip.fps, seed), []
         for piece in self.iter_story(segments, progress=progress, **settings):
             recorder.add(piece)

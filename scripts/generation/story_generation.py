@@ -19,6 +19,14 @@ anchor: its image latent) in place of the first of its last frames, the rest as 
 A model learns to use it from anchored training stories (``reelm data tokenize
 --story-anchor-windows``); BENCHMARKS.md, "Where the missing continuity is lost", says what it keeps.
 
+With ``candidates=N`` (and a ``choose`` function) every continuation window is sampled ``N`` times in one
+batch and ``choose`` picks the one kept from a :class:`WindowCandidates` (the frames before and each
+candidate's new frames and codes): a hook for a consistency critic of the user's own. Sample 0 is the
+window ``candidates=1`` makes. No critic ships: on the demo's model none of the generic ones tried
+(pixel drift across the seam, motion-compensated error, the LM's own likelihood or caption of the
+window) keeps more boundaries, while one that reads the object's shape would (BENCHMARKS.md,
+"Best of N windows"; ``scripts/bench/bench_story_rerank.py``).
+
 It yields a :class:`StoryPiece` for each window, holding only that window's new frames, and keeps
 only the context's frames between windows, so memory stays flat in the story's length.
 """
@@ -48,7 +56,7 @@ class StoryPiece:
     seed: int | None
     task: str  # "t2v", "i2v" or "v2v"
     context: dict | None  # the story frames the window's context covers (and how many of its latent frames were
-    # the model's own codes, "own_codes"), None for the first window
+    # the model's own codes, "own_codes"; with candidates, which was kept, "candidate": [i, N]), None for the first
     seconds: float
     tokens: int
 
@@ -67,6 +75,17 @@ class StoryOutput:
     info: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True, eq=False)
+class WindowCandidates:
+    """A continuation window's samples, for ``iter_story``'s ``choose``: it returns the index of the one to keep."""
+
+    prompt: str  # the segment's prompt
+    before: np.ndarray  # (t, H, W, 3) uint8: the story's last frames made so far (at least the context's)
+    frames: list[np.ndarray]  # each candidate's new frames, (t', H, W, 3) uint8
+    codes: list[np.ndarray]  # each candidate's window as a code grid: the context's latent frames, then the new
+    context_latent_frames: int  # how many of ``codes``' latent frames are the context
+
+
 def segment_seed(seed: int | None, index: int) -> int | None:
     """Segment ``index``'s seed, from the story's: the same story and seed give the same video."""
     return None if seed is None else derive_seed(seed, text_key("story"), index)
@@ -74,13 +93,19 @@ def segment_seed(seed: int | None, index: int) -> int | None:
 
 def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guidance_scale: float | None = None,
                sampling=None, negative_prompt: str | None = None, image=None,
-               progress: Callable[[int], None] | None = None, context: str = "pixels") -> Iterator[StoryPiece]:
+               progress: Callable[[int], None] | None = None, context: str = "pixels", candidates: int = 1,
+               choose: Callable[[WindowCandidates], int] | None = None) -> Iterator[StoryPiece]:
     """The story's windows, in order (see the module docstring). ``image``: the story's first frame (a path or an
-    ``(H, W, 3)`` uint8 array): the first window is then image-to-video."""
+    ``(H, W, 3)`` uint8 array): the first window is then image-to-video. ``candidates`` / ``choose``: best of N
+    continuation windows, by the caller's critic."""
     from reelm.generation.pipeline import DEFAULT_GUIDANCE, PipelineInputError
 
     if context not in STORY_CONTEXTS:
         raise PipelineInputError(f"story context {context!r}: choose from {', '.join(STORY_CONTEXTS)}")
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise PipelineInputError(f"candidates {candidates!r}: expected a positive integer")
+    if candidates > 1 and choose is None:
+        raise PipelineInputError(f"candidates={candidates} needs a choose function to pick each window's")
     tokenizer = pipe.tokenizer
     planned = plan_segments(segments, pipe.model.clip.fps, tokenizer.temporal_downsample)
     window_latents = pipe.model.latent_frames
@@ -91,6 +116,7 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
     codes: np.ndarray | None = None  # the last latent frames the model generated (context="codes")
     first: np.ndarray | None = None  # the story's first frame (context="anchor")
     made = 0  # story frames made so far
+    pick = 0  # the candidate kept (sample 0 in a window without candidates)
     for segment in planned:
         remaining, window = segment.latent_frames, 0
         base = segment_seed(seed, segment.index)
@@ -105,7 +131,7 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
                     out = pipe.image_to_video(image, prompt, num_frames=frames, seed=chunk_seed, **settings)
                 else:
                     out = pipe.text_to_video(prompt, num_frames=frames, seed=chunk_seed, **settings)
-                task, given, video = out.info["task"], None, out.videos[0]
+                task, given, video, pick = out.info["task"], None, out.videos[0], 0
             else:
                 have = min(k, tokenizer.latent_frames(len(tail)))
                 context_frames = tail[-tokenizer.pixel_frames(have):]
@@ -117,17 +143,21 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
                 if own:
                     grid = np.concatenate([pipe.encode(context_frames[:1]), codes[-own:]])
                     out = pipe.continue_codes(grid, prompt, num_frames=tokenizer.pixel_frames(have + new),
-                                              seed=chunk_seed, **settings)
+                                              seed=chunk_seed, num_samples=candidates, **settings)
                 else:
                     out = pipe.continue_video(context_frames, prompt, context_frames=have,
                                               num_frames=tokenizer.pixel_frames(have + new), seed=chunk_seed,
-                                              **settings)
+                                              num_samples=candidates, **settings)
                 task = out.info["task"]
+                made_frames = [v[len(context_frames):] for v in out.videos]
+                pick = 0 if candidates == 1 else _chosen(choose, WindowCandidates(
+                    prompt, tail, made_frames, list(out.codes), have), candidates)
                 recent = len(context_frames) - 1 if anchored else len(context_frames)  # the story's last frames given
                 given = {"latent_frames": have, "frames": [made - recent, made],
-                         **({"own_codes": own} if own else {}), **({"anchor_frame": 0} if anchored else {})}
-                video = out.videos[0][len(context_frames):]
-            codes = out.codes[0]
+                         **({"own_codes": own} if own else {}), **({"anchor_frame": 0} if anchored else {}),
+                         **({"candidate": [pick, candidates]} if candidates > 1 else {})}
+                video = made_frames[pick]
+            codes = out.codes[pick]
             first = video[:1] if first is None else first
             piece = StoryPiece(segment, video, made, window, chunk_seed, task, given,
                                time.perf_counter() - began, int(out.info["tokens"]["generated"]))
@@ -137,6 +167,15 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
             tail = video[-keep:] if tail is None else np.concatenate([tail, video])[-keep:]
             remaining -= new
             window += 1
+
+
+def _chosen(choose: Callable[[WindowCandidates], int], window: WindowCandidates, candidates: int) -> int:
+    from reelm.generation.pipeline import PipelineInputError
+
+    pick = choose(window)
+    if isinstance(pick, bool) or not isinstance(pick, (int, np.integer)) or not 0 <= pick < candidates:
+        raise PipelineInputError(f"choose returned {pick!r}: expected a candidate's index, 0 .. {candidates - 1}")
+    return int(pick)
 
 
 class StoryRecorder:
@@ -162,7 +201,8 @@ class StoryRecorder:
         record["generate_s"] = round(record["generate_s"] + piece.seconds, 3)
 
 
-def story_info(pipe, *, seed, guidance_scale, sampling, negative_prompt, image, context: str = "pixels") -> dict:
+def story_info(pipe, *, seed, guidance_scale, sampling, negative_prompt, image, context: str = "pixels",
+               candidates: int = 1, choose=None) -> dict:
     """The settings a story sidecar records beside its segments."""
     from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
 
@@ -170,4 +210,5 @@ def story_info(pipe, *, seed, guidance_scale, sampling, negative_prompt, image, 
             guidance_scale, "sampling": (sampling or DEFAULT_SAMPLING).to_dict(), "negative_prompt": negative_prompt,
             "image": str(image) if isinstance(image, (str, Path)) else (None if image is None else "an array"), "fps": pipe.model.clip.fps, "trained_latent_frames": pipe.model.latent_frames,
             "context_latent_frames": continuation_context(pipe.model.latent_frames), "context": context,
+            **({"candidates": candidates, "choose": getattr(choose, "__name__", repr(choose))} if candidates > 1 else {}),
             "model": pipe.model.identity(), "weights": pipe.weights}
