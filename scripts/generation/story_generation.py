@@ -116,7 +116,6 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
     codes: np.ndarray | None = None  # the last latent frames the model generated (context="codes")
     first: np.ndarray | None = None  # the story's first frame (context="anchor")
     made = 0  # story frames made so far
-    pick = 0  # the candidate kept (sample 0 in a window without candidates)
     for segment in planned:
         remaining, window = segment.latent_frames, 0
         base = segment_seed(seed, segment.index)
@@ -131,7 +130,7 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
                     out = pipe.image_to_video(image, prompt, num_frames=frames, seed=chunk_seed, **settings)
                 else:
                     out = pipe.text_to_video(prompt, num_frames=frames, seed=chunk_seed, **settings)
-                task, given, video, pick = out.info["task"], None, out.videos[0], 0
+                task, given, video, pick = out.info["task"], None, out.videos[0], 0  # no candidates
             else:
                 have = min(k, tokenizer.latent_frames(len(tail)))
                 context_frames = tail[-tokenizer.pixel_frames(have):]
