@@ -51,6 +51,8 @@ class MixtureConfig:
     loss_on: str = "target"  # "target": loss only on the generated block; "all": every token; "all_but_prompt_text":
     # every token but a text prompt's (captions are learned from video-to-text only; reelm.data.token_layout)
     caption_weight: float = 1.0  # the loss weight of the caption's tokens in video-to-text sequences (1: like any token)
+    context_noise: float = 0.0  # the share of a continuation's (and training story's) context codes replaced by
+    # random codes, with no loss on them: trains windows to carry on from imperfect, generated contexts
 
     def weights(self) -> np.ndarray:
         w = np.array([getattr(self, task.value) for task in TASKS], dtype=np.float64)
@@ -58,6 +60,8 @@ class MixtureConfig:
             raise ReelmError(f"task mixture weights must be >= 0 and not all 0, got {w.tolist()}")
         if self.caption_weight < 0:
             raise ReelmError(f"mixture.caption_weight must be >= 0, got {self.caption_weight}")
+        if not 0 <= self.context_noise < 1:
+            raise ReelmError(f"mixture.context_noise must be in [0, 1), got {self.context_noise}")
         return w
 
 
@@ -88,8 +92,7 @@ def example_sequence(layout: TokenLayout, example: dict, mixture: MixtureConfig,
     story = story_context(example)
     if story is not None:  # a training story: the context is its first segment, the text the second's caption
         text = None if rng.random() < mixture.text_dropout else caption
-        seq = layout.sequence(Task.V2V, text=text, context=grid[:story], video=grid[story:], loss_on=mixture.loss_on)
-        return seq.input_ids, seq.loss_mask, TASK_INDEX[Task.V2V]
+        return (*continuation(layout, text, grid, story, mixture, rng), TASK_INDEX[Task.V2V])
     weights = mixture.weights()
     if t < 2:  # an image (or 1-frame clip) has nothing to continue from
         weights[[TASK_INDEX[Task.I2V], TASK_INDEX[Task.V2V]]] = 0
@@ -103,13 +106,27 @@ def example_sequence(layout: TokenLayout, example: dict, mixture: MixtureConfig,
     elif task is Task.I2V:
         seq = layout.sequence(task, text=text, image=grid[:1], video=grid[1:], loss_on=mixture.loss_on)
     elif task is Task.V2V:
-        k = continuation_context(t)
-        seq = layout.sequence(task, text=text, context=grid[:k], video=grid[k:], loss_on=mixture.loss_on)
+        return (*continuation(layout, text, grid, continuation_context(t), mixture, rng), TASK_INDEX[task])
     elif task is Task.V2T:
         seq = layout.sequence(task, text=caption, video=grid, loss_on=mixture.loss_on)
     else:
         seq = layout.sequence(task, video=grid, loss_on=mixture.loss_on)
     return seq.input_ids, seq.loss_mask, TASK_INDEX[task]
+
+
+def continuation(layout: TokenLayout, text, grid: np.ndarray, k: int, mixture: MixtureConfig,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(input_ids, loss_mask)`` of continuing ``grid[k:]`` from its first ``k`` latent frames. With
+    ``mixture.context_noise``, that share of the context's codes is replaced by codes drawn uniformly and left out
+    of the loss (the model reads them, never learns to write them)."""
+    seq = layout.sequence(Task.V2V, text=text, context=grid[:k], video=grid[k:], loss_on=mixture.loss_on)
+    if not mixture.context_noise:
+        return seq.input_ids, seq.loss_mask
+    context = grid[:k].copy()
+    hit = rng.random(context.shape) < mixture.context_noise
+    context[hit] = rng.integers(0, layout.codebook_size, int(hit.sum()))
+    noisy = layout.sequence(Task.V2V, text=text, context=context, video=grid[k:], loss_on=mixture.loss_on)
+    return noisy.input_ids, noisy.loss_mask & (noisy.input_ids == seq.input_ids)
 
 
 def story_context(example: dict) -> int | None:

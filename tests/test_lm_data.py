@@ -221,3 +221,34 @@ def test_a_run_saved_before_document_rows_resumes_as_it_ran():
     assert old.get("attention") == (None if torch.cuda.is_available() else "sdpa")
     new = {"lr": 1.0, "precision": "fp32", "split_documents": None, "attention": None}
     assert saved_train_config(new) == new
+
+
+def test_context_noise_replaces_context_codes_only_and_keeps_them_out_of_the_loss(layout):
+    import json
+
+    from reelm.data.lm_data import example_sequence
+
+    rng = np.random.default_rng(1)
+    grid = rng.integers(0, 64, size=(3, 2, 2))
+    plain = {"codes": grid.ravel().tolist(), "grid": [3, 2, 2], "caption_ids": layout.encode_text(CAPTIONS[0]).tolist()}
+    story = {**plain, "attributes": json.dumps({"story": {"context_latent_frames": 1}})}
+    v2v = dict(t2v=0, i2v=0, v2t=0, uncond=0, v2v=1, text_dropout=0, loss_on="all")
+    for example, k in ((plain, 2), (story, 1)):
+        clean = layout.sequence(Task.V2V, text=CAPTIONS[0], context=grid[:k], video=grid[k:], loss_on="all")
+        ids, mask, _ = example_sequence(layout, example, MixtureConfig(**v2v), np.random.default_rng(0))
+        np.testing.assert_array_equal(ids, clean.input_ids)  # no noise: the sequence as it was
+        np.testing.assert_array_equal(mask, clean.loss_mask)
+        changed = 0
+        for seed in range(20):
+            ids, mask, _ = example_sequence(layout, example, MixtureConfig(**v2v, context_noise=0.5),
+                                            np.random.default_rng(seed))
+            parsed = layout.parse(ids)
+            np.testing.assert_array_equal(parsed.video, grid[k:])  # the target is never touched
+            assert parsed.text == CAPTIONS[0]
+            differ = ids != clean.input_ids
+            assert not mask[differ].any()  # a replaced code is read, never learned
+            np.testing.assert_array_equal(mask[~differ], clean.loss_mask[~differ])
+            changed += int(differ.sum())
+        assert 0.3 < changed / (20 * k * 4) < 0.6  # about half the context codes (a draw may repeat the code)
+    with pytest.raises(ValueError, match="context_noise"):
+        MixtureConfig(context_noise=1.0).weights()
