@@ -202,6 +202,8 @@ def test_a_story_can_keep_the_best_of_n_windows_by_a_critic(pipe):
     first = seen[0]
     assert first.prompt == STORY[1].prompt and first.context_latent_frames == 2
     np.testing.assert_array_equal(first.before[-5:], plain.video[4:9])
+    for window in seen:  # every window's critic sees the story's first frame, a reference that does not drift
+        np.testing.assert_array_equal(window.first, plain.video[0])
     assert all(f.shape == (4, 32, 32, 3) for f in first.frames) and first.codes[0].shape == (3, 4, 4)
     # sample 0 of a window is the window a story without candidates makes (its codes; decoding in a batch of 3 may
     # round a pixel the other way); the kept one goes on in the video
