@@ -67,6 +67,8 @@ class StoryEvalConfig:
     context: str = "pixels"  # what each continuation window is given (reelm.generation.story.STORY_CONTEXTS)
     world: object = None  # WorldOptions; default: the model's training world (as `reelm eval generate`)
     candidates: int = 1  # continuation windows sampled a window, one kept by evaluate_stories' choose
+    choose: str | None = None  # with candidates > 1: a critic's name (reelm.generation.story_critics), unless
+    # evaluate_stories is given a function
     weights: str = "model"  # how the decode steps read the LM's weights (reelm.lm.decode_weights): model, fp16, int8
 
 
@@ -160,7 +162,7 @@ def evaluate_stories(model, out: str | Path, cfg: StoryEvalConfig, *, video_toke
         for story in stories:
             segments = [_story_segment(s) for s in story["segments"]]
             made = pipe.story(segments, seed=_story_seed(cfg.seed, story["id"]), context=cfg.context,
-                              candidates=cfg.candidates, choose=choose, **settings)
+                              candidates=cfg.candidates, choose=cfg.choose if choose is None else choose, **settings)
             planned = [{**s, "start": m["start_frame"], "end": m["end_frame"]}
                        for s, m in zip(story["segments"], made.segments)]
             scores = score_story(made.video, fps, planned, keys=keys, max_jump=max_jump)

@@ -146,3 +146,9 @@ def test_eval_generate_stories_from_a_file(model, tmp_path, capsys):
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
     assert summary["stories"] == 1 and summary["continuity"]["total"] == 1 and "baseline" not in summary
     assert "--stories" in capsys.readouterr().out
+    assert main(["eval", "generate", "--model", str(model), "--stories", str(story), "--out", str(tmp_path / "best"),
+                 "--no-progress", "--no-baseline", "--candidates", "2", "--choose", "outline"]) == 0
+    summary = json.loads((tmp_path / "best" / "summary.json").read_text())
+    assert (summary["config"]["candidates"], summary["config"]["choose"]) == (2, "outline")
+    record = json.loads((tmp_path / "best" / "stories.jsonl").read_text())
+    assert summary["continuity"]["total"] == 1 and len(record["segments"]) == 2

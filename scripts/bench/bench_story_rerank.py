@@ -8,13 +8,13 @@ Every continuation window of every held-out story is sampled N times (``iter_sto
 - ``warp_chain``: the least motion-compensated error (each 8 x 8 block's best shift within 3 px) from
   frame to frame across the window;
 - ``warp_anchor``: the same error of each new frame against the last frame before (16 x 16 blocks, 6 px);
-- ``outline``: the object's outline kept: each new frame's foreground mask (pixels far from the frame's border
-  color) against the last frame before's, at the shift within 6 px that overlaps them best (the highest
-  mean IoU); it assumes a plain background, as the world's scenes have;
+- ``outline_last``: the object's outline kept: each new frame's foreground mask (pixels far from the
+  frame's border color) against the last frame before's, at the shift within 6 px that overlaps them
+  best (the highest mean IoU); it assumes a plain background, as the world's scenes have;
 - ``outline_chain``: that mean IoU plus the mean IoU from frame to frame across the window (3 px), which
   also sees an outline smeared for a frame or two;
-- ``outline_first``: the frame-to-frame term of ``outline_chain`` plus each new frame's outline against the
-  story's first frame's, the two masks' centroids aligned (an identity reference that does not drift);
+- ``outline``: the shipped critic (:mod:`reelm.generation.story_critics`): the frame-to-frame term plus each
+  new frame's outline against the story's first frame's, centroids aligned (a reference that does not drift);
 - ``caption``: the LM's own caption likelihood of the segment's prompt given the window's codes;
 - ``likelihood``: the LM's likelihood of the window's new codes given its context and the prompt;
 - ``pmi``: that likelihood over the one without the prompt (how much the prompt explains the window);
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CRITICS = ("first", "seam", "warp_chain", "warp_anchor", "outline", "outline_chain", "outline_first", "caption", "likelihood", "pmi", "oracle")
+CRITICS = ("first", "seam", "warp_chain", "warp_anchor", "outline_last", "outline_chain", "outline", "caption",
+           "likelihood", "pmi", "oracle")
 
 
 def warp_error(before: np.ndarray, after: np.ndarray, *, shift: int, block: int) -> float:
@@ -51,34 +52,6 @@ def warp_error(before: np.ndarray, after: np.ndarray, *, shift: int, block: int)
     return float(best.sum())
 
 
-def foreground(frame: np.ndarray, *, threshold: float = 40.0) -> np.ndarray:
-    """``(H, W)`` bool: pixels farther than ``threshold`` (RGB, 0-255) from the median color of the frame's border."""
-    frame = frame.astype(np.float32)
-    border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
-    return np.linalg.norm(frame - np.median(border, axis=0), axis=-1) > threshold
-
-
-def outline_iou(before: np.ndarray, after: np.ndarray, *, shift: int) -> float:
-    """The best IoU of ``after``'s foreground mask with ``before``'s moved by at most ``shift`` pixels."""
-    a, b = foreground(before), foreground(after)
-    if not a.any() or not b.any():
-        return 0.0
-    padded = np.pad(a, shift)
-    h, w = b.shape
-    return max(float((padded[dy:dy + h, dx:dx + w] & b).sum() / (padded[dy:dy + h, dx:dx + w] | b).sum())
-               for dy in range(2 * shift + 1) for dx in range(2 * shift + 1))
-
-
-def centered_iou(reference: np.ndarray, frame: np.ndarray) -> float:
-    """IoU of the two frames' foreground masks, ``frame``'s moved so that the centroids meet (0 if one is empty)."""
-    a, b = foreground(reference), foreground(frame)
-    if not a.any() or not b.any():
-        return 0.0
-    (ay, ax), (by, bx) = (np.argwhere(m).mean(0) for m in (a, b))
-    moved = np.roll(b, (int(round(ay - by)), int(round(ax - bx))), axis=(0, 1))
-    return float((a & moved).sum() / (a | moved).sum())
-
-
 def target_nll(pipe, sequences) -> np.ndarray:
     """Each sequence's summed NLL over its target (equal lengths: a window's candidates)."""
     ids = torch.from_numpy(np.stack([s.input_ids for s in sequences])).to(pipe.model.device)
@@ -92,6 +65,7 @@ def target_nll(pipe, sequences) -> np.ndarray:
 def make_critic(name: str, pipe):
     from reelm.data.token_layout import Task
     from reelm.eval.adherence import read_clip
+    from reelm.generation.story_critics import outline, shifted_iou
 
     layout, fps = pipe.layout, pipe.model.clip.fps
 
@@ -113,17 +87,12 @@ def make_critic(name: str, pipe):
     def warp_anchor(w):
         return int(np.argmin([sum(warp_error(w.before[-1], b, shift=6, block=16) for b in f) for f in w.frames]))
 
-    def outline(w):
-        return int(np.argmax([np.mean([outline_iou(w.before[-1], b, shift=6) for b in f]) for f in w.frames]))
+    def outline_last(w):
+        return int(np.argmax([np.mean([shifted_iou(w.before[-1], b, shift=6) for b in f]) for f in w.frames]))
 
     def outline_chain(w):
-        return int(np.argmax([np.mean([outline_iou(w.before[-1], b, shift=6) for b in f]) +
-                              np.mean([outline_iou(a, b, shift=3) for a, b in zip([w.before[-1], *f[:-1]], f)])
-                              for f in w.frames]))
-
-    def outline_first(w):
-        return int(np.argmax([np.mean([centered_iou(w.first, b) for b in f]) +
-                              np.mean([outline_iou(a, b, shift=3) for a, b in zip([w.before[-1], *f[:-1]], f)])
+        return int(np.argmax([np.mean([shifted_iou(w.before[-1], b, shift=6) for b in f]) +
+                              np.mean([shifted_iou(a, b, shift=3) for a, b in zip([w.before[-1], *f[:-1]], f)])
                               for f in w.frames]))
 
     def caption(w):
@@ -144,7 +113,8 @@ def make_critic(name: str, pipe):
                 return i
         return 0
 
-    critics = dict(first=first, seam=seam, warp_chain=warp_chain, warp_anchor=warp_anchor, outline=outline, outline_chain=outline_chain, outline_first=outline_first, caption=caption,
+    critics = dict(first=first, seam=seam, warp_chain=warp_chain, warp_anchor=warp_anchor, outline_last=outline_last,
+                   outline_chain=outline_chain, outline=outline, caption=caption,
                    likelihood=likelihood, pmi=pmi, oracle=oracle)
     return critics[name]
 

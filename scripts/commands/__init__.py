@@ -147,6 +147,31 @@ def add_story_context_flag(parser: argparse.ArgumentParser) -> None:
                              "with --story-anchor-windows)")
 
 
+def add_story_candidates_flags(parser: argparse.ArgumentParser) -> None:
+    """``--candidates N --choose CRITIC``: every continuation window of a story the best of N."""
+    from reelm.generation.story_critics import STORY_CRITICS
+
+    parser.add_argument("--candidates", type=int, default=1, metavar="N",
+                        help="stories: sample every continuation window N times and keep the one --choose picks "
+                             "(N times the windows' work; default: 1, no choice)")
+    parser.add_argument("--choose", choices=sorted(STORY_CRITICS),
+                        help="stories, with --candidates: the critic that keeps a window's candidate (outline: the "
+                             "object keeps its outline; for plain backgrounds, as the synthetic world's)")
+
+
+def check_story_candidates(args: argparse.Namespace, story_flag: str, *, story: bool) -> None:
+    """One :class:`ReelmError` line for ``--candidates`` / ``--choose`` given where they cannot apply."""
+    from reelm.core.errors import ReelmError
+
+    if not story and (args.candidates != 1 or args.choose):
+        raise ReelmError(f"--candidates and --choose are for stories: give {story_flag}")
+    if args.candidates < 1:
+        raise ReelmError(f"--candidates {args.candidates}: expected a positive number of samples a window")
+    if (args.candidates > 1) != bool(args.choose):
+        raise ReelmError("--candidates N (N > 1) and --choose CRITIC go together: each window's N samples need a "
+                         "critic to keep one, and a critic needs more than one to choose from")
+
+
 def add_sampling_flags(parser: argparse.ArgumentParser, *, default: str) -> None:
     """How generated ids are chosen: ``--temperature``, ``--top-k``, ``--top-p``, ``--greedy``."""
     parser.add_argument("--temperature", type=float, help=f"sampling temperature (default: {default})")

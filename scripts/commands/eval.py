@@ -11,7 +11,9 @@ from reelm.commands import (
     add_progress_flag,
     add_source_flags,
     add_sampling_flags,
+    add_story_candidates_flags,
     add_story_context_flag,
+    check_story_candidates,
     add_weights_flag,
     add_world_flags,
     sampling_from,
@@ -66,6 +68,7 @@ def register(subparsers) -> None:
     p.add_argument("--story-segments", default="2-4", metavar="A-B", help="synthetic: segments a story (default: 2-4)")
     p.add_argument("--color-changes", action="store_true", help="synthetic stories: the object may change color")
     add_story_context_flag(p)
+    add_story_candidates_flags(p)
     p.add_argument("--no-baseline", action="store_true", help="stories: skip each segment's prompt alone (the "
                    "single-prompt baseline the per-segment adherence is compared with)")
     p.add_argument("--video-tokenizer", metavar="DIR", help="use this video tokenizer instead of the model folder's")
@@ -137,6 +140,7 @@ def generate_main(args: argparse.Namespace) -> int:
     from reelm.generation.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLING
 
     hf_logging.disable_progress_bar()
+    check_story_candidates(args, "--stories FILE|synthetic", story=bool(args.stories))
     if args.stories:
         return stories_main(args)
     if args.story_context != "pixels":
@@ -185,8 +189,8 @@ def stories_main(args: argparse.Namespace) -> int:
     cfg = StoryEvalConfig(stories=args.stories, num_stories=args.num_stories, min_segments=low, max_segments=high,
                           color_changes=args.color_changes, seed=args.seed, guidance_scale=args.guidance_scale,
                           sampling=sampling_from(args, DEFAULT_SAMPLING), baseline=not args.no_baseline,
-                          context=args.story_context, weights=args.weights,
-                          world=world_options(args) if world_flags(args) else None)
+                          context=args.story_context, candidates=args.candidates, choose=args.choose,
+                          weights=args.weights, world=world_options(args) if world_flags(args) else None)
     summary = evaluate_stories(args.model, args.out, cfg, video_tokenizer=args.video_tokenizer, device=args.device,
                                progress=args.progress)
     adherence, continuity = summary.get("adherence") or {}, summary["continuity"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reelm.commands import (add_device_flag, add_progress_flag, add_sampling_flags, add_story_context_flag, add_weights_flag,
+from reelm.commands import (add_device_flag, add_progress_flag, add_sampling_flags, add_story_candidates_flags,
+                            add_story_context_flag, check_story_candidates, add_weights_flag,
                             sampling_from)
 
 
@@ -32,6 +33,7 @@ def register(subparsers) -> None:
                    "each segment continues the frames before it under its own prompt (with --image: from that "
                    "first frame); the sheet has a row a segment, the sidecar each segment's frames, seed and context")
     add_story_context_flag(p)
+    add_story_candidates_flags(p)
     p.add_argument("--num-samples", type=int, default=1, metavar="N", help="videos per prompt (default: 1)")
     p.add_argument("--frames", type=int, metavar="N", help="frames per video (default: the training length; "
                    "longer videos are made window by window)")
@@ -105,6 +107,7 @@ def generate_main(args: argparse.Namespace) -> int:
     from reelm.core.atomic import output_folder
     from reelm.generation.outputs import VBENCH_SIDE_FOLDER, plan_samples, read_prompts
 
+    check_story_candidates(args, "--story FILE", story=bool(args.story))
     if args.story:
         return story_main(args)
     if args.story_context != "pixels":
@@ -215,11 +218,14 @@ def story_main(args: argparse.Namespace) -> int:
     fps = pipe.model.clip.fps
     planned = plan_segments(segments, fps, pipe.tokenizer.temporal_downsample)
     settings = dict(seed=args.seed, guidance_scale=args.guidance_scale, sampling=sampling_from(args, DEFAULT_SAMPLING),
-                    negative_prompt=args.negative_prompt, image=args.image, context=args.story_context)
+                    negative_prompt=args.negative_prompt, image=args.image, context=args.story_context,
+                    candidates=args.candidates, choose=args.choose)
     recorder = StoryRecorder(fps, args.seed)
     files = plan_samples(output, [None], 1)[0]
     began = time.perf_counter()
-    total = sum(s.latent_frames for s in planned) * pipe.layout.codes_per_frame
+    latents = sum(s.latent_frames for s in planned)
+    first = min(planned[0].latent_frames, pipe.model.latent_frames)  # the first window: one sample, no choice
+    total = (first + (latents - first) * args.candidates) * pipe.layout.codes_per_frame
     with _bar(args.progress, total, "story") as bar:
         def report(piece):
             if piece.last:

@@ -248,7 +248,8 @@ class VideoPipeline:
         """One video from a story: ``segments`` (a story file's path, or a list of
         :class:`reelm.generation.story.StorySegment`), each continuing the frames before it under its own prompt
         (:mod:`reelm.generation.story_generation`; ``context="codes"``: each window is given the model's own
-        codes; ``candidates`` and ``choose``: each continuation window the best of N by the caller's critic).
+        codes; ``candidates`` and ``choose``: each continuation window the best of N by a critic, the caller's
+        function or a name from :data:`reelm.generation.story_critics.STORY_CRITICS`, e.g. ``"outline"``).
         Returns a ``StoryOutput`` (the video, each segment's frames, seed and contexts, the settings);
         :meth:`iter_story` yields it window by window instead, in flat memory."""
         from reelm.generation.story_generation import StoryOutput, StoryRecorder, story_info

@@ -19,14 +19,12 @@ anchor: its image latent) in place of the first of its last frames, the rest as 
 A model learns to use it from anchored training stories (``reelm data tokenize
 --story-anchor-windows``); BENCHMARKS.md, "Where the missing continuity is lost", says what it keeps.
 
-With ``candidates=N`` (and a ``choose`` function) every continuation window is sampled ``N`` times in one
-batch and ``choose`` picks the one kept from a :class:`WindowCandidates` (the frames before, the story's
-first frame, and each candidate's new frames and codes): a hook for a consistency critic of the user's own.
-Sample 0 is the window ``candidates=1`` makes. No critic ships: on the demo's model none of the generic
-ones tried (pixel drift across the seam, motion-compensated error, the LM's own likelihood or caption of
-the window) keeps more boundaries than chance would, outline masks compared across the seam gain 6-7 points
-that 130 boundaries cannot tell from chance, while one that reads the object's shape would (BENCHMARKS.md,
-"Best of N windows" and "Three more levers on the windows"; ``scripts/bench/bench_story_rerank.py``).
+With ``candidates=N`` (and ``choose``) every continuation window is sampled ``N`` times in one batch and
+``choose`` picks the one kept from a :class:`WindowCandidates` (the frames before, the story's first frame,
+and each candidate's new frames and codes): a critic of the user's own, or the name of one in
+:mod:`reelm.generation.story_critics` (``"outline"``: the object keeps its outline, for plain-background
+scenes such as the synthetic world's). Sample 0 is the window ``candidates=1`` makes. BENCHMARKS.md, "Best
+of N windows", compares the critics tried (``scripts/bench/bench_story_rerank.py``).
 
 It yields a :class:`StoryPiece` for each window, holding only that window's new frames, and keeps
 only the context's frames between windows, so memory stays flat in the story's length.
@@ -108,6 +106,12 @@ def iter_story(pipe, segments: list[StorySegment], *, seed: int | None = 0, guid
         raise PipelineInputError(f"candidates {candidates!r}: expected a positive integer")
     if candidates > 1 and choose is None:
         raise PipelineInputError(f"candidates={candidates} needs a choose function to pick each window's")
+    if isinstance(choose, str):
+        from reelm.generation.story_critics import STORY_CRITICS
+
+        if choose not in STORY_CRITICS:
+            raise PipelineInputError(f"choose {choose!r}: give a function, or one of {', '.join(STORY_CRITICS)}")
+        choose = STORY_CRITICS[choose]
     tokenizer = pipe.tokenizer
     planned = plan_segments(segments, pipe.model.clip.fps, tokenizer.temporal_downsample)
     window_latents = pipe.model.latent_frames
@@ -211,5 +215,6 @@ def story_info(pipe, *, seed, guidance_scale, sampling, negative_prompt, image, 
             guidance_scale, "sampling": (sampling or DEFAULT_SAMPLING).to_dict(), "negative_prompt": negative_prompt,
             "image": str(image) if isinstance(image, (str, Path)) else (None if image is None else "an array"), "fps": pipe.model.clip.fps, "trained_latent_frames": pipe.model.latent_frames,
             "context_latent_frames": continuation_context(pipe.model.latent_frames), "context": context,
-            **({"candidates": candidates, "choose": getattr(choose, "__name__", repr(choose))} if candidates > 1 else {}),
+            **({"candidates": candidates, "choose": choose if isinstance(choose, str) else
+                getattr(choose, "__name__", repr(choose))} if candidates > 1 else {}),
             "model": pipe.model.identity(), "weights": pipe.weights}
