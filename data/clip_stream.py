@@ -133,9 +133,12 @@ class ClipStream:
             return self._clips(epoch, row_index)
         if self._ahead is None:
             keys = _Keys(lambda: self._keys(epoch, position))
+            # Workers start from a fresh process (forkserver), not a fork of this one: a fork copies whatever
+            # lock a thread here held at that moment (PyAV's, FFmpeg's), and a worker converting a frame
+            # then waits on it forever (seen: tests hung in VideoFrame.to_ndarray in forked workers).
             loader = torch.utils.data.DataLoader(self.rows, sampler=keys, batch_size=None,
                                                  num_workers=self.workers, collate_fn=_as_is,
-                                                 prefetch_factor=PREFETCH_ROWS)
+                                                 prefetch_factor=PREFETCH_ROWS, multiprocessing_context="forkserver")
             self._ahead = iter(loader)
         key, clips = next(self._ahead)
         if tuple(key) != (epoch, row_index):  # the read-ahead follows the same order: a mismatch is a bug
