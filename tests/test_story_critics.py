@@ -22,16 +22,19 @@ def _frame(shape: str, cy: int, cx: int, r: int = 8) -> np.ndarray:
 
 
 def test_the_outline_measures_see_a_kept_outline_wherever_it_moved():
+    def masks(*frames):
+        return [foreground(f) for f in frames]
+
     before = _frame("square", 30, 30)
     assert foreground(before).sum() == 17 * 17
-    assert shifted_iou(before, _frame("square", 33, 28), shift=6) == 1.0  # moved within the search
-    assert shifted_iou(before, _frame("square", 40, 30), shift=6) < 0.7  # moved beyond it
-    assert shifted_iou(before, _frame("circle", 32, 30), shift=6) < 0.9
-    assert centered_iou(before, _frame("square", 50, 12)) == 1.0  # any distance: the centroids are aligned
-    assert centered_iou(before, _frame("circle", 50, 12)) < 0.9
-    assert centered_iou(_frame("square", 30, 30), _frame("square", 30, 60)) < 1.0  # cut by the edge, not wrapped
+    assert shifted_iou(*masks(before, _frame("square", 33, 28)), shift=6) == 1.0  # moved within the search
+    assert shifted_iou(*masks(before, _frame("square", 40, 30)), shift=6) < 0.7  # moved beyond it
+    assert shifted_iou(*masks(before, _frame("circle", 32, 30)), shift=6) < 0.9
+    assert centered_iou(*masks(before, _frame("square", 50, 12))) == 1.0  # any distance: the centroids are aligned
+    assert centered_iou(*masks(before, _frame("circle", 50, 12))) < 0.9
+    assert centered_iou(*masks(_frame("square", 30, 30), _frame("square", 30, 60))) < 1.0  # cut by the edge
     empty = np.full((64, 64, 3), 40, dtype=np.uint8)
-    assert shifted_iou(before, empty, shift=6) == centered_iou(empty, before) == 0.0
+    assert shifted_iou(*masks(before, empty), shift=6) == centered_iou(*masks(empty, before)) == 0.0
 
 
 def test_outline_keeps_the_candidate_that_keeps_the_story_s_object():

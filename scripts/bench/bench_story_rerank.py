@@ -65,7 +65,7 @@ def target_nll(pipe, sequences) -> np.ndarray:
 def make_critic(name: str, pipe):
     from reelm.data.token_layout import Task
     from reelm.eval.adherence import read_clip
-    from reelm.generation.story_critics import outline, shifted_iou
+    from reelm.generation.story_critics import foreground, outline, shifted_iou
 
     layout, fps = pipe.layout, pipe.model.clip.fps
 
@@ -88,12 +88,16 @@ def make_critic(name: str, pipe):
         return int(np.argmin([sum(warp_error(w.before[-1], b, shift=6, block=16) for b in f) for f in w.frames]))
 
     def outline_last(w):
-        return int(np.argmax([np.mean([shifted_iou(w.before[-1], b, shift=6) for b in f]) for f in w.frames]))
+        last = foreground(w.before[-1])
+        return int(np.argmax([np.mean([shifted_iou(last, foreground(b), shift=6) for b in f]) for f in w.frames]))
 
     def outline_chain(w):
-        return int(np.argmax([np.mean([shifted_iou(w.before[-1], b, shift=6) for b in f]) +
-                              np.mean([shifted_iou(a, b, shift=3) for a, b in zip([w.before[-1], *f[:-1]], f)])
-                              for f in w.frames]))
+        last, scores = foreground(w.before[-1]), []
+        for f in w.frames:
+            masks = [foreground(b) for b in f]
+            scores.append(np.mean([shifted_iou(last, m, shift=6) for m in masks]) +
+                          np.mean([shifted_iou(a, b, shift=3) for a, b in zip([last, *masks[:-1]], masks)]))
+        return int(np.argmax(scores))
 
     def caption(w):
         text = layout.encode_text(w.prompt)

@@ -37,37 +37,37 @@ def foreground(frame: np.ndarray, *, threshold: float = FOREGROUND_DISTANCE) -> 
 
 
 def shifted_iou(before: np.ndarray, after: np.ndarray, *, shift: int) -> float:
-    """The best IoU of ``after``'s foreground with ``before``'s moved by at most ``shift`` pixels each way (0 when
-    either has none)."""
-    a, b = foreground(before), foreground(after)
-    if not a.any() or not b.any():
+    """The best IoU of two ``(H, W)`` foreground masks, ``before`` moved by at most ``shift`` pixels each way (0
+    when either is empty)."""
+    if not before.any() or not after.any():
         return 0.0
-    padded = np.pad(a, shift)
-    h, w = b.shape
-    return max(float((padded[dy:dy + h, dx:dx + w] & b).sum() / (padded[dy:dy + h, dx:dx + w] | b).sum())
+    padded = np.pad(before, shift)
+    h, w = after.shape
+    return max(float((padded[dy:dy + h, dx:dx + w] & after).sum() / (padded[dy:dy + h, dx:dx + w] | after).sum())
                for dy in range(2 * shift + 1) for dx in range(2 * shift + 1))
 
 
-def centered_iou(reference: np.ndarray, frame: np.ndarray) -> float:
-    """IoU of the two frames' foregrounds with ``frame``'s moved so that the centroids meet (0 when either has
-    none)."""
-    a, b = foreground(reference), foreground(frame)
-    if not a.any() or not b.any():
+def centered_iou(reference: np.ndarray, mask: np.ndarray) -> float:
+    """IoU of two ``(H, W)`` foreground masks with ``mask`` moved so that the centroids meet (0 when either is
+    empty)."""
+    if not reference.any() or not mask.any():
         return 0.0
-    (ay, ax), (by, bx) = (np.argwhere(mask).mean(0) for mask in (a, b))
+    (ay, ax), (by, bx) = (np.argwhere(m).mean(0) for m in (reference, mask))
     dy, dx = int(round(ay - by)), int(round(ax - bx))
-    moved = np.zeros_like(b)  # shifted without wrapping around the frame's edges
-    h, w = b.shape
-    moved[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = b[max(-dy, 0):h - max(dy, 0),
-                                                                    max(-dx, 0):w - max(dx, 0)]
-    return float((a & moved).sum() / (a | moved).sum())
+    moved = np.zeros_like(mask)  # shifted without wrapping around the frame's edges
+    h, w = mask.shape
+    moved[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = mask[max(-dy, 0):h - max(dy, 0),
+                                                                       max(-dx, 0):w - max(dx, 0)]
+    return float((reference & moved).sum() / (reference | moved).sum())
 
 
 def outline_score(first: np.ndarray, last_before: np.ndarray, frames: np.ndarray) -> float:
     """How well ``frames`` keep the outline of the story's ``first`` frame and of the frame before them (see the
-    module docstring): in [0, 2], higher is better."""
-    identity = np.mean([centered_iou(first, frame) for frame in frames])
-    chain = np.mean([shifted_iou(a, b, shift=CHAIN_SHIFT) for a, b in zip([last_before, *frames[:-1]], frames)])
+    module docstring): in [0, 2], higher is better. Each frame's mask is made once."""
+    reference, masks = foreground(first), [foreground(frame) for frame in frames]
+    identity = np.mean([centered_iou(reference, mask) for mask in masks])
+    before = [foreground(last_before), *masks[:-1]]
+    chain = np.mean([shifted_iou(a, b, shift=CHAIN_SHIFT) for a, b in zip(before, masks)])
     return float(identity + chain)
 
 
