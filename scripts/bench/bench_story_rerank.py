@@ -15,6 +15,10 @@ Every continuation window of every held-out story is sampled N times (``iter_sto
   also sees an outline smeared for a frame or two;
 - ``outline``: the shipped critic (:mod:`reelm.generation.story_critics`): the frame-to-frame term plus each
   new frame's outline against the story's first frame's, centroids aligned (a reference that does not drift);
+- ``template``: the object's soft silhouette (each pixel's distance from the border's color, 0 to 1 between
+  ``TEMPLATE_LOW`` and the object's typical distance) in a patch sampled around its centroid at sub-pixel
+  precision, against the story's first frame's: the mean soft Dice over the new frames (no threshold and no
+  whole-pixel alignment, the finer cousin of ``outline``'s identity term);
 - ``caption``: the LM's own caption likelihood of the segment's prompt given the window's codes;
 - ``likelihood``: the LM's likelihood of the window's new codes given its context and the prompt;
 - ``pmi``: that likelihood over the one without the prompt (how much the prompt explains the window);
@@ -34,8 +38,50 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CRITICS = ("first", "seam", "warp_chain", "warp_anchor", "outline_last", "outline_chain", "outline", "caption",
-           "likelihood", "pmi", "oracle")
+CRITICS = ("first", "seam", "warp_chain", "warp_anchor", "outline_last", "outline_chain", "outline", "template",
+           "caption", "likelihood", "pmi", "oracle")
+TEMPLATE_LOW = 20.0  # RGB distance from the border's color below which a pixel is no part of the object
+TEMPLATE_RADIUS = 10  # pixels each side of the centroid the silhouettes are compared over
+
+
+def silhouette(frame: np.ndarray) -> np.ndarray:
+    """``(H, W)`` in [0, 1]: how much each pixel of ``frame`` is object, by its distance from the border's median
+    color, scaled so that the object's typical (75th percentile) foreground pixel is 1."""
+    from reelm.generation.story_critics import FOREGROUND_DISTANCE
+
+    f = frame.astype(np.float32)
+    border = np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]])
+    distance = np.linalg.norm(f - np.median(border, axis=0), axis=-1)
+    if not (distance > FOREGROUND_DISTANCE).any():
+        return np.zeros_like(distance)
+    typical = np.percentile(distance[distance > FOREGROUND_DISTANCE], 75)
+    return np.clip((distance - TEMPLATE_LOW) / max(typical - TEMPLATE_LOW, 1.0), 0.0, 1.0)
+
+
+def centered_patch(alpha: np.ndarray) -> np.ndarray | None:
+    """The silhouette around its own centroid, bilinear at sub-pixel offsets (None when it is empty)."""
+    from scipy import ndimage
+
+    total = alpha.sum()
+    if total <= 0:
+        return None
+    ys, xs = np.indices(alpha.shape)
+    cy, cx = (alpha * ys).sum() / total, (alpha * xs).sum() / total
+    grid = np.mgrid[-TEMPLATE_RADIUS:TEMPLATE_RADIUS + 1, -TEMPLATE_RADIUS:TEMPLATE_RADIUS + 1].astype(np.float32)
+    return ndimage.map_coordinates(alpha, [grid[0] + cy, grid[1] + cx], order=1, mode="constant")
+
+
+def template_score(first: np.ndarray, frames: np.ndarray) -> float:
+    """Mean soft Dice of each frame's centered silhouette against ``first``'s (0 where either is empty)."""
+    reference = centered_patch(silhouette(first))
+    scores = []
+    for frame in frames:
+        patch = centered_patch(silhouette(frame))
+        if reference is None or patch is None:
+            scores.append(0.0)
+            continue
+        scores.append(1.0 - np.abs(reference - patch).sum() / (reference.sum() + patch.sum()))
+    return float(np.mean(scores))
 
 
 def warp_error(before: np.ndarray, after: np.ndarray, *, shift: int, block: int) -> float:
@@ -99,6 +145,10 @@ def make_critic(name: str, pipe):
                           np.mean([shifted_iou(a, b, shift=3) for a, b in zip([last, *masks[:-1]], masks)]))
         return int(np.argmax(scores))
 
+    def template(w):
+        first = w.first if w.first is not None else w.before[0]
+        return int(np.argmax([template_score(first, f) for f in w.frames]))
+
     def caption(w):
         text = layout.encode_text(w.prompt)
         return int(np.argmin(target_nll(pipe, [layout.sequence(Task.V2T, text=text, video=g) for g in w.codes])))
@@ -118,7 +168,7 @@ def make_critic(name: str, pipe):
         return 0
 
     critics = dict(first=first, seam=seam, warp_chain=warp_chain, warp_anchor=warp_anchor, outline_last=outline_last,
-                   outline_chain=outline_chain, outline=outline, caption=caption,
+                   outline_chain=outline_chain, outline=outline, template=template, caption=caption,
                    likelihood=likelihood, pmi=pmi, oracle=oracle)
     return critics[name]
 
