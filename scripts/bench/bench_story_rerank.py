@@ -47,11 +47,9 @@ TEMPLATE_RADIUS = 10  # pixels each side of the centroid the silhouettes are com
 def silhouette(frame: np.ndarray) -> np.ndarray:
     """``(H, W)`` in [0, 1]: how much each pixel of ``frame`` is object, by its distance from the border's median
     color, scaled so that the object's typical (75th percentile) foreground pixel is 1."""
-    from reelm.generation.story_critics import FOREGROUND_DISTANCE
+    from reelm.generation.story_critics import FOREGROUND_DISTANCE, border_distance
 
-    f = frame.astype(np.float32)
-    border = np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]])
-    distance = np.linalg.norm(f - np.median(border, axis=0), axis=-1)
+    distance = border_distance(frame)
     if not (distance > FOREGROUND_DISTANCE).any():
         return np.zeros_like(distance)
     typical = np.percentile(distance[distance > FOREGROUND_DISTANCE], 75)
@@ -71,9 +69,9 @@ def centered_patch(alpha: np.ndarray) -> np.ndarray | None:
     return ndimage.map_coordinates(alpha, [grid[0] + cy, grid[1] + cx], order=1, mode="constant")
 
 
-def template_score(first: np.ndarray, frames: np.ndarray) -> float:
-    """Mean soft Dice of each frame's centered silhouette against ``first``'s (0 where either is empty)."""
-    reference = centered_patch(silhouette(first))
+def template_score(reference: np.ndarray | None, frames: np.ndarray) -> float:
+    """Mean soft Dice of each frame's centered silhouette against ``reference``, the story's first frame's
+    :func:`centered_patch` (0 where either is empty)."""
     scores = []
     for frame in frames:
         patch = centered_patch(silhouette(frame))
@@ -146,8 +144,8 @@ def make_critic(name: str, pipe):
         return int(np.argmax(scores))
 
     def template(w):
-        first = w.first if w.first is not None else w.before[0]
-        return int(np.argmax([template_score(first, f) for f in w.frames]))
+        reference = centered_patch(silhouette(w.first if w.first is not None else w.before[0]))
+        return int(np.argmax([template_score(reference, f) for f in w.frames]))
 
     def caption(w):
         text = layout.encode_text(w.prompt)

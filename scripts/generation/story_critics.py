@@ -28,12 +28,18 @@ FOREGROUND_DISTANCE = 40.0  # RGB distance (0-255) from the border's median colo
 CHAIN_SHIFT = 3  # pixels a mask may move from one frame to the next for the frame-to-frame overlap
 
 
+def border_distance(frame: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float32: each pixel's RGB distance (0-255 scale) from the median color of an ``(H, W, 3)`` frame's
+    border, the background of a plain scene."""
+    frame = frame.astype(np.float32)
+    border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
+    return np.linalg.norm(frame - np.median(border, axis=0), axis=-1)
+
+
 def foreground(frame: np.ndarray, *, threshold: float = FOREGROUND_DISTANCE) -> np.ndarray:
     """``(H, W)`` bool: the pixels of an ``(H, W, 3)`` frame farther than ``threshold`` from its border's median
     color."""
-    frame = frame.astype(np.float32)
-    border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
-    return np.linalg.norm(frame - np.median(border, axis=0), axis=-1) > threshold
+    return border_distance(frame) > threshold
 
 
 def shifted_iou(before: np.ndarray, after: np.ndarray, *, shift: int) -> float:
