@@ -181,13 +181,15 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(shards, straight, tmp_
 
 def test_a_partial_checkpoint_is_ignored_by_resume(shards, straight, tmp_path):
     out = tmp_path / "run"
-    run(shards, out, 10, stop_at=5)
+    # ZeRO 2, as `straight` it is compared with: under bf16 autocast (CPUs with native bf16) ZeRO 0 and 2 do not
+    # give the same bits (2e-4 apart after 10 steps), so the default stage (0 on one process) matches it only in fp32
+    run(shards, out, 10, "zero_stage=2", stop_at=5)
     # A save killed before its commit leaves a staging folder, even one holding every file.
     staged = staging_dir(out, 8)
     shutil.copytree(out / "step-000005", staged)
     (staged / "model.safetensors").write_bytes(b"half-written")
     assert [s for s, _ in list_checkpoints(out)] == [5]
-    result = run(shards, out, 10, resume=True)
+    result = run(shards, out, 10, "zero_stage=2", resume=True)
     assert result.step == 10 and not staged.exists()
     reference, _ = straight
     for name, tensor in weights(reference / "step-000010").items():
